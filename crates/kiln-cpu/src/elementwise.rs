@@ -1,0 +1,257 @@
+//! Unary and binary element-wise kernels, `where_cond`, casts, fills and strided copies.
+
+use crate::storage::{map_storage, with_storage, CpuStorage};
+use crate::strided::{map1, map2, map3};
+use half::{bf16, f16};
+use kiln_tensor::backend::unsupported;
+use kiln_tensor::{BinaryOp, DType, Error, Layout, MapFn, Result, UnaryOp, WithDType, ZipFn};
+
+struct Unary<'a, S> {
+    src: &'a [S],
+    layout: &'a Layout,
+}
+
+impl MapFn<f32> for Unary<'_, f32> {
+    type Out = Vec<f32>;
+    fn call<F: Fn(f32) -> f32 + Send + Sync + Copy>(self, f: F) -> Vec<f32> {
+        map1(self.src, self.layout, f)
+    }
+}
+impl MapFn<f64> for Unary<'_, f64> {
+    type Out = Vec<f64>;
+    fn call<F: Fn(f64) -> f64 + Send + Sync + Copy>(self, f: F) -> Vec<f64> {
+        map1(self.src, self.layout, f)
+    }
+}
+impl MapFn<f32> for Unary<'_, f16> {
+    type Out = Vec<f16>;
+    fn call<F: Fn(f32) -> f32 + Send + Sync + Copy>(self, f: F) -> Vec<f16> {
+        map1(self.src, self.layout, move |x: f16| f16::from_f32(f(x.to_f32())))
+    }
+}
+impl MapFn<f32> for Unary<'_, bf16> {
+    type Out = Vec<bf16>;
+    fn call<F: Fn(f32) -> f32 + Send + Sync + Copy>(self, f: F) -> Vec<bf16> {
+        map1(self.src, self.layout, move |x: bf16| bf16::from_f32(f(x.to_f32())))
+    }
+}
+
+pub(crate) fn unary(op: UnaryOp, s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
+    s.check(op.name(), l)?;
+    Ok(match s {
+        CpuStorage::F32(v) => CpuStorage::F32(op.map(Unary { src: v, layout: l })),
+        CpuStorage::F64(v) => CpuStorage::F64(op.map(Unary { src: v, layout: l })),
+        CpuStorage::F16(v) => CpuStorage::F16(op.map(Unary { src: v, layout: l })),
+        CpuStorage::BF16(v) => CpuStorage::BF16(op.map(Unary { src: v, layout: l })),
+        other => return Err(unsupported(op.name(), other.dtype(), "f32, f64, f16, bf16")),
+    })
+}
+
+struct Zip<'a, S> {
+    a: &'a [S],
+    la: &'a Layout,
+    b: &'a [S],
+    lb: &'a Layout,
+}
+
+macro_rules! zip_impl {
+    ($s:ty, $t:ty, $to:expr, $from:expr) => {
+        impl ZipFn<$t, $t> for Zip<'_, $s> {
+            type Out = Vec<$s>;
+            fn call<F: Fn($t, $t) -> $t + Send + Sync + Copy>(self, f: F) -> Vec<$s> {
+                map2(self.a, self.la, self.b, self.lb, move |x: $s, y: $s| $from(f($to(x), $to(y))))
+            }
+        }
+    };
+}
+zip_impl!(f32, f32, |x| x, |x| x);
+zip_impl!(f64, f64, |x| x, |x| x);
+zip_impl!(f16, f32, f16::to_f32, f16::from_f32);
+zip_impl!(bf16, f32, bf16::to_f32, bf16::from_f32);
+
+impl<S: Copy + PartialOrd + Send + Sync> ZipFn<S, u8> for Zip<'_, S> {
+    type Out = Vec<u8>;
+    fn call<F: Fn(S, S) -> u8 + Send + Sync + Copy>(self, f: F) -> Vec<u8> {
+        map2(self.a, self.la, self.b, self.lb, f)
+    }
+}
+
+/// Integer arithmetic: wrapping, with division by zero an error.
+trait Int: WithDType + Ord + Default {
+    fn wadd(self, o: Self) -> Self;
+    fn wsub(self, o: Self) -> Self;
+    fn wmul(self, o: Self) -> Self;
+    fn wdiv(self, o: Self) -> Self;
+    fn is_zero(self) -> bool;
+}
+macro_rules! int_impl {
+    ($($t:ty),*) => {$(
+        impl Int for $t {
+            fn wadd(self, o: Self) -> Self { self.wrapping_add(o) }
+            fn wsub(self, o: Self) -> Self { self.wrapping_sub(o) }
+            fn wmul(self, o: Self) -> Self { self.wrapping_mul(o) }
+            fn wdiv(self, o: Self) -> Self { if o == 0 { 0 } else { self.wrapping_div(o) } }
+            fn is_zero(self) -> bool { self == 0 }
+        }
+    )*};
+}
+int_impl!(i64, u32, u8);
+
+fn int_binary<T: Int>(op: BinaryOp, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Result<Vec<T>> {
+    if op == BinaryOp::Div && lb.offsets().any(|o| b[o].is_zero()) {
+        return Err(Error::invalid("div", format!("integer division by zero ({} tensor)", T::DTYPE)));
+    }
+    Ok(match op {
+        BinaryOp::Add => map2(a, la, b, lb, T::wadd),
+        BinaryOp::Sub => map2(a, la, b, lb, T::wsub),
+        BinaryOp::Mul => map2(a, la, b, lb, T::wmul),
+        BinaryOp::Div => map2(a, la, b, lb, T::wdiv),
+        BinaryOp::Maximum => map2(a, la, b, lb, |x: T, y: T| x.max(y)),
+        BinaryOp::Minimum => map2(a, la, b, lb, |x: T, y: T| x.min(y)),
+        _ => return Err(unsupported(op.name(), T::DTYPE, "f32, f64, f16, bf16")),
+    })
+}
+
+pub(crate) fn binary(op: BinaryOp, a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> Result<CpuStorage> {
+    a.check(op.name(), la)?;
+    b.check(op.name(), lb)?;
+    if op.is_comparison() {
+        let out = match (a, b) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => op.zip_cmp(Zip { a, la, b, lb }),
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => op.zip_cmp(Zip { a, la, b, lb }),
+            (CpuStorage::F16(a), CpuStorage::F16(b)) => op.zip_cmp(Zip { a, la, b, lb }),
+            (CpuStorage::BF16(a), CpuStorage::BF16(b)) => op.zip_cmp(Zip { a, la, b, lb }),
+            (CpuStorage::I64(a), CpuStorage::I64(b)) => op.zip_cmp(Zip { a, la, b, lb }),
+            (CpuStorage::U32(a), CpuStorage::U32(b)) => op.zip_cmp(Zip { a, la, b, lb }),
+            (CpuStorage::U8(a), CpuStorage::U8(b)) => op.zip_cmp(Zip { a, la, b, lb }),
+            _ => return Err(mismatch(op.name(), a, b)),
+        };
+        return out.map(CpuStorage::U8).ok_or_else(|| Error::invalid(op.name(), "not a comparison"));
+    }
+    fn float<V>(op: BinaryOp, o: Option<V>) -> Result<V> {
+        o.ok_or_else(|| Error::invalid(op.name(), "not an arithmetic op"))
+    }
+    Ok(match (a, b) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(float(op, op.zip_float(Zip { a, la, b, lb }))?),
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(float(op, op.zip_float(Zip { a, la, b, lb }))?),
+        (CpuStorage::F16(a), CpuStorage::F16(b)) => CpuStorage::F16(float(op, op.zip_float::<f32, _>(Zip { a, la, b, lb }))?),
+        (CpuStorage::BF16(a), CpuStorage::BF16(b)) => CpuStorage::BF16(float(op, op.zip_float::<f32, _>(Zip { a, la, b, lb }))?),
+        (CpuStorage::I64(a), CpuStorage::I64(b)) => CpuStorage::I64(int_binary(op, a, la, b, lb)?),
+        (CpuStorage::U32(a), CpuStorage::U32(b)) => CpuStorage::U32(int_binary(op, a, la, b, lb)?),
+        (CpuStorage::U8(a), CpuStorage::U8(b)) => CpuStorage::U8(int_binary(op, a, la, b, lb)?),
+        _ => return Err(mismatch(op.name(), a, b)),
+    })
+}
+
+fn mismatch(op: &'static str, a: &CpuStorage, b: &CpuStorage) -> Error {
+    Error::DTypeMismatch { op, lhs: a.dtype(), rhs: b.dtype() }
+}
+
+pub(crate) fn where_cond(
+    c: &CpuStorage,
+    cl: &Layout,
+    t: &CpuStorage,
+    tl: &Layout,
+    f: &CpuStorage,
+    fl: &Layout,
+) -> Result<CpuStorage> {
+    let CpuStorage::U8(c) = c else {
+        return Err(unsupported("where_cond", c.dtype(), "u8 masks"));
+    };
+    macro_rules! pick {
+        ($($v:ident),*) => {
+            match (t, f) {
+                $((CpuStorage::$v(t), CpuStorage::$v(f)) => {
+                    CpuStorage::$v(map3(c, cl, t, tl, f, fl, |m, x, y| if m != 0 { x } else { y }))
+                })*
+                _ => return Err(mismatch("where_cond", t, f)),
+            }
+        };
+    }
+    for (s, l) in [(t, tl), (f, fl)] {
+        s.check("where_cond", l)?;
+    }
+    if cl.storage_extent() > c.len() {
+        return Err(Error::invalid("where_cond", "mask layout reaches past its storage"));
+    }
+    Ok(pick!(F32, F64, F16, BF16, I64, U32, U8))
+}
+
+fn cast_to<T: WithDType, U: WithDType + Default>(src: &[T], l: &Layout) -> Vec<U> {
+    map1(src, l, |x: T| {
+        let v = x.to_f64();
+        U::from_f64(if v.is_nan() && U::DTYPE.is_int() { 0.0 } else { v })
+    })
+}
+
+pub(crate) fn cast(s: &CpuStorage, l: &Layout, dtype: DType) -> Result<CpuStorage> {
+    s.check("to_dtype", l)?;
+    Ok(with_storage!(s, v => match dtype {
+        DType::F32 => CpuStorage::F32(cast_to(v, l)),
+        DType::F64 => CpuStorage::F64(cast_to(v, l)),
+        DType::F16 => CpuStorage::F16(cast_to(v, l)),
+        DType::BF16 => CpuStorage::BF16(cast_to(v, l)),
+        DType::I64 => CpuStorage::I64(cast_to(v, l)),
+        DType::U32 => CpuStorage::U32(cast_to(v, l)),
+        DType::U8 => CpuStorage::U8(cast_to(v, l)),
+    }))
+}
+
+pub(crate) fn fill(len: usize, dtype: DType, value: f64) -> CpuStorage {
+    fn f<T: WithDType>(len: usize, value: f64) -> Vec<T> {
+        vec![T::from_f64(value); len]
+    }
+    match dtype {
+        DType::F32 => CpuStorage::F32(f(len, value)),
+        DType::F64 => CpuStorage::F64(f(len, value)),
+        DType::F16 => CpuStorage::F16(f(len, value)),
+        DType::BF16 => CpuStorage::BF16(f(len, value)),
+        DType::I64 => CpuStorage::I64(f(len, value)),
+        DType::U32 => CpuStorage::U32(f(len, value)),
+        DType::U8 => CpuStorage::U8(f(len, value)),
+    }
+}
+
+/// The logical elements of `l`, contiguous.
+pub(crate) fn contiguous(s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
+    s.check("contiguous", l)?;
+    Ok(map_storage!(s, v => match l.contiguous_range() {
+        Some((a, b)) => v[a..b].to_vec(),
+        None => map1(v, l, |x| x),
+    }))
+}
+
+pub(crate) fn copy_strided(src: &CpuStorage, sl: &Layout, dst: &mut CpuStorage, dl: &Layout) -> Result<()> {
+    src.check("copy_strided", sl)?;
+    dst.check("copy_strided", dl)?;
+    if sl.dims() != dl.dims() {
+        return Err(Error::invalid("copy_strided", format!("source shape {:?} != destination shape {:?}", sl.dims(), dl.dims())));
+    }
+    macro_rules! copy {
+        ($($v:ident),*) => {
+            match (src, dst) {
+                $((CpuStorage::$v(s), CpuStorage::$v(d)) => copy_into(s, sl, d, dl),)*
+                (s, d) => return Err(mismatch("copy_strided", s, d)),
+            }
+        };
+    }
+    copy!(F32, F64, F16, BF16, I64, U32, U8);
+    Ok(())
+}
+
+fn copy_into<T: Copy + Send + Sync + Default>(src: &[T], sl: &Layout, dst: &mut [T], dl: &Layout) {
+    if let Some((a, b)) = dl.contiguous_range() {
+        let dst = &mut dst[a..b];
+        match sl.contiguous_range() {
+            Some((c, d)) => dst.copy_from_slice(&src[c..d]),
+            None => {
+                let packed = map1(src, sl, |x| x);
+                dst.copy_from_slice(&packed);
+            }
+        }
+    } else {
+        for (so, d_o) in sl.offsets().zip(dl.offsets()) {
+            dst[d_o] = src[so];
+        }
+    }
+}

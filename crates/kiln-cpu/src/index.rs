@@ -1,0 +1,126 @@
+//! gather, scatter_add and index_select.
+
+use crate::elementwise::copy_strided;
+use crate::storage::CpuStorage;
+use kiln_tensor::backend::unsupported;
+use kiln_tensor::{Error, Layout, Result, Shape};
+
+/// Reads an index tensor (i64 or u32) as i64 values in logical order.
+fn indices(op: &'static str, s: &CpuStorage, l: &Layout) -> Result<Vec<i64>> {
+    s.check(op, l)?;
+    match s {
+        CpuStorage::I64(v) => Ok(l.offsets().map(|o| v[o]).collect()),
+        CpuStorage::U32(v) => Ok(l.offsets().map(|o| v[o] as i64).collect()),
+        other => Err(unsupported(op, other.dtype(), "i64, u32 (indices)")),
+    }
+}
+
+fn check_range(op: &'static str, ix: i64, size: usize, dim: usize, shape: &[usize]) -> Result<usize> {
+    if ix < 0 || ix as usize >= size {
+        return Err(Error::IndexOutOfRange { op, index: ix, size, dim, shape: Shape::new(shape) });
+    }
+    Ok(ix as usize)
+}
+
+/// Calls `f(k, multi_index)` for every position of `dims` in row-major order.
+fn for_each_position(dims: &[usize], mut f: impl FnMut(usize, &[usize]) -> Result<()>) -> Result<()> {
+    let n: usize = dims.iter().product();
+    let mut pos = vec![0; dims.len()];
+    for k in 0..n {
+        f(k, &pos)?;
+        for d in (0..dims.len()).rev() {
+            pos[d] += 1;
+            if pos[d] < dims[d] {
+                break;
+            }
+            pos[d] = 0;
+        }
+    }
+    Ok(())
+}
+
+fn offset_with(l: &Layout, pos: &[usize], dim: usize, ix: usize) -> usize {
+    l.offset() + pos.iter().zip(l.strides()).enumerate().map(|(d, (&p, &s))| if d == dim { ix * s } else { p * s }).sum::<usize>()
+}
+
+pub(crate) fn gather(src: &CpuStorage, sl: &Layout, index: &CpuStorage, il: &Layout, dim: usize) -> Result<CpuStorage> {
+    src.check("gather", sl)?;
+    let ids = indices("gather", index, il)?;
+    let size = sl.dims()[dim];
+    let mut offs = Vec::with_capacity(ids.len());
+    for_each_position(il.dims(), |k, pos| {
+        let ix = check_range("gather", ids[k], size, dim, sl.dims())?;
+        offs.push(offset_with(sl, pos, dim, ix));
+        Ok(())
+    })?;
+    Ok(crate::storage::map_storage!(src, v => offs.iter().map(|&o| v[o]).collect()))
+}
+
+pub(crate) fn scatter_add(
+    dst: &mut CpuStorage,
+    dl: &Layout,
+    index: &CpuStorage,
+    il: &Layout,
+    src: &CpuStorage,
+    sl: &Layout,
+    dim: usize,
+) -> Result<()> {
+    dst.check("scatter_add", dl)?;
+    src.check("scatter_add", sl)?;
+    let ids = indices("scatter_add", index, il)?;
+    let size = dl.dims()[dim];
+    let mut pairs = Vec::with_capacity(ids.len());
+    for_each_position(il.dims(), |k, pos| {
+        let ix = check_range("scatter_add", ids[k], size, dim, dl.dims())?;
+        pairs.push(offset_with(dl, pos, dim, ix));
+        Ok(())
+    })?;
+    macro_rules! add {
+        ($($v:ident),*) => {
+            match (dst, src) {
+                $((CpuStorage::$v(d), CpuStorage::$v(s)) => {
+                    for (&o, so) in pairs.iter().zip(sl.offsets()) {
+                        d[o] = add_elem(d[o], s[so]);
+                    }
+                })*
+                (d, s) => return Err(Error::DTypeMismatch { op: "scatter_add", lhs: d.dtype(), rhs: s.dtype() }),
+            }
+        };
+    }
+    add!(F32, F64, F16, BF16, I64, U32, U8);
+    Ok(())
+}
+
+/// Addition as `scatter_add` does it: floats add (half types through f32), integers wrap.
+trait AddWrap: Copy {
+    fn add_wrap(self, o: Self) -> Self;
+}
+macro_rules! add_wrap {
+    (float $($t:ty),*) => {$( impl AddWrap for $t { fn add_wrap(self, o: Self) -> Self { self + o } } )*};
+    (half $($t:ty),*) => {$( impl AddWrap for $t { fn add_wrap(self, o: Self) -> Self { <$t>::from_f32(self.to_f32() + o.to_f32()) } } )*};
+    (int $($t:ty),*) => {$( impl AddWrap for $t { fn add_wrap(self, o: Self) -> Self { self.wrapping_add(o) } } )*};
+}
+add_wrap!(float f32, f64);
+add_wrap!(half half::f16, half::bf16);
+add_wrap!(int i64, u32, u8);
+
+fn add_elem<T: AddWrap>(a: T, b: T) -> T {
+    a.add_wrap(b)
+}
+
+pub(crate) fn index_select(src: &CpuStorage, sl: &Layout, ids: &CpuStorage, il: &Layout, dim: usize) -> Result<CpuStorage> {
+    src.check("index_select", sl)?;
+    let ids = indices("index_select", ids, il)?;
+    let size = sl.dims()[dim];
+    let mut shape = sl.dims().to_vec();
+    shape[dim] = ids.len();
+    let out_l = Layout::contiguous(shape.clone());
+    let mut out = crate::elementwise::fill(out_l.elem_count(), src.dtype(), 0.0);
+    for (k, &ix) in ids.iter().enumerate() {
+        let ix = check_range("index_select", ix, size, dim, sl.dims())?;
+        let from = sl.narrow("index_select", dim, ix, 1, 1)?;
+        let to = out_l.narrow("index_select", dim, k, 1, 1)?;
+        copy_strided(src, &from, &mut out, &to)?;
+    }
+    Ok(out)
+}

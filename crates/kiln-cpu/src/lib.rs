@@ -1,0 +1,103 @@
+//! # kiln-cpu
+//!
+//! kiln's CPU backend: every dtype and every strided layout, parallel with rayon above a size
+//! threshold, deterministic at any thread count (work is split into fixed-size chunks and
+//! partial results are combined in a fixed order).
+//!
+//! ```
+//! use kiln_tensor::{DType, Tensor};
+//! # fn main() -> kiln_tensor::Result<()> {
+//! let dev = kiln_cpu::cpu();
+//! let x = Tensor::arange(0.0, 6.0, DType::F32, &dev)?.reshape([2, 3])?;
+//! assert_eq!(x.sum(1, false)?.to_vec::<f32>()?, vec![3.0, 12.0]);
+//! # Ok(()) }
+//! ```
+//!
+//! Module map: `storage` (the `Vec` per dtype), `strided` (parallel loops over layouts),
+//! `elementwise` (unary, binary, where, cast, copy), `reduce`, `matmul`, `index`.
+
+mod elementwise;
+mod index;
+mod matmul;
+mod reduce;
+mod storage;
+mod strided;
+
+pub use storage::CpuStorage;
+
+use kiln_tensor::{Backend, BinaryOp, DType, Device, HostData, Layout, ReduceOp, Result, UnaryOp};
+use std::sync::OnceLock;
+
+/// The CPU backend. Stateless: every value is the same device, `"cpu"`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuBackend;
+
+/// The CPU device (one shared instance).
+pub fn cpu() -> Device {
+    static CPU: OnceLock<Device> = OnceLock::new();
+    CPU.get_or_init(|| Device::new(CpuBackend)).clone()
+}
+
+impl Backend for CpuBackend {
+    type Storage = CpuStorage;
+
+    fn location(&self) -> String {
+        "cpu".into()
+    }
+    fn upload(&self, data: &HostData) -> Result<CpuStorage> {
+        Ok(CpuStorage::from_host(data))
+    }
+    fn download(&self, s: &CpuStorage, l: &Layout) -> Result<HostData> {
+        Ok(elementwise::contiguous(s, l)?.into_host())
+    }
+    fn fill(&self, len: usize, dtype: DType, value: f64) -> Result<CpuStorage> {
+        Ok(elementwise::fill(len, dtype, value))
+    }
+    fn copy_strided(&self, src: &CpuStorage, sl: &Layout, dst: &mut CpuStorage, dl: &Layout) -> Result<()> {
+        elementwise::copy_strided(src, sl, dst, dl)
+    }
+    fn cast(&self, s: &CpuStorage, l: &Layout, dtype: DType) -> Result<CpuStorage> {
+        elementwise::cast(s, l, dtype)
+    }
+    fn unary(&self, op: UnaryOp, s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
+        elementwise::unary(op, s, l)
+    }
+    fn binary(&self, op: BinaryOp, a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> Result<CpuStorage> {
+        elementwise::binary(op, a, la, b, lb)
+    }
+    fn where_cond(
+        &self,
+        c: &CpuStorage,
+        cl: &Layout,
+        t: &CpuStorage,
+        tl: &Layout,
+        f: &CpuStorage,
+        fl: &Layout,
+    ) -> Result<CpuStorage> {
+        elementwise::where_cond(c, cl, t, tl, f, fl)
+    }
+    fn reduce(&self, op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> Result<CpuStorage> {
+        reduce::reduce(op, s, l, dims)
+    }
+    fn matmul(&self, a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> Result<CpuStorage> {
+        matmul::matmul(a, la, b, lb)
+    }
+    fn gather(&self, s: &CpuStorage, sl: &Layout, i: &CpuStorage, il: &Layout, dim: usize) -> Result<CpuStorage> {
+        index::gather(s, sl, i, il, dim)
+    }
+    fn scatter_add(
+        &self,
+        d: &mut CpuStorage,
+        dl: &Layout,
+        i: &CpuStorage,
+        il: &Layout,
+        s: &CpuStorage,
+        sl: &Layout,
+        dim: usize,
+    ) -> Result<()> {
+        index::scatter_add(d, dl, i, il, s, sl, dim)
+    }
+    fn index_select(&self, s: &CpuStorage, sl: &Layout, i: &CpuStorage, il: &Layout, dim: usize) -> Result<CpuStorage> {
+        index::index_select(s, sl, i, il, dim)
+    }
+}

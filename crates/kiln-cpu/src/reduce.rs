@@ -1,0 +1,152 @@
+//! Reductions (sum, max, min, argmax, argmin) over any set of dims of a strided layout.
+//!
+//! The layout is permuted so the kept dims come first; output element `i` then reduces the
+//! logical elements `i * r .. (i + 1) * r` of that view. Long reductions are split into blocks of
+//! a fixed size, combined in order, so the result is the same at every thread count.
+
+use crate::storage::CpuStorage;
+use crate::strided::{CHUNK, PAR_THRESHOLD};
+use half::{bf16, f16};
+use kiln_tensor::{Error, Layout, ReduceOp, Result, WithDType};
+use rayon::prelude::*;
+
+/// How one element type accumulates.
+trait Acc: WithDType + PartialOrd + Default {
+    /// The accumulator for sums: f64 for floats, wrapping native for integers.
+    type Sum: Copy + Send + Sync;
+    fn zero() -> Self::Sum;
+    fn add(acc: Self::Sum, x: Self) -> Self::Sum;
+    fn merge(a: Self::Sum, b: Self::Sum) -> Self::Sum;
+    fn finish(acc: Self::Sum) -> Self;
+    fn is_nan(self) -> bool;
+}
+
+macro_rules! acc_float {
+    ($($t:ty),*) => {$(
+        impl Acc for $t {
+            type Sum = f64;
+            fn zero() -> f64 { 0.0 }
+            fn add(acc: f64, x: Self) -> f64 { acc + x.to_f64() }
+            fn merge(a: f64, b: f64) -> f64 { a + b }
+            fn finish(acc: f64) -> Self { <$t as WithDType>::from_f64(acc) }
+            #[allow(clippy::float_cmp)]
+            fn is_nan(self) -> bool { self != self }
+        }
+    )*};
+}
+acc_float!(f32, f64, f16, bf16);
+
+macro_rules! acc_int {
+    ($($t:ty),*) => {$(
+        impl Acc for $t {
+            type Sum = $t;
+            fn zero() -> $t { 0 }
+            fn add(acc: $t, x: Self) -> $t { acc.wrapping_add(x) }
+            fn merge(a: $t, b: $t) -> $t { a.wrapping_add(b) }
+            fn finish(acc: $t) -> Self { acc }
+            fn is_nan(self) -> bool { false }
+        }
+    )*};
+}
+acc_int!(i64, u32, u8);
+
+/// The running state of a max/min/argmax/argmin: best value and its position.
+fn better<T: Acc>(op: ReduceOp, cand: T, best: T) -> bool {
+    if best.is_nan() {
+        return false;
+    }
+    if cand.is_nan() {
+        return true;
+    }
+    match op {
+        ReduceOp::Max | ReduceOp::ArgMax => cand > best,
+        _ => cand < best,
+    }
+}
+
+fn sum_run<T: Acc>(src: &[T], view: &Layout, start: usize, len: usize) -> T::Sum {
+    view.offsets_from(start).take(len).fold(T::zero(), |acc, o| T::add(acc, src[o]))
+}
+
+fn best_run<T: Acc>(op: ReduceOp, src: &[T], view: &Layout, start: usize, len: usize) -> (T, usize) {
+    let mut offs = view.offsets_from(start).take(len);
+    let first = offs.next().map(|o| src[o]).unwrap_or_default();
+    let mut best = (first, 0);
+    for (k, o) in offs.enumerate() {
+        if better(op, src[o], best.0) {
+            best = (src[o], k + 1);
+        }
+    }
+    best
+}
+
+/// Reduces logical elements `start..start + r` of `view`.
+fn reduce_one<T: Acc>(op: ReduceOp, src: &[T], view: &Layout, start: usize, r: usize, par: bool) -> (T, usize) {
+    let blocks = r.div_ceil(CHUNK).max(1);
+    let block = |b: usize| (start + b * CHUNK, CHUNK.min(r - b * CHUNK));
+    match op {
+        ReduceOp::Sum => {
+            let partial: Vec<T::Sum> = if par && blocks > 1 {
+                (0..blocks).into_par_iter().map(|b| { let (s, n) = block(b); sum_run(src, view, s, n) }).collect()
+            } else {
+                (0..blocks).map(|b| { let (s, n) = block(b); sum_run(src, view, s, n) }).collect()
+            };
+            (T::finish(partial.into_iter().fold(T::zero(), T::merge)), 0)
+        }
+        _ => {
+            let run = |b: usize| {
+                let (s, n) = block(b);
+                let (v, k) = best_run(op, src, view, s, n);
+                (v, k + b * CHUNK)
+            };
+            let partial: Vec<(T, usize)> =
+                if par && blocks > 1 { (0..blocks).into_par_iter().map(run).collect() } else { (0..blocks).map(run).collect() };
+            let mut it = partial.into_iter();
+            let mut best = it.next().unwrap_or_default();
+            for cand in it {
+                if better(op, cand.0, best.0) {
+                    best = cand;
+                }
+            }
+            best
+        }
+    }
+}
+
+fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> Result<(Vec<T>, Vec<i64>)> {
+    let rank = l.dims().len();
+    let kept: Vec<usize> = (0..rank).filter(|d| !dims.contains(d)).collect();
+    let perm: Vec<usize> = kept.iter().chain(dims).copied().collect();
+    let view = l.permute(op.name(), &perm)?;
+    let r: usize = dims.iter().map(|&d| l.dims()[d]).product();
+    let outs: usize = kept.iter().map(|&d| l.dims()[d]).product();
+    let per_output_par = outs >= 2 * rayon::current_num_threads().max(1) && outs * r >= PAR_THRESHOLD;
+    let results: Vec<(T, usize)> = if per_output_par {
+        (0..outs).into_par_iter().map(|i| reduce_one(op, src, &view, i * r, r, false)).collect()
+    } else {
+        (0..outs).map(|i| reduce_one(op, src, &view, i * r, r, r >= PAR_THRESHOLD)).collect()
+    };
+    Ok(if op.is_arg() {
+        (Vec::new(), results.into_iter().map(|(_, k)| k as i64).collect())
+    } else {
+        (results.into_iter().map(|(v, _)| v).collect(), Vec::new())
+    })
+}
+
+pub(crate) fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> Result<CpuStorage> {
+    s.check(op.name(), l)?;
+    if op.is_arg() && dims.len() != 1 {
+        return Err(Error::invalid(op.name(), format!("reduces exactly one dim, got {dims:?}")));
+    }
+    macro_rules! go {
+        ($($v:ident),*) => {
+            match s {
+                $(CpuStorage::$v(v) => {
+                    let (vals, idx) = reduce_typed(op, v, l, dims)?;
+                    if op.is_arg() { CpuStorage::I64(idx) } else { CpuStorage::$v(vals) }
+                })*
+            }
+        };
+    }
+    Ok(go!(F32, F64, F16, BF16, I64, U32, U8))
+}

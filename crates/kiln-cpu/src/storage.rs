@@ -1,0 +1,117 @@
+//! `CpuStorage`: one `Vec` per dtype, and the macros that do the dtype match once per op.
+
+use half::{bf16, f16};
+use kiln_tensor::{DType, Error, HostData, Layout, Result};
+
+/// Host memory holding the elements of one tensor storage.
+#[derive(Clone, Debug)]
+#[allow(missing_docs)]
+pub enum CpuStorage {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+    I64(Vec<i64>),
+    U32(Vec<u32>),
+    U8(Vec<u8>),
+}
+
+/// `match` over every dtype, binding the vector to `$v` and wrapping `$body` (a `Vec` of the
+/// same element type) back into a `CpuStorage`.
+macro_rules! map_storage {
+    ($s:expr, $v:ident => $body:expr) => {
+        match $s {
+            CpuStorage::F32($v) => CpuStorage::F32($body),
+            CpuStorage::F64($v) => CpuStorage::F64($body),
+            CpuStorage::F16($v) => CpuStorage::F16($body),
+            CpuStorage::BF16($v) => CpuStorage::BF16($body),
+            CpuStorage::I64($v) => CpuStorage::I64($body),
+            CpuStorage::U32($v) => CpuStorage::U32($body),
+            CpuStorage::U8($v) => CpuStorage::U8($body),
+        }
+    };
+}
+pub(crate) use map_storage;
+
+/// `match` over every dtype, binding the vector to `$v`, returning `$body` as is.
+macro_rules! with_storage {
+    ($s:expr, $v:ident => $body:expr) => {
+        match $s {
+            CpuStorage::F32($v) => $body,
+            CpuStorage::F64($v) => $body,
+            CpuStorage::F16($v) => $body,
+            CpuStorage::BF16($v) => $body,
+            CpuStorage::I64($v) => $body,
+            CpuStorage::U32($v) => $body,
+            CpuStorage::U8($v) => $body,
+        }
+    };
+}
+pub(crate) use with_storage;
+
+impl CpuStorage {
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F64(_) => DType::F64,
+            CpuStorage::F16(_) => DType::F16,
+            CpuStorage::BF16(_) => DType::BF16,
+            CpuStorage::I64(_) => DType::I64,
+            CpuStorage::U32(_) => DType::U32,
+            CpuStorage::U8(_) => DType::U8,
+        }
+    }
+
+    /// Number of elements held.
+    pub fn len(&self) -> usize {
+        with_storage!(self, v => v.len())
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Errors unless every element `layout` addresses is inside this storage: kernels index
+    /// without further checks, so a bad layout must never reach them.
+    pub(crate) fn check(&self, op: &'static str, layout: &Layout) -> Result<()> {
+        if layout.storage_extent() > self.len() {
+            return Err(Error::Backend {
+                backend: "cpu".into(),
+                msg: format!(
+                    "{op}: layout {:?} (strides {:?}, offset {}) reaches past the {} elements of its storage",
+                    layout.dims(),
+                    layout.strides(),
+                    layout.offset(),
+                    self.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn from_host(data: &HostData) -> CpuStorage {
+        match data {
+            HostData::F32(v) => CpuStorage::F32(v.clone()),
+            HostData::F64(v) => CpuStorage::F64(v.clone()),
+            HostData::F16(v) => CpuStorage::F16(v.clone()),
+            HostData::BF16(v) => CpuStorage::BF16(v.clone()),
+            HostData::I64(v) => CpuStorage::I64(v.clone()),
+            HostData::U32(v) => CpuStorage::U32(v.clone()),
+            HostData::U8(v) => CpuStorage::U8(v.clone()),
+        }
+    }
+
+    pub(crate) fn into_host(self) -> HostData {
+        match self {
+            CpuStorage::F32(v) => HostData::F32(v),
+            CpuStorage::F64(v) => HostData::F64(v),
+            CpuStorage::F16(v) => HostData::F16(v),
+            CpuStorage::BF16(v) => HostData::BF16(v),
+            CpuStorage::I64(v) => HostData::I64(v),
+            CpuStorage::U32(v) => HostData::U32(v),
+            CpuStorage::U8(v) => HostData::U8(v),
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Reverse-mode autograd on the dynamic graph that ops record as they run.
+//!
+//! Only ops downstream of a [`Var`] (or another tracked tensor) are recorded, and nothing is
+//! recorded inside [`no_grad`]. `backward` sorts the graph iteratively (deep graphs cannot
+//! overflow the stack), frees each intermediate gradient as soon as it has been propagated, and
+//! returns only the gradients of `Var`s.
+
+mod rules;
+
+use crate::{BinaryOp, Error, ReduceOp, Result, Shape, Tensor, TensorId, UnaryOp};
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+/// How a tensor was computed: the inputs and what backward needs to know.
+#[derive(Clone)]
+pub(crate) enum Op {
+    Unary(Tensor, UnaryOp),
+    Binary(Tensor, Tensor, BinaryOp),
+    BinaryScalar(Tensor, BinaryOp, f64),
+    Reduce(Tensor, ReduceOp, Vec<usize>),
+    Matmul(Tensor, Tensor),
+    Where(Tensor, Tensor, Tensor),
+    Gather(Tensor, Tensor, usize),
+    IndexSelect(Tensor, Tensor, usize),
+    ScatterAdd(Tensor, Tensor, Tensor, usize),
+    Cast(Tensor),
+    Copy(Tensor),
+    Reshape(Tensor),
+    Permute(Tensor, Vec<usize>),
+    Narrow { input: Tensor, dim: usize, start: usize, step: usize },
+    Broadcast(Tensor),
+    Cat(Vec<Tensor>, usize),
+}
+
+impl Op {
+    /// The tensors this op read.
+    pub(crate) fn inputs(&self) -> Vec<&Tensor> {
+        match self {
+            Op::Unary(x, _)
+            | Op::BinaryScalar(x, _, _)
+            | Op::Reduce(x, _, _)
+            | Op::Cast(x)
+            | Op::Copy(x)
+            | Op::Reshape(x)
+            | Op::Permute(x, _)
+            | Op::Narrow { input: x, .. }
+            | Op::Broadcast(x)
+            | Op::Gather(x, _, _)
+            | Op::IndexSelect(x, _, _) => vec![x],
+            Op::Binary(a, b, _) | Op::Matmul(a, b) => vec![a, b],
+            Op::Where(_, t, f) => vec![t, f],
+            Op::ScatterAdd(base, _, src, _) => vec![base, src],
+            Op::Cat(xs, _) => xs.iter().collect(),
+        }
+    }
+}
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// True unless inside [`no_grad`] on this thread.
+pub fn is_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// Runs `f` without recording any op (evaluation, optimizer updates).
+///
+/// ```
+/// # use kiln_tensor::*;
+/// # let dev = kiln_cpu::cpu();
+/// let w = Var::new(Tensor::ones([2], DType::F32, &dev).unwrap());
+/// let y = no_grad(|| w.as_tensor().exp()).unwrap();
+/// assert!(!y.tracks_grad());
+/// ```
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    let _guard = NoGradGuard::new();
+    f()
+}
+
+/// Disables recording until dropped (the RAII form of [`no_grad`]).
+pub struct NoGradGuard {
+    previous: bool,
+}
+
+impl NoGradGuard {
+    /// Disables recording on this thread until the guard is dropped.
+    pub fn new() -> Self {
+        NoGradGuard { previous: GRAD_ENABLED.with(|g| g.replace(false)) }
+    }
+}
+impl Default for NoGradGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+impl Drop for NoGradGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.previous));
+    }
+}
+
+/// A trainable tensor: a leaf whose gradient `backward` reports, updated in place by optimizers.
+/// Clones share the value.
+#[derive(Clone)]
+pub struct Var {
+    id: TensorId,
+    value: Arc<RwLock<Tensor>>,
+}
+
+impl Var {
+    /// Makes `t` trainable (its values are shared, not copied). Integer tensors are rejected by
+    /// `backward`'s callers only in the sense that they never receive gradients.
+    pub fn new(t: Tensor) -> Var {
+        let id = TensorId::new();
+        Var { id, value: Arc::new(RwLock::new(t.with_id(id, true))) }
+    }
+
+    /// The id its gradient is keyed by.
+    pub fn id(&self) -> TensorId {
+        self.id
+    }
+
+    /// The current value, as a tensor that records ops for autograd.
+    pub fn as_tensor(&self) -> Tensor {
+        // A poisoned lock only means another thread panicked mid-`set`; the value is still a
+        // whole tensor (set swaps an Arc), so recover it.
+        self.value.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the value (same shape, dtype and device), keeping the id. Tensors computed from
+    /// the old value keep seeing the old value.
+    pub fn set(&self, t: &Tensor) -> Result<()> {
+        let mut guard = self.value.write().unwrap_or_else(|e| e.into_inner());
+        let cur = &*guard;
+        if cur.shape() != t.shape() {
+            return Err(Error::shape_mismatch("Var::set", cur.shape(), t.shape()));
+        }
+        cur.same_dtype("Var::set", t)?;
+        cur.same_device("Var::set", t)?;
+        *guard = t.with_id(self.id, true);
+        Ok(())
+    }
+
+    /// The shape of the value.
+    pub fn shape(&self) -> Shape {
+        self.as_tensor().shape().clone()
+    }
+}
+
+impl std::fmt::Debug for Var {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Var({:?})", self.as_tensor())
+    }
+}
+
+/// Something a gradient can be looked up by: a [`Tensor`], a [`Var`] or a [`TensorId`].
+pub trait GradKey {
+    /// The id.
+    fn grad_id(&self) -> TensorId;
+}
+impl GradKey for Tensor {
+    fn grad_id(&self) -> TensorId {
+        self.id()
+    }
+}
+impl GradKey for Var {
+    fn grad_id(&self) -> TensorId {
+        self.id
+    }
+}
+impl GradKey for TensorId {
+    fn grad_id(&self) -> TensorId {
+        *self
+    }
+}
+
+/// The gradients of the `Var`s a loss depends on, returned by [`Tensor::backward`].
+#[derive(Clone, Default)]
+pub struct Gradients(HashMap<TensorId, Tensor>);
+
+impl Gradients {
+    /// The gradient of a var (same shape as its value), if the loss depends on it.
+    pub fn get(&self, key: &impl GradKey) -> Option<&Tensor> {
+        self.0.get(&key.grad_id())
+    }
+    /// Removes and returns a gradient.
+    pub fn remove(&mut self, key: &impl GradKey) -> Option<Tensor> {
+        self.0.remove(&key.grad_id())
+    }
+    /// Number of gradients held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// True when no gradient is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Adds `other`'s gradients into these (gradient accumulation over several batches).
+    pub fn accumulate(&mut self, other: Gradients) -> Result<()> {
+        let _g = NoGradGuard::new();
+        for (id, g) in other.0 {
+            let sum = match self.0.remove(&id) {
+                Some(prev) => prev.add(&g)?,
+                None => g,
+            };
+            self.0.insert(id, sum);
+        }
+        Ok(())
+    }
+    /// Iterates over `(id, gradient)` pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (&TensorId, &Tensor)> {
+        self.0.iter()
+    }
+}
+
+impl Tensor {
+    /// Computes the gradients of this scalar with respect to every `Var` it depends on.
+    ///
+    /// Errors when the tensor has more than one element (use `.sum_all()` first) or is not a
+    /// float.
+    pub fn backward(&self) -> Result<Gradients> {
+        if self.elem_count() != 1 {
+            return Err(Error::invalid(
+                "backward",
+                format!("needs a tensor with one element, got shape {} (reduce it first, e.g. with sum_all or mean_all)", self.shape()),
+            ));
+        }
+        self.float_only("backward")?;
+        let seed = Tensor::ones(self.shape().clone(), self.dtype(), self.device())?;
+        self.backward_with(seed)
+    }
+
+    /// Backpropagates `grad` (the gradient of some scalar with respect to this tensor).
+    pub fn backward_with(&self, grad: Tensor) -> Result<Gradients> {
+        if grad.shape() != self.shape() {
+            return Err(Error::shape_mismatch("backward_with", self.shape(), grad.shape()));
+        }
+        let _guard = NoGradGuard::new();
+        let order = topological_order(self);
+        let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
+        pending.insert(self.id(), grad);
+        let mut out = Gradients::default();
+        for node in order {
+            let Some(grad) = pending.remove(&node.id()) else { continue };
+            let Some(op) = &node.0.op else {
+                if node.0.is_var {
+                    out.0.insert(node.id(), grad);
+                }
+                continue;
+            };
+            for (input, g) in rules::backward(op, &node, &grad)? {
+                if !input.tracks_grad() {
+                    continue;
+                }
+                let g = if g.dtype() != input.dtype() { g.to_dtype(input.dtype())? } else { g };
+                let sum = match pending.remove(&input.id()) {
+                    Some(prev) => prev.add(&g)?,
+                    None => g,
+                };
+                pending.insert(input.id(), sum);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Nodes reachable from `root` through tracked inputs, each after all the nodes that consume it
+/// (reverse post-order), computed with an explicit stack.
+fn topological_order(root: &Tensor) -> Vec<Tensor> {
+    let mut post = Vec::new();
+    let mut visited = HashSet::new();
+    let mut stack: Vec<(Tensor, bool)> = vec![(root.clone(), false)];
+    while let Some((node, children_done)) = stack.pop() {
+        if children_done {
+            post.push(node);
+            continue;
+        }
+        if !visited.insert(node.id()) {
+            continue;
+        }
+        stack.push((node.clone(), true));
+        if let Some(op) = &node.0.op {
+            for input in op.inputs() {
+                if input.tracks_grad() && !visited.contains(&input.id()) {
+                    stack.push((input.clone(), false));
+                }
+            }
+        }
+    }
+    post.reverse();
+    post
+}

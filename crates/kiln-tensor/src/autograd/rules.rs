@@ -1,0 +1,111 @@
+//! The backward rule of every recorded op: given the op, its output `node` and the gradient
+//! flowing into it, the gradient of each input. Runs with recording disabled.
+
+use super::Op;
+use crate::ops_internal::{scatter_into_view, sum_to_shape};
+use crate::{BinaryOp, ReduceOp, Result, Tensor};
+
+pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
+    let g = grad;
+    Ok(match op {
+        Op::Unary(x, u) => {
+            let d = crate::ops_internal::unary_derivative(*u, &x.detach(), &node.detach())?;
+            vec![(x.clone(), g.mul(&d)?)]
+        }
+        Op::Binary(a, b, op) => {
+            let (ad, bd) = (a.detach(), b.detach());
+            match op {
+                BinaryOp::Add => vec![(a.clone(), g.clone()), (b.clone(), g.clone())],
+                BinaryOp::Sub => vec![(a.clone(), g.clone()), (b.clone(), g.neg()?)],
+                BinaryOp::Mul => vec![(a.clone(), g.mul(&bd)?), (b.clone(), g.mul(&ad)?)],
+                BinaryOp::Div => {
+                    let ga = g.div(&bd)?;
+                    let gb = ga.mul(&node.detach())?.neg()?;
+                    vec![(a.clone(), ga), (b.clone(), gb)]
+                }
+                BinaryOp::Pow => {
+                    let ga = g.mul(&bd)?.mul(&ad.pow(&bd.add_scalar(-1.0)?)?)?;
+                    let gb = g.mul(&node.detach())?.mul(&ad.log()?)?;
+                    vec![(a.clone(), ga), (b.clone(), gb)]
+                }
+                BinaryOp::Maximum | BinaryOp::Minimum => {
+                    // Ties share the gradient equally, as in PyTorch.
+                    let wins = if *op == BinaryOp::Maximum { ad.gt(&bd)? } else { ad.lt(&bd)? };
+                    let share = wins.to_dtype(g.dtype())?.add(&ad.eq(&bd)?.to_dtype(g.dtype())?.mul_scalar(0.5)?)?;
+                    let ga = g.mul(&share)?;
+                    let gb = g.sub(&ga)?;
+                    vec![(a.clone(), ga), (b.clone(), gb)]
+                }
+                _ => vec![],
+            }
+        }
+        Op::BinaryScalar(x, op, s) => {
+            let xd = x.detach();
+            let gx = match op {
+                BinaryOp::Add | BinaryOp::Sub => g.clone(),
+                BinaryOp::Mul => g.mul_scalar(*s)?,
+                BinaryOp::Div => g.div_scalar(*s)?,
+                BinaryOp::Pow => g.mul(&xd.pow_scalar(s - 1.0)?)?.mul_scalar(*s)?,
+                BinaryOp::Maximum | BinaryOp::Minimum => {
+                    let wins = if *op == BinaryOp::Maximum { xd.gt_scalar(*s)? } else { xd.lt_scalar(*s)? };
+                    let tie = xd.eq_scalar(*s)?.to_dtype(g.dtype())?.mul_scalar(0.5)?;
+                    g.mul(&wins.to_dtype(g.dtype())?.add(&tie)?)?
+                }
+                _ => return Ok(vec![]),
+            };
+            vec![(x.clone(), gx)]
+        }
+        Op::Reduce(x, op, dims) => {
+            let shape = x.shape().clone();
+            match op {
+                ReduceOp::Sum => vec![(x.clone(), g.broadcast_to(shape)?)],
+                ReduceOp::Max | ReduceOp::Min => {
+                    // Ties share the gradient equally (PyTorch's amax/amin rule).
+                    let mask = x.detach().eq(&node.detach())?.to_dtype(g.dtype())?;
+                    let dims: Vec<isize> = dims.iter().map(|&d| d as isize).collect();
+                    let count = mask.sum(dims, true)?;
+                    vec![(x.clone(), mask.mul(&g.div(&count)?)?)]
+                }
+                ReduceOp::ArgMax | ReduceOp::ArgMin => vec![],
+            }
+        }
+        Op::Matmul(a, b) => {
+            let ga = g.matmul(&b.detach().t()?)?;
+            let gb = a.detach().t()?.matmul(g)?;
+            vec![(a.clone(), ga), (b.clone(), gb)]
+        }
+        Op::Where(c, t, f) => {
+            let zeros = g.zeros_like()?;
+            vec![(t.clone(), c.where_cond(g, &zeros)?), (f.clone(), c.where_cond(&zeros, g)?)]
+        }
+        Op::Gather(x, index, dim) => vec![(x.clone(), x.zeros_like()?.scatter_add(*dim as isize, index, g)?)],
+        Op::IndexSelect(x, ids, dim) => vec![(x.clone(), x.zeros_like()?.index_add(*dim as isize, ids, g)?)],
+        Op::ScatterAdd(base, index, src, dim) => {
+            vec![(base.clone(), g.clone()), (src.clone(), g.gather(*dim as isize, index)?)]
+        }
+        Op::Cast(x) => vec![(x.clone(), g.to_dtype(x.dtype())?)],
+        Op::Copy(x) => vec![(x.clone(), g.clone())],
+        Op::Reshape(x) => vec![(x.clone(), g.reshape(x.shape().clone())?)],
+        Op::Permute(x, perm) => {
+            let mut inverse = vec![0; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inverse[p] = i;
+            }
+            vec![(x.clone(), g.permute(&inverse)?)]
+        }
+        Op::Narrow { input, dim, start, step } => {
+            vec![(input.clone(), scatter_into_view(input, g, *dim, *start, *step)?)]
+        }
+        Op::Broadcast(x) => vec![(x.clone(), sum_to_shape(g, x.shape())?)],
+        Op::Cat(xs, dim) => {
+            let mut at = 0;
+            let mut out = Vec::with_capacity(xs.len());
+            for x in xs {
+                let n = x.dims()[*dim];
+                out.push((x.clone(), g.narrow(*dim as isize, at, n)?));
+                at += n;
+            }
+            out
+        }
+    })
+}

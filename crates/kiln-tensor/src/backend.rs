@@ -1,0 +1,217 @@
+//! # Writing a backend
+//!
+//! A backend is a type that implements [`Backend`]: a storage type plus thirteen required
+//! methods. Everything else — views, broadcasting, autograd, softmax, losses, optimizers, the
+//! whole `kiln-nn` stack — is built on top by `kiln-tensor` and works unchanged on a new backend.
+//!
+//! ```
+//! # use kiln_tensor::*;
+//! // Any crate can do this with its own backend value:
+//! # fn wrap<B: Backend>(my_backend: B) {
+//! let device = Device::new(my_backend);
+//! # }
+//! ```
+//!
+//! ## The contract
+//!
+//! - **Storage** is a flat buffer of one dtype. Your storage type knows its own dtype; kiln never
+//!   asks it for anything else. Storage handed to you is never mutated except through `&mut`
+//!   (`copy_strided`, `scatter_add`), and kiln only passes `&mut` to storage it has just created
+//!   and not yet shared, so views never observe a write.
+//! - **Layouts** ([`Layout`]) give shape, strides in elements and an offset. Any input may be
+//!   non-contiguous, have stride-0 (broadcast) dims, or have zero elements. Outputs are always
+//!   new contiguous storage with exactly `elem_count` elements of the output shape.
+//! - **Broadcasting** is done by kiln before you are called: the two layouts given to `binary`,
+//!   the three given to `where_cond`, and the batch dims of the two given to `matmul` have equal
+//!   shapes (stretched dims have stride 0).
+//! - **Dtypes**: kiln checks dtypes before calling (both `binary` operands share a dtype, unary ops
+//!   only see floats, `matmul` only floats, index tensors are `i64` or `u32`, `where_cond`
+//!   masks are `u8`). Return [`Error::UnsupportedDType`] for a dtype you do not implement; the
+//!   conformance suite reports which dtypes you claim.
+//! - **Errors**: never panic. Out-of-range indices in `gather`/`scatter_add`/`index_select`,
+//!   integer division by zero, and allocation failures are `Err`.
+//!
+//! ## Provided methods
+//!
+//! [`Backend::binary_scalar`] and [`Backend::random`] have default implementations in terms of
+//! the required core (a filled 1-element storage broadcast with stride 0; Philox numbers
+//! generated on the host and uploaded). Override them when your device can do better; the
+//! conformance suite checks an override against the default's results. The random stream is
+//! defined by [`crate::random`] and an override must reproduce it exactly, so that the same seed
+//! gives the same weights on every device.
+//!
+//! ## Testing
+//!
+//! Add `kiln-conformance` as a dev-dependency and write, in `tests/conformance.rs`:
+//!
+//! ```ignore
+//! kiln_conformance::suite!(kiln_tensor::Device::new(MyBackend::new()?));
+//! ```
+//!
+//! That generates one `#[test]` per op family. Each compares your backend with the reference
+//! oracle on fresh random inputs (the seed is printed on failure; set `KILN_SEED` to replay)
+//! and runs finite-difference gradient checks. For a device that is not always present, return
+//! `None` from the expression (`suite!(optional: expr)`) and the tests print
+//! "skipped: no <device> device" and pass.
+//!
+//! ## Versioning
+//!
+//! A kiln release may add *provided* methods (with defaults) and new variants to the op enums
+//! (which are `#[non_exhaustive]` in spirit: match them with a fallback arm that returns
+//! [`Error::UnsupportedDType`] or an `Invalid` error). Changing or adding a *required* method is a
+//! breaking release.
+
+use crate::{BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
+
+/// A probability distribution for [`Backend::random`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Distribution {
+    /// Uniform in `[low, high)`.
+    Uniform {
+        /// Inclusive lower bound.
+        low: f64,
+        /// Exclusive upper bound.
+        high: f64,
+    },
+    /// Normal with the given mean and standard deviation.
+    Normal {
+        /// The mean.
+        mean: f64,
+        /// The standard deviation.
+        std: f64,
+    },
+}
+
+/// What a device implements. See the [module docs](self) for the contract.
+pub trait Backend: Send + Sync + 'static {
+    /// A flat buffer of elements of one dtype, owned by this backend.
+    type Storage: Send + Sync + 'static;
+
+    /// The device's name as users write it: `"cpu"`, `"cuda:0"`. Two devices with the same
+    /// backend type and location are the same device.
+    fn location(&self) -> String;
+
+    // ---- storage ----
+
+    /// Copies contiguous host data into new storage.
+    fn upload(&self, data: &HostData) -> Result<Self::Storage>;
+    /// Copies the logical elements of `layout` to the host, in row-major order.
+    fn download(&self, storage: &Self::Storage, layout: &Layout) -> Result<HostData>;
+    /// New storage of `len` elements of `dtype`, all equal to `value` (rounded to the dtype).
+    fn fill(&self, len: usize, dtype: DType, value: f64) -> Result<Self::Storage>;
+    /// Copies the elements of `src` viewed through `src_layout` into `dst` viewed through
+    /// `dst_layout` (equal shapes, same dtype). This one method makes tensors contiguous,
+    /// concatenates, and writes gradients of slices.
+    fn copy_strided(
+        &self,
+        src: &Self::Storage,
+        src_layout: &Layout,
+        dst: &mut Self::Storage,
+        dst_layout: &Layout,
+    ) -> Result<()>;
+    /// Converts the elements of `layout` to `dtype` (floats to integers truncate toward zero and
+    /// saturate; NaN becomes 0).
+    fn cast(&self, storage: &Self::Storage, layout: &Layout, dtype: DType) -> Result<Self::Storage>;
+
+    // ---- compute ----
+
+    /// Applies `op` to every element (float dtypes).
+    fn unary(&self, op: UnaryOp, storage: &Self::Storage, layout: &Layout) -> Result<Self::Storage>;
+    /// Applies `op` element-wise; the layouts have equal shapes. Comparisons return `u8`.
+    fn binary(
+        &self,
+        op: BinaryOp,
+        lhs: &Self::Storage,
+        lhs_layout: &Layout,
+        rhs: &Self::Storage,
+        rhs_layout: &Layout,
+    ) -> Result<Self::Storage>;
+    /// `cond ? on_true : on_false` element-wise; `cond` is `u8`, the three shapes are equal.
+    fn where_cond(
+        &self,
+        cond: &Self::Storage,
+        cond_layout: &Layout,
+        on_true: &Self::Storage,
+        true_layout: &Layout,
+        on_false: &Self::Storage,
+        false_layout: &Layout,
+    ) -> Result<Self::Storage>;
+    /// Reduces over `dims` (sorted, distinct); the output keeps them with size 1. `ArgMax` and
+    /// `ArgMin` get exactly one dim and return `i64`. Sum accumulates floats in at least f32
+    /// (f64 for f64).
+    fn reduce(&self, op: ReduceOp, storage: &Self::Storage, layout: &Layout, dims: &[usize]) -> Result<Self::Storage>;
+    /// Batched matrix product: `lhs` is `[..., m, k]`, `rhs` is `[..., k, n]` with equal batch
+    /// dims (possibly stride 0); the output is contiguous `[..., m, n]`. Float dtypes.
+    fn matmul(
+        &self,
+        lhs: &Self::Storage,
+        lhs_layout: &Layout,
+        rhs: &Self::Storage,
+        rhs_layout: &Layout,
+    ) -> Result<Self::Storage>;
+    /// `out[i][j] = src[i][index[i][j]]` along `dim` (shown for dim 1); the output has the index's
+    /// shape, which matches `src` except along `dim`. Indices are `i64` or `u32`.
+    fn gather(
+        &self,
+        src: &Self::Storage,
+        src_layout: &Layout,
+        index: &Self::Storage,
+        index_layout: &Layout,
+        dim: usize,
+    ) -> Result<Self::Storage>;
+    /// `dst[index[i][j]][j] += src[i][j]` along `dim` (shown for dim 0), in place on a
+    /// contiguous `dst`. `index` and `src` have equal shapes.
+    #[allow(clippy::too_many_arguments)]
+    fn scatter_add(
+        &self,
+        dst: &mut Self::Storage,
+        dst_layout: &Layout,
+        index: &Self::Storage,
+        index_layout: &Layout,
+        src: &Self::Storage,
+        src_layout: &Layout,
+        dim: usize,
+    ) -> Result<()>;
+    /// Selects the slices `ids[k]` of `src` along `dim`; `ids` is 1-D `i64` or `u32`.
+    fn index_select(
+        &self,
+        src: &Self::Storage,
+        src_layout: &Layout,
+        ids: &Self::Storage,
+        ids_layout: &Layout,
+        dim: usize,
+    ) -> Result<Self::Storage>;
+
+    // ---- provided ----
+
+    /// `op(x, scalar)` element-wise. Default: a 1-element storage broadcast with stride 0.
+    fn binary_scalar(
+        &self,
+        op: BinaryOp,
+        storage: &Self::Storage,
+        layout: &Layout,
+        dtype: DType,
+        scalar: f64,
+    ) -> Result<Self::Storage> {
+        let s = self.fill(1, dtype, scalar)?;
+        let sl = Layout::new(layout.shape().clone(), vec![0; layout.shape().rank()], 0);
+        self.binary(op, storage, layout, &s, &sl)
+    }
+
+    /// `len` random numbers of `dtype` from `dist`, the stream of [`crate::random`] for `seed`.
+    /// Default: generated on the host and uploaded.
+    fn random(&self, dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<Self::Storage> {
+        let values = crate::random::sample(dist, len, seed);
+        self.upload(&HostData::from_f64_slice(dtype, &values))
+    }
+
+    /// Waits until queued work is done (a no-op for synchronous backends).
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Builds the error a backend returns for a dtype it does not implement.
+pub fn unsupported(op: &'static str, dtype: DType, supported: &'static str) -> Error {
+    Error::UnsupportedDType { op, dtype, supported }
+}

@@ -1,0 +1,206 @@
+//! `Device`: a backend value with its type erased, so tensors carry their device at run time
+//! and model code never names a backend type. Registration is open: `Device::new(any_backend)`.
+
+use crate::backend::{Backend, Distribution};
+use crate::{BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+/// Type-erased storage: the `Backend::Storage` of the tensor's device.
+pub(crate) type AnyStorage = Box<dyn Any + Send + Sync>;
+
+/// A compute device. Cheap to clone. Two devices are equal when they wrap the same backend type
+/// at the same location.
+#[derive(Clone)]
+pub struct Device(Arc<dyn DynBackend>);
+
+impl Device {
+    /// Wraps a backend value. This is how any crate, kiln's or a third party's, adds a device.
+    pub fn new<B: Backend>(backend: B) -> Device {
+        Device(Arc::new(backend))
+    }
+
+    /// The device's name (`"cpu"`, `"cuda:0"`).
+    pub fn location(&self) -> String {
+        self.0.location()
+    }
+
+    /// The backend inside, if it is a `B`.
+    pub fn backend<B: Backend>(&self) -> Option<&B> {
+        self.0.as_any().downcast_ref::<B>()
+    }
+
+    /// Waits for queued work on the device.
+    pub fn synchronize(&self) -> Result<()> {
+        self.0.synchronize()
+    }
+
+    pub(crate) fn dyn_backend(&self) -> &dyn DynBackend {
+        &*self.0
+    }
+}
+
+impl PartialEq for Device {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.as_any().type_id() == other.0.as_any().type_id() && self.location() == other.location())
+    }
+}
+impl Eq for Device {}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Device({})", self.location())
+    }
+}
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.location())
+    }
+}
+
+/// The object-safe mirror of [`Backend`], implemented for every backend. Storage arguments are
+/// downcast to the backend's storage type once per call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) trait DynBackend: Send + Sync {
+    fn as_any(&self) -> &dyn Any;
+    fn location(&self) -> String;
+    fn upload(&self, data: &HostData) -> Result<AnyStorage>;
+    fn download(&self, s: &AnyStorage, l: &Layout) -> Result<HostData>;
+    fn fill(&self, len: usize, dtype: DType, value: f64) -> Result<AnyStorage>;
+    fn copy_strided(&self, src: &AnyStorage, sl: &Layout, dst: &mut AnyStorage, dl: &Layout) -> Result<()>;
+    fn cast(&self, s: &AnyStorage, l: &Layout, dtype: DType) -> Result<AnyStorage>;
+    fn unary(&self, op: UnaryOp, s: &AnyStorage, l: &Layout) -> Result<AnyStorage>;
+    fn binary(&self, op: BinaryOp, a: &AnyStorage, al: &Layout, b: &AnyStorage, bl: &Layout) -> Result<AnyStorage>;
+    fn binary_scalar(&self, op: BinaryOp, s: &AnyStorage, l: &Layout, dtype: DType, v: f64) -> Result<AnyStorage>;
+    fn where_cond(
+        &self,
+        c: &AnyStorage,
+        cl: &Layout,
+        t: &AnyStorage,
+        tl: &Layout,
+        f: &AnyStorage,
+        fl: &Layout,
+    ) -> Result<AnyStorage>;
+    fn reduce(&self, op: ReduceOp, s: &AnyStorage, l: &Layout, dims: &[usize]) -> Result<AnyStorage>;
+    fn matmul(&self, a: &AnyStorage, al: &Layout, b: &AnyStorage, bl: &Layout) -> Result<AnyStorage>;
+    fn gather(&self, s: &AnyStorage, sl: &Layout, i: &AnyStorage, il: &Layout, dim: usize) -> Result<AnyStorage>;
+    fn scatter_add(
+        &self,
+        d: &mut AnyStorage,
+        dl: &Layout,
+        i: &AnyStorage,
+        il: &Layout,
+        s: &AnyStorage,
+        sl: &Layout,
+        dim: usize,
+    ) -> Result<()>;
+    fn index_select(&self, s: &AnyStorage, sl: &Layout, i: &AnyStorage, il: &Layout, dim: usize)
+        -> Result<AnyStorage>;
+    fn random(&self, dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<AnyStorage>;
+    fn synchronize(&self) -> Result<()>;
+}
+
+fn get<'a, B: Backend>(b: &B, s: &'a AnyStorage) -> Result<&'a B::Storage> {
+    s.downcast_ref::<B::Storage>().ok_or_else(|| foreign(b))
+}
+
+fn foreign<B: Backend>(b: &B) -> Error {
+    Error::Backend {
+        backend: b.location(),
+        msg: format!(
+            "received storage of another backend (expected {}); this is a bug in kiln, please report it",
+            std::any::type_name::<B::Storage>()
+        ),
+    }
+}
+
+fn boxed<S: Send + Sync + 'static>(r: Result<S>) -> Result<AnyStorage> {
+    r.map(|s| Box::new(s) as AnyStorage)
+}
+
+impl<B: Backend> DynBackend for B {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn location(&self) -> String {
+        Backend::location(self)
+    }
+    fn upload(&self, data: &HostData) -> Result<AnyStorage> {
+        boxed(Backend::upload(self, data))
+    }
+    fn download(&self, s: &AnyStorage, l: &Layout) -> Result<HostData> {
+        Backend::download(self, get(self, s)?, l)
+    }
+    fn fill(&self, len: usize, dtype: DType, value: f64) -> Result<AnyStorage> {
+        boxed(Backend::fill(self, len, dtype, value))
+    }
+    fn copy_strided(&self, src: &AnyStorage, sl: &Layout, dst: &mut AnyStorage, dl: &Layout) -> Result<()> {
+        let src = get(self, src)?;
+        let dst = dst.downcast_mut::<B::Storage>().ok_or_else(|| foreign(self))?;
+        Backend::copy_strided(self, src, sl, dst, dl)
+    }
+    fn cast(&self, s: &AnyStorage, l: &Layout, dtype: DType) -> Result<AnyStorage> {
+        boxed(Backend::cast(self, get(self, s)?, l, dtype))
+    }
+    fn unary(&self, op: UnaryOp, s: &AnyStorage, l: &Layout) -> Result<AnyStorage> {
+        boxed(Backend::unary(self, op, get(self, s)?, l))
+    }
+    fn binary(&self, op: BinaryOp, a: &AnyStorage, al: &Layout, b: &AnyStorage, bl: &Layout) -> Result<AnyStorage> {
+        boxed(Backend::binary(self, op, get(self, a)?, al, get(self, b)?, bl))
+    }
+    fn binary_scalar(&self, op: BinaryOp, s: &AnyStorage, l: &Layout, dtype: DType, v: f64) -> Result<AnyStorage> {
+        boxed(Backend::binary_scalar(self, op, get(self, s)?, l, dtype, v))
+    }
+    fn where_cond(
+        &self,
+        c: &AnyStorage,
+        cl: &Layout,
+        t: &AnyStorage,
+        tl: &Layout,
+        f: &AnyStorage,
+        fl: &Layout,
+    ) -> Result<AnyStorage> {
+        boxed(Backend::where_cond(self, get(self, c)?, cl, get(self, t)?, tl, get(self, f)?, fl))
+    }
+    fn reduce(&self, op: ReduceOp, s: &AnyStorage, l: &Layout, dims: &[usize]) -> Result<AnyStorage> {
+        boxed(Backend::reduce(self, op, get(self, s)?, l, dims))
+    }
+    fn matmul(&self, a: &AnyStorage, al: &Layout, b: &AnyStorage, bl: &Layout) -> Result<AnyStorage> {
+        boxed(Backend::matmul(self, get(self, a)?, al, get(self, b)?, bl))
+    }
+    fn gather(&self, s: &AnyStorage, sl: &Layout, i: &AnyStorage, il: &Layout, dim: usize) -> Result<AnyStorage> {
+        boxed(Backend::gather(self, get(self, s)?, sl, get(self, i)?, il, dim))
+    }
+    fn scatter_add(
+        &self,
+        d: &mut AnyStorage,
+        dl: &Layout,
+        i: &AnyStorage,
+        il: &Layout,
+        s: &AnyStorage,
+        sl: &Layout,
+        dim: usize,
+    ) -> Result<()> {
+        let (i, s) = (get(self, i)?, get(self, s)?);
+        let d = d.downcast_mut::<B::Storage>().ok_or_else(|| foreign(self))?;
+        Backend::scatter_add(self, d, dl, i, il, s, sl, dim)
+    }
+    fn index_select(
+        &self,
+        s: &AnyStorage,
+        sl: &Layout,
+        i: &AnyStorage,
+        il: &Layout,
+        dim: usize,
+    ) -> Result<AnyStorage> {
+        boxed(Backend::index_select(self, get(self, s)?, sl, get(self, i)?, il, dim))
+    }
+    fn random(&self, dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<AnyStorage> {
+        boxed(Backend::random(self, dist, len, dtype, seed))
+    }
+    fn synchronize(&self) -> Result<()> {
+        Backend::synchronize(self)
+    }
+}

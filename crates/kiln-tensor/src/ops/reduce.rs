@@ -1,0 +1,181 @@
+//! Reductions over any set of dims, and the composites built from them: mean, var,
+//! logsumexp, softmax, log_softmax.
+
+use crate::autograd::Op;
+use crate::shape::resolve_dim;
+use crate::{DType, Error, ReduceOp, Result, Shape, Tensor};
+
+/// A set of dims to reduce over: `1`, `-1`, `[0, 2]`, `&[-1]`, or `()` for all dims.
+pub trait Dims {
+    /// Resolves to sorted distinct dims of `shape`.
+    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<Vec<usize>>;
+}
+
+impl Dims for isize {
+    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<Vec<usize>> {
+        Ok(vec![resolve_dim(op, *self, shape)?])
+    }
+}
+impl Dims for i32 {
+    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<Vec<usize>> {
+        Ok(vec![resolve_dim(op, *self as isize, shape)?])
+    }
+}
+impl Dims for () {
+    fn resolve(&self, _: &'static str, shape: &Shape) -> Result<Vec<usize>> {
+        Ok((0..shape.rank()).collect())
+    }
+}
+impl Dims for [isize] {
+    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<Vec<usize>> {
+        let mut dims = self.iter().map(|&d| resolve_dim(op, d, shape)).collect::<Result<Vec<_>>>()?;
+        dims.sort_unstable();
+        if dims.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Error::invalid(op, format!("dims {self:?} name the same dim twice (shape {shape})")));
+        }
+        Ok(dims)
+    }
+}
+impl<const N: usize> Dims for [isize; N] {
+    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<Vec<usize>> {
+        self.as_slice().resolve(op, shape)
+    }
+}
+impl<const N: usize> Dims for [i32; N] {
+    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<Vec<usize>> {
+        self.iter().map(|&d| d as isize).collect::<Vec<_>>().as_slice().resolve(op, shape)
+    }
+}
+impl<T: Dims + ?Sized> Dims for &T {
+    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<Vec<usize>> {
+        (**self).resolve(op, shape)
+    }
+}
+impl Dims for Vec<isize> {
+    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<Vec<usize>> {
+        self.as_slice().resolve(op, shape)
+    }
+}
+
+fn reduced_shape(shape: &Shape, dims: &[usize], keepdim: bool) -> Shape {
+    let out = shape.dims().iter().enumerate().filter_map(|(i, &d)| match (dims.contains(&i), keepdim) {
+        (false, _) => Some(d),
+        (true, true) => Some(1),
+        (true, false) => None,
+    });
+    Shape::new(out.collect::<Vec<_>>())
+}
+
+impl Tensor {
+    /// Reduces with `op` over resolved `dims`, keeping them as size 1.
+    pub(crate) fn reduce_keepdim(&self, op: ReduceOp, dims: &[usize]) -> Result<Tensor> {
+        if matches!(op, ReduceOp::Max | ReduceOp::Min | ReduceOp::ArgMax | ReduceOp::ArgMin)
+            && dims.iter().any(|&d| self.dims()[d] == 0)
+        {
+            return Err(Error::invalid(
+                op.name(),
+                format!("cannot reduce over an empty dim (shape {}, dims {dims:?}): the result is undefined", self.shape()),
+            ));
+        }
+        let s = self.backend().reduce(op, self.storage(), self.layout(), dims)?;
+        let shape = reduced_shape(self.shape(), dims, true);
+        let (dtype, rec) = if op.is_arg() { (DType::I64, None) } else { (self.dtype(), Some(Op::Reduce(self.clone(), op, dims.to_vec()))) };
+        Ok(self.result(s, shape, dtype, rec))
+    }
+
+    fn reduce(&self, op: ReduceOp, dims: impl Dims, keepdim: bool) -> Result<Tensor> {
+        let dims = dims.resolve(op.name(), self.shape())?;
+        let out = self.reduce_keepdim(op, &dims)?;
+        if keepdim {
+            Ok(out)
+        } else {
+            out.reshape(reduced_shape(self.shape(), &dims, false))
+        }
+    }
+
+    /// Sum over `dims` (`()` for all).
+    pub fn sum(&self, dims: impl Dims, keepdim: bool) -> Result<Tensor> {
+        self.reduce(ReduceOp::Sum, dims, keepdim)
+    }
+    /// Sum of all elements, as a 0-dim tensor.
+    pub fn sum_all(&self) -> Result<Tensor> {
+        self.sum((), false)
+    }
+    /// Maximum over `dims`.
+    pub fn max(&self, dims: impl Dims, keepdim: bool) -> Result<Tensor> {
+        self.reduce(ReduceOp::Max, dims, keepdim)
+    }
+    /// Minimum over `dims`.
+    pub fn min(&self, dims: impl Dims, keepdim: bool) -> Result<Tensor> {
+        self.reduce(ReduceOp::Min, dims, keepdim)
+    }
+    /// Index (i64) of the first maximum along `dim`.
+    pub fn argmax(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        self.reduce(ReduceOp::ArgMax, dim, keepdim)
+    }
+    /// Index (i64) of the first minimum along `dim`.
+    pub fn argmin(&self, dim: isize, keepdim: bool) -> Result<Tensor> {
+        self.reduce(ReduceOp::ArgMin, dim, keepdim)
+    }
+
+    /// Mean over `dims` (floats).
+    pub fn mean(&self, dims: impl Dims, keepdim: bool) -> Result<Tensor> {
+        self.float_only("mean")?;
+        let dims = dims.resolve("mean", self.shape())?;
+        let n: usize = dims.iter().map(|&d| self.dims()[d]).product();
+        self.sum(dims.iter().map(|&d| d as isize).collect::<Vec<_>>(), keepdim)?.div_scalar(n as f64)
+    }
+    /// Mean of all elements.
+    pub fn mean_all(&self) -> Result<Tensor> {
+        self.mean((), false)
+    }
+
+    /// Unbiased variance over `dims` (divides by n - 1, PyTorch's default).
+    pub fn var(&self, dims: impl Dims, keepdim: bool) -> Result<Tensor> {
+        self.float_only("var")?;
+        let dims: Vec<isize> = dims.resolve("var", self.shape())?.into_iter().map(|d| d as isize).collect();
+        let n: usize = dims.iter().map(|&d| self.dims()[d as usize]).product();
+        let centered = self.sub(&self.mean(dims.clone(), true)?)?;
+        centered.sqr()?.sum(dims, keepdim)?.div_scalar(n as f64 - 1.0)
+    }
+
+    /// `log(sum(exp(x)))` over `dims`, computed stably.
+    pub fn logsumexp(&self, dims: impl Dims, keepdim: bool) -> Result<Tensor> {
+        self.float_only("logsumexp")?;
+        let dims: Vec<isize> = dims.resolve("logsumexp", self.shape())?.into_iter().map(|d| d as isize).collect();
+        // A constant shift (detached: it cancels in the gradient); rows of -inf stay finite.
+        let m = self.max(dims.clone(), true)?.detach();
+        let m = m.where_finite()?;
+        let out = self.sub(&m)?.exp()?.sum(dims.clone(), true)?.log()?.add(&m)?;
+        if keepdim {
+            Ok(out)
+        } else {
+            out.squeeze_dims(&dims)
+        }
+    }
+
+    /// Softmax along `dim`.
+    pub fn softmax(&self, dim: isize) -> Result<Tensor> {
+        self.float_only("softmax")?;
+        let m = self.max(dim, true)?.detach().where_finite()?;
+        let e = self.sub(&m)?.exp()?;
+        e.div(&e.sum(dim, true)?)
+    }
+
+    /// Log-softmax along `dim`.
+    pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
+        self.float_only("log_softmax")?;
+        self.sub(&self.logsumexp(dim, true)?)
+    }
+
+    /// Replaces non-finite elements by 0 (keeps stable shifts from producing inf - inf).
+    fn where_finite(&self) -> Result<Tensor> {
+        let finite = self.abs()?.lt_scalar(f64::INFINITY)?;
+        finite.where_cond(self, &self.zeros_like()?)
+    }
+
+    fn squeeze_dims(&self, dims: &[isize]) -> Result<Tensor> {
+        let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+        self.reshape(reduced_shape(self.shape(), &dims, false))
+    }
+}
