@@ -134,8 +134,12 @@ pub(crate) fn binary(op: BinaryOp, a: &CpuStorage, la: &Layout, b: &CpuStorage, 
     Ok(match (a, b) {
         (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(float(op, op.zip_float(Zip { a, la, b, lb }))?),
         (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(float(op, op.zip_float(Zip { a, la, b, lb }))?),
-        (CpuStorage::F16(a), CpuStorage::F16(b)) => CpuStorage::F16(float(op, op.zip_float::<f32, _>(Zip { a, la, b, lb }))?),
-        (CpuStorage::BF16(a), CpuStorage::BF16(b)) => CpuStorage::BF16(float(op, op.zip_float::<f32, _>(Zip { a, la, b, lb }))?),
+        (CpuStorage::F16(a), CpuStorage::F16(b)) => {
+            CpuStorage::F16(float(op, op.zip_float::<f32, _>(Zip { a, la, b, lb }))?)
+        }
+        (CpuStorage::BF16(a), CpuStorage::BF16(b)) => {
+            CpuStorage::BF16(float(op, op.zip_float::<f32, _>(Zip { a, la, b, lb }))?)
+        }
         (CpuStorage::I64(a), CpuStorage::I64(b)) => CpuStorage::I64(int_binary(op, a, la, b, lb)?),
         (CpuStorage::U32(a), CpuStorage::U32(b)) => CpuStorage::U32(int_binary(op, a, la, b, lb)?),
         (CpuStorage::U8(a), CpuStorage::U8(b)) => CpuStorage::U8(int_binary(op, a, la, b, lb)?),
@@ -225,7 +229,10 @@ pub(crate) fn copy_strided(src: &CpuStorage, sl: &Layout, dst: &mut CpuStorage, 
     src.check("copy_strided", sl)?;
     dst.check("copy_strided", dl)?;
     if sl.dims() != dl.dims() {
-        return Err(Error::invalid("copy_strided", format!("source shape {:?} != destination shape {:?}", sl.dims(), dl.dims())));
+        return Err(Error::invalid(
+            "copy_strided",
+            format!("source shape {:?} != destination shape {:?}", sl.dims(), dl.dims()),
+        ));
     }
     macro_rules! copy {
         ($($v:ident),*) => {

@@ -40,7 +40,13 @@ fn for_each_position(dims: &[usize], mut f: impl FnMut(usize, &[usize]) -> Resul
 }
 
 fn offset_with(l: &Layout, pos: &[usize], dim: usize, ix: usize) -> usize {
-    l.offset() + pos.iter().zip(l.strides()).enumerate().map(|(d, (&p, &s))| if d == dim { ix * s } else { p * s }).sum::<usize>()
+    l.offset()
+        + pos
+            .iter()
+            .zip(l.strides())
+            .enumerate()
+            .map(|(d, (&p, &s))| if d == dim { ix * s } else { p * s })
+            .sum::<usize>()
 }
 
 pub(crate) fn gather(src: &CpuStorage, sl: &Layout, index: &CpuStorage, il: &Layout, dim: usize) -> Result<CpuStorage> {
@@ -108,7 +114,13 @@ fn add_elem<T: AddWrap>(a: T, b: T) -> T {
     a.add_wrap(b)
 }
 
-pub(crate) fn index_select(src: &CpuStorage, sl: &Layout, ids: &CpuStorage, il: &Layout, dim: usize) -> Result<CpuStorage> {
+pub(crate) fn index_select(
+    src: &CpuStorage,
+    sl: &Layout,
+    ids: &CpuStorage,
+    il: &Layout,
+    dim: usize,
+) -> Result<CpuStorage> {
     src.check("index_select", sl)?;
     let ids = indices("index_select", ids, il)?;
     let size = sl.dims()[dim];

@@ -87,9 +87,20 @@ fn reduce_one<T: Acc>(op: ReduceOp, src: &[T], view: &Layout, start: usize, r: u
     match op {
         ReduceOp::Sum => {
             let partial: Vec<T::Sum> = if par && blocks > 1 {
-                (0..blocks).into_par_iter().map(|b| { let (s, n) = block(b); sum_run(src, view, s, n) }).collect()
+                (0..blocks)
+                    .into_par_iter()
+                    .map(|b| {
+                        let (s, n) = block(b);
+                        sum_run(src, view, s, n)
+                    })
+                    .collect()
             } else {
-                (0..blocks).map(|b| { let (s, n) = block(b); sum_run(src, view, s, n) }).collect()
+                (0..blocks)
+                    .map(|b| {
+                        let (s, n) = block(b);
+                        sum_run(src, view, s, n)
+                    })
+                    .collect()
             };
             (T::finish(partial.into_iter().fold(T::zero(), T::merge)), 0)
         }
@@ -99,8 +110,11 @@ fn reduce_one<T: Acc>(op: ReduceOp, src: &[T], view: &Layout, start: usize, r: u
                 let (v, k) = best_run(op, src, view, s, n);
                 (v, k + b * CHUNK)
             };
-            let partial: Vec<(T, usize)> =
-                if par && blocks > 1 { (0..blocks).into_par_iter().map(run).collect() } else { (0..blocks).map(run).collect() };
+            let partial: Vec<(T, usize)> = if par && blocks > 1 {
+                (0..blocks).into_par_iter().map(run).collect()
+            } else {
+                (0..blocks).map(run).collect()
+            };
             let mut it = partial.into_iter();
             let mut best = it.next().unwrap_or_default();
             for cand in it {

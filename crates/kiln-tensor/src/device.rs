@@ -96,8 +96,7 @@ pub(crate) trait DynBackend: Send + Sync {
         sl: &Layout,
         dim: usize,
     ) -> Result<()>;
-    fn index_select(&self, s: &AnyStorage, sl: &Layout, i: &AnyStorage, il: &Layout, dim: usize)
-        -> Result<AnyStorage>;
+    fn index_select(&self, s: &AnyStorage, sl: &Layout, i: &AnyStorage, il: &Layout, dim: usize) -> Result<AnyStorage>;
     fn random(&self, dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<AnyStorage>;
     fn synchronize(&self) -> Result<()>;
 }
@@ -187,14 +186,7 @@ impl<B: Backend> DynBackend for B {
         let d = d.downcast_mut::<B::Storage>().ok_or_else(|| foreign(self))?;
         Backend::scatter_add(self, d, dl, i, il, s, sl, dim)
     }
-    fn index_select(
-        &self,
-        s: &AnyStorage,
-        sl: &Layout,
-        i: &AnyStorage,
-        il: &Layout,
-        dim: usize,
-    ) -> Result<AnyStorage> {
+    fn index_select(&self, s: &AnyStorage, sl: &Layout, i: &AnyStorage, il: &Layout, dim: usize) -> Result<AnyStorage> {
         boxed(Backend::index_select(self, get(self, s)?, sl, get(self, i)?, il, dim))
     }
     fn random(&self, dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<AnyStorage> {

@@ -158,7 +158,15 @@ impl fmt::Display for Tensor {
     }
 }
 
-fn collect_shown(dims: &[usize], strides: &[usize], values: &[f64], depth: usize, base: usize, summarize: bool, out: &mut Vec<f64>) {
+fn collect_shown(
+    dims: &[usize],
+    strides: &[usize],
+    values: &[f64],
+    depth: usize,
+    base: usize,
+    summarize: bool,
+    out: &mut Vec<f64>,
+) {
     if dims.is_empty() {
         out.extend(values.first());
         return;

@@ -24,15 +24,7 @@ pub enum DType {
 
 impl DType {
     /// Every dtype, in a fixed order.
-    pub const ALL: [DType; 7] = [
-        DType::F32,
-        DType::F64,
-        DType::F16,
-        DType::BF16,
-        DType::I64,
-        DType::U32,
-        DType::U8,
-    ];
+    pub const ALL: [DType; 7] = [DType::F32, DType::F64, DType::F16, DType::BF16, DType::I64, DType::U32, DType::U8];
     /// The floating-point dtypes.
     pub const FLOATS: [DType; 4] = [DType::F32, DType::F64, DType::F16, DType::BF16];
 
@@ -93,10 +85,9 @@ impl fmt::Display for DType {
 impl std::str::FromStr for DType {
     type Err = crate::Error;
     fn from_str(s: &str) -> crate::Result<Self> {
-        DType::ALL
-            .into_iter()
-            .find(|d| d.as_str() == s)
-            .ok_or_else(|| crate::Error::Msg(format!("unknown dtype '{s}' (expected one of f32, f64, f16, bf16, i64, u32, u8)")))
+        DType::ALL.into_iter().find(|d| d.as_str() == s).ok_or_else(|| {
+            crate::Error::Msg(format!("unknown dtype '{s}' (expected one of f32, f64, f16, bf16, i64, u32, u8)"))
+        })
     }
 }
 

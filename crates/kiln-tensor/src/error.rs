@@ -50,7 +50,9 @@ pub enum Error {
         rhs: String,
     },
     /// A dimension index is out of range for the tensor's rank.
-    #[error("{op}: dim {dim} out of range for a tensor of shape {shape} (rank {rank}, valid dims are -{rank}..{rank})")]
+    #[error(
+        "{op}: dim {dim} out of range for a tensor of shape {shape} (rank {rank}, valid dims are -{rank}..{rank})"
+    )]
     DimOutOfRange {
         /// The operation.
         op: &'static str,

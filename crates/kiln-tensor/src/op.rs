@@ -46,8 +46,17 @@ pub trait ZipFn<T, R> {
 
 /// Floating-point element types the scalar semantics are written for (f32 and f64; f16 and bf16
 /// compute through f32).
-pub trait Float: Copy + Send + Sync + PartialOrd + std::ops::Neg<Output = Self> + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self> + std::ops::Div<Output = Self> + 'static
+pub trait Float:
+    Copy
+    + Send
+    + Sync
+    + PartialOrd
+    + std::ops::Neg<Output = Self>
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + 'static
 {
     /// Converts an f64 constant.
     fn c(v: f64) -> Self;
@@ -238,8 +247,18 @@ impl UnaryOp {
             UnaryOp::Cos => k.call(|x: T| x.cos()),
             UnaryOp::Tanh => k.call(|x: T| x.tanh()),
             UnaryOp::Sigmoid => k.call(sigmoid),
-            UnaryOp::Relu => k.call(move |x: T| if x > zero { x } else if x.is_nan() { x } else { zero }),
-            UnaryOp::Gelu => k.call(|x: T| T::c(0.5) * x * (T::c(1.0) + (x * T::c(std::f64::consts::FRAC_1_SQRT_2)).erf())),
+            UnaryOp::Relu => k.call(move |x: T| {
+                if x > zero {
+                    x
+                } else if x.is_nan() {
+                    x
+                } else {
+                    zero
+                }
+            }),
+            UnaryOp::Gelu => {
+                k.call(|x: T| T::c(0.5) * x * (T::c(1.0) + (x * T::c(std::f64::consts::FRAC_1_SQRT_2)).erf()))
+            }
             UnaryOp::GeluTanh => k.call(gelu_tanh),
             UnaryOp::Silu => k.call(|x: T| x * sigmoid(x)),
             UnaryOp::Softplus => k.call(softplus),

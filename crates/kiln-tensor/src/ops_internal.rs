@@ -6,7 +6,13 @@ pub(crate) use crate::ops::unary_derivative;
 
 /// Zeros shaped like `input` with `grad` written into the strided slice that a narrow of
 /// `input` (dim, start, step) selected.
-pub(crate) fn scatter_into_view(input: &Tensor, grad: &Tensor, dim: usize, start: usize, step: usize) -> Result<Tensor> {
+pub(crate) fn scatter_into_view(
+    input: &Tensor,
+    grad: &Tensor,
+    dim: usize,
+    start: usize,
+    step: usize,
+) -> Result<Tensor> {
     let backend = grad.backend();
     let mut dst = backend.fill(input.elem_count(), grad.dtype(), 0.0)?;
     let full = Layout::contiguous(input.shape().clone());

@@ -58,7 +58,9 @@ impl Shape {
                         op,
                         lhs: self.clone(),
                         rhs: other.clone(),
-                        hint: format!("; cannot broadcast: dim {i} of the result would need {da} == {db}, or one of them 1"),
+                        hint: format!(
+                            "; cannot broadcast: dim {i} of the result would need {da} == {db}, or one of them 1"
+                        ),
                     })
                 }
             };

@@ -52,7 +52,13 @@ pub struct Tensor(pub(crate) Arc<TensorInner>);
 impl Tensor {
     /// Wraps freshly computed storage. Records `op` for autograd when gradients are enabled and
     /// one of its inputs tracks them.
-    pub(crate) fn from_storage(storage: AnyStorage, layout: Layout, dtype: DType, device: Device, op: Option<Op>) -> Tensor {
+    pub(crate) fn from_storage(
+        storage: AnyStorage,
+        layout: Layout,
+        dtype: DType,
+        device: Device,
+        op: Option<Op>,
+    ) -> Tensor {
         let op = op.filter(|op| autograd::is_enabled() && op.inputs().iter().any(|t| t.tracks_grad()));
         Tensor(Arc::new(TensorInner {
             id: TensorId::new(),

@@ -224,7 +224,10 @@ impl Tensor {
         if self.elem_count() != 1 {
             return Err(Error::invalid(
                 "backward",
-                format!("needs a tensor with one element, got shape {} (reduce it first, e.g. with sum_all or mean_all)", self.shape()),
+                format!(
+                    "needs a tensor with one element, got shape {} (reduce it first, e.g. with sum_all or mean_all)",
+                    self.shape()
+                ),
             ));
         }
         self.float_only("backward")?;

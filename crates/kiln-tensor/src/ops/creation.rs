@@ -35,7 +35,10 @@ impl Tensor {
     /// `start, start + step, ...` up to but excluding `end` (`step` may be negative).
     pub fn arange_step(start: f64, end: f64, step: f64, dtype: DType, device: &Device) -> Result<Tensor> {
         if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
-            return Err(Error::invalid("arange", format!("start {start}, end {end} and step {step} must be finite, step non-zero")));
+            return Err(Error::invalid(
+                "arange",
+                format!("start {start}, end {end} and step {step} must be finite, step non-zero"),
+            ));
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
         let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
@@ -73,7 +76,14 @@ impl Tensor {
     }
 
     /// Uniform in `[low, high)` from `seed`: the same numbers on every device and thread count.
-    pub fn rand_uniform(low: f64, high: f64, shape: impl Into<Shape>, dtype: DType, seed: u64, device: &Device) -> Result<Tensor> {
+    pub fn rand_uniform(
+        low: f64,
+        high: f64,
+        shape: impl Into<Shape>,
+        dtype: DType,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Tensor> {
         if low.partial_cmp(&high) != Some(std::cmp::Ordering::Less) {
             return Err(Error::invalid("rand_uniform", format!("low {low} must be below high {high}")));
         }
@@ -81,7 +91,14 @@ impl Tensor {
     }
 
     /// Normal with `mean` and `std` from `seed`: the same numbers on every device and thread count.
-    pub fn randn(mean: f64, std: f64, shape: impl Into<Shape>, dtype: DType, seed: u64, device: &Device) -> Result<Tensor> {
+    pub fn randn(
+        mean: f64,
+        std: f64,
+        shape: impl Into<Shape>,
+        dtype: DType,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Tensor> {
         if !(std >= 0.0) || !mean.is_finite() {
             return Err(Error::invalid("randn", format!("std {std} must be non-negative and mean {mean} finite")));
         }

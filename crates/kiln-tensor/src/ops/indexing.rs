@@ -27,7 +27,10 @@ impl Tensor {
                 op: OP,
                 lhs: self.shape().clone(),
                 rhs: index.shape().clone(),
-                hint: format!("; the index must have rank {} and sizes no larger than the source outside dim {d}", self.rank()),
+                hint: format!(
+                    "; the index must have rank {} and sizes no larger than the source outside dim {d}",
+                    self.rank()
+                ),
             });
         }
         let s = self.backend().gather(self.storage(), self.layout(), index.storage(), index.layout(), d)?;

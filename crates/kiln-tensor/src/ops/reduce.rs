@@ -74,12 +74,19 @@ impl Tensor {
         {
             return Err(Error::invalid(
                 op.name(),
-                format!("cannot reduce over an empty dim (shape {}, dims {dims:?}): the result is undefined", self.shape()),
+                format!(
+                    "cannot reduce over an empty dim (shape {}, dims {dims:?}): the result is undefined",
+                    self.shape()
+                ),
             ));
         }
         let s = self.backend().reduce(op, self.storage(), self.layout(), dims)?;
         let shape = reduced_shape(self.shape(), dims, true);
-        let (dtype, rec) = if op.is_arg() { (DType::I64, None) } else { (self.dtype(), Some(Op::Reduce(self.clone(), op, dims.to_vec()))) };
+        let (dtype, rec) = if op.is_arg() {
+            (DType::I64, None)
+        } else {
+            (self.dtype(), Some(Op::Reduce(self.clone(), op, dims.to_vec())))
+        };
         Ok(self.result(s, shape, dtype, rec))
     }
 

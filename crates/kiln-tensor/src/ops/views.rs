@@ -29,7 +29,11 @@ impl Tensor {
             if known == 0 || self.elem_count() % known != 0 {
                 return Err(Error::invalid(
                     "reshape",
-                    format!("cannot infer the -1 dim of {dims:?} for {} elements (shape {})", self.elem_count(), self.shape()),
+                    format!(
+                        "cannot infer the -1 dim of {dims:?} for {} elements (shape {})",
+                        self.elem_count(),
+                        self.shape()
+                    ),
                 ));
             }
             self.elem_count() / known
@@ -59,7 +63,12 @@ impl Tensor {
 
     fn check_count(&self, op: &'static str, shape: &Shape) -> Result<()> {
         if shape.elem_count() != self.elem_count() {
-            return Err(Error::ElementCount { op, shape: shape.clone(), expected: shape.elem_count(), got: self.elem_count() });
+            return Err(Error::ElementCount {
+                op,
+                shape: shape.clone(),
+                expected: shape.elem_count(),
+                got: self.elem_count(),
+            });
         }
         Ok(())
     }
@@ -130,7 +139,12 @@ impl Tensor {
         let rank = self.rank() as isize;
         let d = if dim < 0 { dim + rank + 1 } else { dim };
         if d < 0 || d > rank {
-            return Err(Error::DimOutOfRange { op: "unsqueeze", dim, shape: self.shape().clone(), rank: self.rank() + 1 });
+            return Err(Error::DimOutOfRange {
+                op: "unsqueeze",
+                dim,
+                shape: self.shape().clone(),
+                rank: self.rank() + 1,
+            });
         }
         let l = self.layout().unsqueeze(d as usize);
         Ok(self.view_of(l, Op::Reshape(self.clone())))
@@ -154,7 +168,10 @@ impl Tensor {
         let s = resolve_dim("flatten", start, self.shape())?;
         let e = resolve_dim("flatten", end, self.shape())?;
         if s > e {
-            return Err(Error::invalid("flatten", format!("start dim {s} is after end dim {e} (shape {})", self.shape())));
+            return Err(Error::invalid(
+                "flatten",
+                format!("start dim {s} is after end dim {e} (shape {})", self.shape()),
+            ));
         }
         let d = self.dims();
         let mut shape = d[..s].to_vec();

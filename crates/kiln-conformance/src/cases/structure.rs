@@ -1,0 +1,236 @@
+//! Cases for reductions, softmax-style composites, matmul, views and copies, indexing, and
+//! creation.
+
+use crate::harness::{Ctx, Input, View};
+use crate::Tolerance;
+use kiln_tensor::{DType, ReduceOp, Tensor};
+
+fn range_for(dtype: DType) -> (f64, f64) {
+    match dtype {
+        DType::I64 => (-6.0, 6.0),
+        d if d.is_int() => (0.0, 10.0),
+        _ => (-3.0, 3.0),
+    }
+}
+
+pub(crate) fn reduce(ctx: &mut Ctx) {
+    let cases: Vec<(Vec<usize>, View, Vec<isize>)> = vec![
+        (vec![2, 3, 4], View::Contiguous, vec![1]),
+        (vec![2, 3, 4], View::Strided, vec![0, 2]),
+        (vec![2, 3, 4], View::Contiguous, vec![0, 1, 2]),
+        (vec![3, 5], View::Transposed, vec![0]),
+        (vec![4, 1, 6], View::Broadcast, vec![-1]),
+        (vec![0, 3], View::Contiguous, vec![1]),
+        (vec![], View::Contiguous, vec![]),
+    ];
+    for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min] {
+        for dtype in DType::ALL {
+            for (shape, view, dims) in &cases {
+                let input = Input::new(shape, dtype, range_for(dtype), *view);
+                let tol = Tolerance::for_dtype(dtype).scaled(if op == ReduceOp::Sum { 2.0 } else { 1.0 });
+                let dims = dims.clone();
+                ctx.check(
+                    format!("{} {dtype} {shape:?} {view:?} dims {dims:?}", op.name()),
+                    &[input],
+                    Some(tol),
+                    |t| match op {
+                        ReduceOp::Sum => t[0].sum(dims.clone(), true),
+                        ReduceOp::Max => t[0].max(dims.clone(), false),
+                        _ => t[0].min(dims.clone(), true),
+                    },
+                );
+            }
+        }
+    }
+    for dtype in DType::ALL {
+        for (shape, view, dim) in
+            [(vec![3, 5], View::Transposed, 0), (vec![2, 3, 4], View::Strided, -1), (vec![6], View::Contiguous, 0)]
+        {
+            let input = Input::new(&shape, dtype, range_for(dtype), view);
+            ctx.check(format!("argmax {dtype} {shape:?} {view:?} dim {dim}"), &[input.clone()], None, |t| {
+                t[0].argmax(dim, false)
+            });
+            ctx.check(format!("argmin {dtype} {shape:?} {view:?} dim {dim}"), &[input], None, |t| {
+                t[0].argmin(dim, true)
+            });
+        }
+    }
+    // Long reductions that cross the parallel threshold, and an empty max (an error on both).
+    for (shape, view) in [(vec![300, 257], View::Contiguous), (vec![257, 300], View::Transposed)] {
+        let input = Input::new(&shape, DType::F32, (-1.0, 1.0), view);
+        ctx.check(
+            format!("sum f32 large {view:?} all"),
+            &[input.clone()],
+            Some(Tolerance { rel: 1e-3, abs: 1e-2 }),
+            |t| t[0].sum_all(),
+        );
+        ctx.check(format!("sum f32 large {view:?} dim 0"), &[input.clone()], None, |t| t[0].sum(0, false));
+        ctx.check(format!("max f32 large {view:?} all"), &[input.clone()], None, |t| t[0].max((), false));
+        ctx.check(format!("argmax f32 large {view:?} dim 1"), &[input], None, |t| t[0].argmax(1, false));
+    }
+    let empty = Input::new(&[0, 3], DType::F32, (0.0, 1.0), View::Contiguous);
+    ctx.check("max over an empty dim (error)".into(), &[empty], None, |t| t[0].max(0, false));
+}
+
+pub(crate) fn composite(ctx: &mut Ctx) {
+    for dtype in DType::FLOATS {
+        for (shape, view, dim) in [
+            (vec![4, 7], View::Contiguous, -1isize),
+            (vec![3, 5], View::Transposed, 0),
+            (vec![2, 3, 4], View::Strided, 1),
+        ] {
+            let input = Input::new(&shape, dtype, (-4.0, 4.0), view);
+            let tol = Some(Tolerance::for_dtype(dtype).scaled(2.0));
+            let name = |op: &str| format!("{op} {dtype} {shape:?} {view:?} dim {dim}");
+            ctx.check(name("softmax"), &[input.clone()], tol, |t| t[0].softmax(dim));
+            ctx.check(name("log_softmax"), &[input.clone()], tol, |t| t[0].log_softmax(dim));
+            ctx.check(name("logsumexp"), &[input.clone()], tol, |t| t[0].logsumexp(dim, false));
+            ctx.check(name("mean"), &[input.clone()], tol, |t| t[0].mean(dim, true));
+            ctx.check(name("var"), &[input], tol, |t| t[0].var(dim, false));
+        }
+    }
+    // Extreme logits stay finite.
+    let big = Input::values(&[2, 3], DType::F32, vec![1e4, -1e4, 0.0, -1e4, -1e4, -1e4]);
+    ctx.check("log_softmax of +-1e4".into(), &[big.clone()], None, |t| t[0].log_softmax(-1));
+    ctx.check("softmax of +-1e4".into(), &[big], None, |t| t[0].softmax(-1));
+}
+
+pub(crate) fn matmul(ctx: &mut Ctx) {
+    type Case = (Vec<usize>, View, Vec<usize>, View);
+    let cases: Vec<Case> = vec![
+        (vec![1, 1], View::Contiguous, vec![1, 1], View::Contiguous),
+        (vec![3, 4], View::Contiguous, vec![4, 5], View::Contiguous),
+        (vec![3, 4], View::Transposed, vec![4, 5], View::Transposed),
+        (vec![3, 4], View::Strided, vec![4, 5], View::Offset),
+        (vec![2, 1, 3, 4], View::Contiguous, vec![5, 4, 2], View::Transposed),
+        (vec![4], View::Contiguous, vec![4, 3], View::Contiguous),
+        (vec![3, 4], View::Contiguous, vec![4], View::Contiguous),
+        (vec![3, 0], View::Contiguous, vec![0, 4], View::Contiguous),
+        (vec![64, 130], View::Contiguous, vec![130, 70], View::Transposed),
+    ];
+    for dtype in DType::FLOATS {
+        for (sa, va, sb, vb) in &cases {
+            let k = sa[sa.len() - 1] as f64;
+            let tol = Tolerance::for_dtype(dtype).scaled(if dtype == DType::F64 { 1.0 } else { k.sqrt().max(1.0) });
+            let (a, b) = (Input::new(sa, dtype, (-1.0, 1.0), *va), Input::new(sb, dtype, (-1.0, 1.0), *vb));
+            ctx.check(format!("matmul {dtype} {sa:?}{va:?} @ {sb:?}{vb:?}"), &[a, b], Some(tol), |t| {
+                t[0].matmul(&t[1])
+            });
+        }
+    }
+    for (sa, sb) in [(vec![3, 4], vec![5, 6]), (vec![2, 3, 4], vec![3, 4, 5])] {
+        let (a, b) = (
+            Input::new(&sa, DType::F32, (0.0, 1.0), View::Contiguous),
+            Input::new(&sb, DType::F32, (0.0, 1.0), View::Contiguous),
+        );
+        ctx.check(format!("matmul {sa:?} @ {sb:?} (error)"), &[a, b], None, |t| t[0].matmul(&t[1]));
+    }
+    let ints = [
+        Input::new(&[2, 2], DType::I64, (0.0, 3.0), View::Contiguous),
+        Input::new(&[2, 2], DType::I64, (0.0, 3.0), View::Contiguous),
+    ];
+    ctx.check("matmul i64 (refused)".into(), &ints, None, |t| t[0].matmul(&t[1]));
+}
+
+pub(crate) fn views(ctx: &mut Ctx) {
+    for dtype in DType::ALL {
+        let r = range_for(dtype);
+        let x = |shape: &[usize], view| Input::new(shape, dtype, r, view);
+        let exact = Some(Tolerance::EXACT);
+        for view in View::ALL {
+            ctx.check(format!("contiguous {dtype} {view:?}"), &[x(&[3, 4], view)], exact, |t| t[0].contiguous());
+        }
+        ctx.check(format!("reshape (view) {dtype}"), &[x(&[2, 3, 4], View::Offset)], exact, |t| t[0].reshape([6, 4]));
+        ctx.check(format!("reshape (copy) {dtype}"), &[x(&[3, 4], View::Transposed)], exact, |t| t[0].reshape([12]));
+        ctx.check(format!("permute {dtype}"), &[x(&[2, 3, 4], View::Strided)], exact, |t| {
+            t[0].permute(&[2, 0, 1])?.contiguous()
+        });
+        ctx.check(format!("slice step {dtype}"), &[x(&[5, 9], View::Transposed)], exact, |t| t[0].slice(1, 1, 5, 3));
+        ctx.check(format!("narrow {dtype}"), &[x(&[5, 9], View::Contiguous)], exact, |t| t[0].narrow(0, 2, 3));
+        ctx.check(format!("flatten {dtype}"), &[x(&[2, 3, 4], View::Transposed)], exact, |t| t[0].flatten(1, 2));
+        ctx.check(format!("unsqueeze/squeeze {dtype}"), &[x(&[3, 4], View::Strided)], exact, |t| {
+            t[0].unsqueeze(1)?.squeeze(1)?.unsqueeze(-1)
+        });
+        ctx.check(format!("broadcast_to {dtype}"), &[x(&[3, 1], View::Contiguous)], exact, |t| {
+            t[0].broadcast_to([2, 3, 4])?.contiguous()
+        });
+        let pair = [x(&[2, 3], View::Transposed), x(&[2, 5], View::Strided)];
+        ctx.check(format!("cat dim 1 {dtype}"), &pair, exact, |t| Tensor::cat(&[&t[0], &t[1]], 1));
+        let pair = [x(&[2, 3], View::Contiguous), x(&[4, 3], View::Offset)];
+        ctx.check(format!("cat dim 0 {dtype}"), &pair, exact, |t| Tensor::cat(&[&t[0], &t[1]], 0));
+        let pair = [x(&[2, 3], View::Contiguous), x(&[2, 3], View::Transposed)];
+        ctx.check(format!("stack {dtype}"), &pair, exact, |t| Tensor::stack(&[&t[0], &t[1]], 1));
+        ctx.check(format!("split + cat {dtype}"), &[x(&[7, 3], View::Contiguous)], exact, |t| {
+            let parts = t[0].split(3, 0)?;
+            Tensor::cat(&parts.iter().rev().collect::<Vec<_>>(), 0)
+        });
+        ctx.check(format!("chunk {dtype}"), &[x(&[3, 8], View::Transposed)], exact, |t| {
+            let parts = t[0].chunk(3, 1)?;
+            Tensor::stack(&[&parts[0], &parts[1]], 0)
+        });
+    }
+    let x = Input::new(&[3, 4], DType::F32, (0.0, 1.0), View::Contiguous);
+    ctx.check("reshape 12 -> 5 (error)".into(), &[x.clone()], None, |t| t[0].reshape([5]));
+    ctx.check("cat mismatched (error)".into(), &[x.clone(), x], None, |t| Tensor::cat(&[&t[0], &t[1].t()?], 0));
+}
+
+pub(crate) fn indexing(ctx: &mut Ctx) {
+    for dtype in DType::ALL {
+        let r = range_for(dtype);
+        for idx_dtype in [DType::I64, DType::U32] {
+            let src = Input::new(&[4, 5], dtype, r, View::Transposed);
+            let idx = Input::values(&[4, 2], idx_dtype, vec![0.0, 4.0, 3.0, 3.0, 1.0, 0.0, 2.0, 1.0]);
+            ctx.check(format!("gather dim 1 {dtype} idx {idx_dtype}"), &[src.clone(), idx], None, |t| {
+                t[0].gather(1, &t[1])
+            });
+            let idx0 = Input::values(&[2, 4], idx_dtype, vec![4.0, 0.0, 1.0, 2.0, 0.0, 0.0, 3.0, 4.0]);
+            ctx.check(format!("gather dim 0 {dtype} idx {idx_dtype}"), &[src.clone(), idx0], None, |t| {
+                t[0].t()?.gather(0, &t[1])
+            });
+            let ids = Input::values(&[5], idx_dtype, vec![4.0, 0.0, 4.0, 1.0, 2.0]);
+            ctx.check(format!("index_select dim 0 {dtype} idx {idx_dtype}"), &[src.clone(), ids.clone()], None, |t| {
+                t[0].index_select(0, &t[1])
+            });
+            ctx.check(format!("index_select dim 1 {dtype} idx {idx_dtype}"), &[src.clone(), ids], None, |t| {
+                t[0].t()?.index_select(0, &t[1])
+            });
+            let base = Input::new(&[3, 4], dtype, r, View::Strided);
+            let sidx = Input::values(&[2, 4], idx_dtype, vec![0.0, 2.0, 2.0, 1.0, 0.0, 0.0, 1.0, 2.0]);
+            let ssrc = Input::new(&[2, 4], dtype, r, View::Transposed);
+            ctx.check(format!("scatter_add dim 0 {dtype} idx {idx_dtype}"), &[base, sidx, ssrc], None, |t| {
+                t[0].scatter_add(0, &t[1], &t[2])
+            });
+            let labels = Input::values(&[5], idx_dtype, vec![3.0, 0.0, 9.0, 3.0, 1.0]);
+            ctx.check(format!("one_hot {dtype} idx {idx_dtype}"), &[labels], None, |t| t[0].one_hot(10, dtype));
+        }
+    }
+    let src = Input::new(&[4, 5], DType::F32, (0.0, 1.0), View::Contiguous);
+    let bad = Input::values(&[4, 1], DType::I64, vec![0.0, 5.0, 1.0, 2.0]);
+    ctx.check("gather out of range (error)".into(), &[src.clone(), bad.clone()], None, |t| t[0].gather(1, &t[1]));
+    let neg = Input::values(&[2], DType::I64, vec![0.0, -1.0]);
+    ctx.check("index_select negative (error)".into(), &[src.clone(), neg], None, |t| t[0].index_select(0, &t[1]));
+    let ones = Input::new(&[4, 1], DType::F32, (0.0, 1.0), View::Contiguous);
+    ctx.check("scatter_add out of range (error)".into(), &[src, bad, ones], None, |t| {
+        t[0].scatter_add(1, &t[1], &t[2])
+    });
+}
+
+pub(crate) fn creation(ctx: &mut Ctx) {
+    for dtype in DType::ALL {
+        let exact = Some(Tolerance::EXACT);
+        let cases: Vec<(&str, Box<dyn Fn(&kiln_tensor::Device) -> kiln_tensor::Result<Tensor>>)> = vec![
+            ("zeros", Box::new(move |d| Tensor::zeros([2, 3], dtype, d))),
+            ("ones", Box::new(move |d| Tensor::ones([0, 3], dtype, d))),
+            ("full", Box::new(move |d| Tensor::full(7.0, [4], dtype, d))),
+            ("arange", Box::new(move |d| Tensor::arange_step(1.0, 9.0, 2.0, dtype, d))),
+            ("eye", Box::new(move |d| Tensor::eye(4, dtype, d))),
+            ("rand_uniform", Box::new(move |d| Tensor::rand_uniform(-2.0, 2.0, [3, 7], dtype, 11, d))),
+            ("randn", Box::new(move |d| Tensor::randn(0.5, 2.0, [64], dtype, 12, d))),
+        ];
+        for (name, make) in cases {
+            // A marker input on each side tells the closure which device to build on.
+            let marker = Input::values(&[1], DType::U8, vec![0.0]);
+            ctx.check(format!("{name} {dtype}"), &[marker], exact, |t| make(t[0].device()));
+        }
+    }
+}
