@@ -100,7 +100,7 @@ impl Printer<'_> {
                         let s = format_value(self.values[base + i * self.strides[depth]], &self.style);
                         out.push_str(&format!("{s:>w$}", w = self.width));
                     }
-                    None => out.push_str("..."),
+                    None => out.push_str(" ..."),
                 }
             }
         } else {

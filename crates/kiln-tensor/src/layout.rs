@@ -50,6 +50,9 @@ impl Layout {
 
     /// True when the elements are laid out row-major without gaps (dims of size 1 may have any stride).
     pub fn is_contiguous(&self) -> bool {
+        if self.elem_count() == 0 {
+            return true;
+        }
         let mut acc = 1;
         for (&d, &s) in self.dims().iter().zip(&self.strides).rev() {
             if d != 1 && s != acc {
@@ -61,7 +64,11 @@ impl Layout {
     }
 
     /// `Some((start, end))` storage range when the layout is contiguous.
+    /// An empty layout gives `(0, 0)` whatever its offset, so slicing with it is always in bounds.
     pub fn contiguous_range(&self) -> Option<(usize, usize)> {
+        if self.elem_count() == 0 {
+            return Some((0, 0));
+        }
         self.is_contiguous().then(|| (self.offset, self.offset + self.elem_count()))
     }
 

@@ -180,6 +180,12 @@ impl GradKey for TensorId {
 #[derive(Clone, Default)]
 pub struct Gradients(HashMap<TensorId, Tensor>);
 
+impl std::fmt::Debug for Gradients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.0.iter()).finish()
+    }
+}
+
 impl Gradients {
     /// The gradient of a var (same shape as its value), if the loss depends on it.
     pub fn get(&self, key: &impl GradKey) -> Option<&Tensor> {

@@ -32,7 +32,15 @@ impl Tensor {
     /// The logical elements, row-major. `T` must match the dtype (cast first with `to_dtype`).
     pub fn to_vec<T: WithDType>(&self) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype() {
-            return Err(Error::DTypeMismatch { op: "to_vec", lhs: self.dtype(), rhs: T::DTYPE });
+            return Err(Error::invalid(
+                "to_vec",
+                format!(
+                    "the tensor holds {} but {} was asked for (read it as {} or convert with to_dtype first)",
+                    self.dtype(),
+                    T::DTYPE,
+                    self.dtype()
+                ),
+            ));
         }
         let host = self.to_host()?;
         T::from_host(&host).map(|v| v.to_vec()).ok_or_else(|| Error::Backend {

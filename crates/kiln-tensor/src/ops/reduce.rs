@@ -164,6 +164,7 @@ impl Tensor {
     /// Softmax along `dim`.
     pub fn softmax(&self, dim: isize) -> Result<Tensor> {
         self.float_only("softmax")?;
+        resolve_dim("softmax", dim, self.shape())?;
         let m = self.max(dim, true)?.detach().where_finite()?;
         let e = self.sub(&m)?.exp()?;
         e.div(&e.sum(dim, true)?)
@@ -172,6 +173,7 @@ impl Tensor {
     /// Log-softmax along `dim`.
     pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
         self.float_only("log_softmax")?;
+        resolve_dim("log_softmax", dim, self.shape())?;
         self.sub(&self.logsumexp(dim, true)?)
     }
 

@@ -1,0 +1,100 @@
+//! A randomized test: random ops on random shapes, dtypes and views must return `Ok` or
+//! `Err`, never panic.
+
+use kiln::prelude::*;
+use kiln::random::philox4x32;
+
+struct Rng(u64, u32);
+impl Rng {
+    fn next(&mut self) -> u32 {
+        self.1 += 1;
+        philox4x32([self.1, 0, 0, 0], [self.0 as u32, (self.0 >> 32) as u32])[0]
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() as usize) % n.max(1)
+    }
+    fn dim(&mut self) -> isize {
+        self.below(7) as isize - 3
+    }
+}
+
+fn random_tensor(rng: &mut Rng, dev: &Device) -> kiln::Result<Tensor> {
+    let rank = rng.below(4);
+    let shape: Vec<usize> = (0..rank).map(|_| rng.below(4)).collect();
+    let dtype = DType::ALL[rng.below(7)];
+    let n: usize = shape.iter().product();
+    let values: Vec<f64> = (0..n).map(|_| rng.below(9) as f64 - 4.0).collect();
+    let t = Tensor::from_host(kiln::HostData::from_f64_slice(dtype, &values), shape, dev)?;
+    Ok(match rng.below(3) {
+        0 if t.rank() >= 2 => t.t()?,
+        1 if t.rank() >= 1 => t.unsqueeze(0)?,
+        _ => t,
+    })
+}
+
+fn apply(rng: &mut Rng, a: &Tensor, b: &Tensor) -> kiln::Result<Tensor> {
+    let d = rng.dim();
+    let k = rng.below(5);
+    Ok(match rng.below(30) {
+        0 => a.add(b)?,
+        1 => a.div(b)?,
+        2 => a.pow(b)?,
+        3 => a.matmul(b)?,
+        4 => a.exp()?,
+        5 => a.gelu()?,
+        6 => a.sum(d, rng.below(2) == 0)?,
+        7 => a.max(d, false)?,
+        8 => a.argmax(d, true)?,
+        9 => a.softmax(d)?,
+        10 => a.log_softmax(d)?,
+        11 => a.var(d, false)?,
+        12 => a.reshape(vec![k, 2])?,
+        13 => a.reshape_infer(&[-1, k as isize])?,
+        14 => a.permute(&[1, 0])?,
+        15 => a.transpose(d, rng.dim())?,
+        16 => a.narrow(d, k, 2)?,
+        17 => a.slice(d, 1, k, rng.below(3))?,
+        18 => a.broadcast_to(b.shape().clone())?,
+        19 => a.squeeze(d)?.unsqueeze(d)?,
+        20 => a.gather(d, b)?,
+        21 => a.index_select(d, b)?,
+        22 => a.scatter_add(d, b, a)?,
+        23 => a.one_hot(k, DType::F32)?,
+        24 => Tensor::cat(&[a, b], d)?,
+        25 => Tensor::stack(&[a, b], d)?,
+        26 => a.chunk(k, d)?.pop().map_or(Ok(a.clone()), Ok::<_, kiln::Error>)?,
+        27 => b.where_cond(a, a)?,
+        28 => a.to_dtype(DType::ALL[k % 7])?.clamp(-1.0, k as f64)?,
+        _ => a.flatten(d, rng.dim())?,
+    })
+}
+
+#[test]
+fn random_ops_never_panic() {
+    let dev = kiln::device("cpu").unwrap();
+    let seed = kiln_conformance::seed();
+    let mut rng = Rng(seed, 0);
+    let (mut ok, mut err) = (0, 0);
+    for _ in 0..20_000 {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> kiln::Result<()> {
+            let a = random_tensor(&mut rng, &dev)?;
+            let b = random_tensor(&mut rng, &dev)?;
+            // Half of the time the first operand is trainable and the result is backpropagated.
+            let var = (rng.below(2) == 0).then(|| Var::new(a.clone()));
+            let a = var.as_ref().map_or(a, Var::as_tensor);
+            let out = apply(&mut rng, &a, &b)?;
+            let _ = format!("{out}");
+            if var.is_some() && out.dtype().is_float() {
+                out.sum_all()?.backward()?;
+            }
+            Ok(())
+        }));
+        match result {
+            Ok(Ok(())) => ok += 1,
+            Ok(Err(_)) => err += 1,
+            Err(_) => panic!("an op panicked (replay with KILN_SEED={seed})"),
+        }
+    }
+    println!("{ok} calls returned Ok, {err} returned Err, none panicked (seed {seed})");
+    assert!(ok > 100 && err > 100, "the generator should exercise both paths: {ok} ok, {err} err");
+}
