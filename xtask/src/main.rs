@@ -1,1 +1,47 @@
-fn main() {}
+//! Project automation, the matklad xtask pattern: `cargo xtask <task>`.
+//!
+//! - `cargo xtask ci`: what `.ci/run` does (format check, clippy with warnings as errors, the
+//!   test suite), stopping at the first failure.
+
+use std::process::{Command, ExitCode};
+
+fn run(what: &str, program: &str, args: &[&str]) -> Result<(), String> {
+    println!("==> {what}: {program} {}", args.join(" "));
+    let status =
+        Command::new(program).args(args).status().map_err(|e| format!("{what}: cannot start {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+fn ci() -> Result<(), String> {
+    run("format", "cargo", &["fmt", "--all", "--", "--check"])?;
+    run("lint", "cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    run("test", "cargo", &["test", "--workspace"])
+}
+
+fn main() -> ExitCode {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let result = match task.as_str() {
+        "ci" => ci(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\ntasks:\n  ci    format check, clippy -D warnings, cargo test --workspace"
+            );
+            return if task.is_empty() || task == "help" || task == "--help" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -247,15 +247,8 @@ impl UnaryOp {
             UnaryOp::Cos => k.call(|x: T| x.cos()),
             UnaryOp::Tanh => k.call(|x: T| x.tanh()),
             UnaryOp::Sigmoid => k.call(sigmoid),
-            UnaryOp::Relu => k.call(move |x: T| {
-                if x > zero {
-                    x
-                } else if x.is_nan() {
-                    x
-                } else {
-                    zero
-                }
-            }),
+            // NaN stays NaN, as in PyTorch.
+            UnaryOp::Relu => k.call(move |x: T| if x > zero || x.is_nan() { x } else { zero }),
             UnaryOp::Gelu => {
                 k.call(|x: T| T::c(0.5) * x * (T::c(1.0) + (x * T::c(std::f64::consts::FRAC_1_SQRT_2)).erf()))
             }

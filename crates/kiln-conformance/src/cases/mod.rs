@@ -1,6 +1,9 @@
 //! The op families of the suite. Each is a function over a [`Ctx`]; `suite!` makes one test
 //! per family.
 
+// Case tables read better as `&[input.clone()]` than as `std::slice::from_ref(&input)`.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 mod elementwise;
 mod grads;
 mod structure;

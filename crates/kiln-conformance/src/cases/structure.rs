@@ -215,10 +215,13 @@ pub(crate) fn indexing(ctx: &mut Ctx) {
     });
 }
 
+/// Builds a tensor on a device.
+type Maker = Box<dyn Fn(&kiln_tensor::Device) -> kiln_tensor::Result<Tensor>>;
+
 pub(crate) fn creation(ctx: &mut Ctx) {
     for dtype in DType::ALL {
         let exact = Some(Tolerance::EXACT);
-        let cases: Vec<(&str, Box<dyn Fn(&kiln_tensor::Device) -> kiln_tensor::Result<Tensor>>)> = vec![
+        let cases: Vec<(&str, Maker)> = vec![
             ("zeros", Box::new(move |d| Tensor::zeros([2, 3], dtype, d))),
             ("ones", Box::new(move |d| Tensor::ones([0, 3], dtype, d))),
             ("full", Box::new(move |d| Tensor::full(7.0, [4], dtype, d))),

@@ -99,7 +99,7 @@ impl Tensor {
         seed: u64,
         device: &Device,
     ) -> Result<Tensor> {
-        if !(std >= 0.0) || !mean.is_finite() {
+        if std.is_nan() || std < 0.0 || !mean.is_finite() {
             return Err(Error::invalid("randn", format!("std {std} must be non-negative and mean {mean} finite")));
         }
         Tensor::random(Distribution::Normal { mean, std }, shape.into(), dtype, seed, device)
