@@ -41,7 +41,7 @@ pub use dtype::{DType, HostData, WithDType};
 pub use error::{Error, Result};
 pub use layout::{Layout, StridedOffsets};
 pub use op::{BinaryOp, Float, MapFn, ReduceOp, UnaryOp, ZipFn};
-pub use ops::Dims;
+pub use ops::{Dims, Window2d};
 pub use shape::Shape;
 pub use tensor::{Tensor, TensorId};
 

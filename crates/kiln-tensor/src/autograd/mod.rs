@@ -143,6 +143,17 @@ impl Var {
         Ok(())
     }
 
+    /// Replaces the value with a tensor of the same shape but possibly another dtype or device
+    /// (`model.to(device)`, `model.double()`), keeping the id.
+    pub fn replace(&self, t: &Tensor) -> Result<()> {
+        let mut guard = self.value.write().unwrap_or_else(|e| e.into_inner());
+        if guard.shape() != t.shape() {
+            return Err(Error::shape_mismatch("Var::replace", guard.shape(), t.shape()));
+        }
+        *guard = t.with_id(self.id, true);
+        Ok(())
+    }
+
     /// The shape of the value.
     pub fn shape(&self) -> Shape {
         self.as_tensor().shape().clone()
@@ -190,6 +201,10 @@ impl Gradients {
     /// The gradient of a var (same shape as its value), if the loss depends on it.
     pub fn get(&self, key: &impl GradKey) -> Option<&Tensor> {
         self.0.get(&key.grad_id())
+    }
+    /// Sets the gradient of `key` (after clipping or scaling it, for example).
+    pub fn insert(&mut self, key: &impl GradKey, grad: Tensor) {
+        self.0.insert(key.grad_id(), grad);
     }
     /// Removes and returns a gradient.
     pub fn remove(&mut self, key: &impl GradKey) -> Option<Tensor> {

@@ -2,6 +2,7 @@
 //! dtypes, devices, dims), calls the backend once, and records itself for autograd.
 
 mod binary;
+mod conv;
 mod convert;
 mod creation;
 mod indexing;
@@ -10,6 +11,7 @@ mod reduce;
 mod unary;
 mod views;
 
+pub use conv::Window2d;
 pub use reduce::Dims;
 pub(crate) use unary::unary_derivative;
 

@@ -1,0 +1,137 @@
+//! Optimizers with PyTorch's update rules and defaults, gradient clipping.
+//!
+//! There is no `zero_grad`: gradients come fresh from each `backward()` and are passed to
+//! [`Optimizer::step`]. Updates run under `no_grad` and install new values with `Var::set`.
+
+mod adadelta;
+mod adam;
+mod rmsprop;
+mod sgd;
+
+pub use adadelta::{Adadelta, AdadeltaConfig};
+pub use adam::{Adam, AdamConfig, AdamW};
+pub use rmsprop::{RmsProp, RmsPropConfig};
+pub use sgd::{Sgd, SgdConfig};
+
+use kiln_tensor::{no_grad, Error, Gradients, Result, Tensor, Var};
+use std::collections::HashMap;
+
+/// What every optimizer offers.
+pub trait Optimizer {
+    /// Applies one update with these gradients. Parameters without a gradient are skipped.
+    fn step(&mut self, grads: &Gradients) -> Result<()>;
+    /// The current learning rate.
+    fn lr(&self) -> f64;
+    /// Sets the learning rate (schedulers call this).
+    fn set_lr(&mut self, lr: f64);
+    /// The optimizer's state as named tensors (per-parameter buffers as `<param>.<buffer>`, the
+    /// step count as `step`), for checkpoints.
+    fn state(&self) -> Vec<(String, Tensor)>;
+    /// Restores a state saved by [`Optimizer::state`].
+    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()>;
+}
+
+/// Per-parameter state buffers, keyed by parameter name, plus a step counter.
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) step: u64,
+    pub(crate) buffers: HashMap<String, Tensor>,
+}
+
+impl State {
+    pub(crate) fn named(&self) -> Vec<(String, Tensor)> {
+        let mut out: Vec<(String, Tensor)> = self.buffers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    pub(crate) fn restore(&mut self, state: &HashMap<String, Tensor>, step_tensor: Option<&Tensor>) -> Result<()> {
+        self.buffers =
+            state.iter().filter(|(k, _)| k.as_str() != "step").map(|(k, v)| (k.clone(), v.clone())).collect();
+        if let Some(t) = step_tensor {
+            self.step = t.to_dtype(kiln_tensor::DType::F64)?.to_scalar::<f64>()? as u64;
+        }
+        Ok(())
+    }
+}
+
+/// The step count as a 0-d tensor on the device of the first parameter.
+pub(crate) fn step_tensor(params: &[(String, Var)], step: u64) -> Vec<(String, Tensor)> {
+    params
+        .first()
+        .and_then(|(_, v)| Tensor::full(step as f64, (), kiln_tensor::DType::F64, v.as_tensor().device()).ok())
+        .map(|t| vec![("step".to_string(), t)])
+        .unwrap_or_default()
+}
+
+/// Runs `update(name, param, grad)` for every parameter that has a gradient, without recording.
+pub(crate) fn for_each(
+    params: &[(String, Var)],
+    grads: &Gradients,
+    mut update: impl FnMut(&str, &Tensor, &Tensor) -> Result<Tensor>,
+) -> Result<()> {
+    no_grad(|| {
+        for (name, var) in params {
+            let Some(g) = grads.get(var) else { continue };
+            let p = var.as_tensor();
+            let g = if g.dtype() != p.dtype() { g.to_dtype(p.dtype())? } else { g.clone() };
+            var.set(&update(name, &p, &g)?)?;
+        }
+        Ok(())
+    })
+}
+
+/// Scales all gradients so that their global L2 norm is at most `max_norm`; returns the norm
+/// before clipping (PyTorch's `clip_grad_norm_`).
+pub fn clip_grad_norm(grads: &mut Gradients, params: &[(String, Var)], max_norm: f64) -> Result<f64> {
+    if !(max_norm > 0.0) {
+        return Err(Error::invalid("clip_grad_norm", format!("max_norm must be positive, got {max_norm}")));
+    }
+    no_grad(|| {
+        let mut total = 0.0;
+        for (_, v) in params {
+            if let Some(g) = grads.get(v) {
+                total += g.to_dtype(kiln_tensor::DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+            }
+        }
+        let norm = total.sqrt();
+        let coef = max_norm / (norm + 1e-6);
+        if coef < 1.0 {
+            for (_, v) in params {
+                if let Some(g) = grads.get(v) {
+                    let scaled = g.mul_scalar(coef)?;
+                    grads.insert(v, scaled);
+                }
+            }
+        }
+        Ok(norm)
+    })
+}
+
+/// Clamps every gradient element to `[-clip, clip]` (PyTorch's `clip_grad_value_`).
+pub fn clip_grad_value(grads: &mut Gradients, params: &[(String, Var)], clip: f64) -> Result<()> {
+    no_grad(|| {
+        for (_, v) in params {
+            if let Some(g) = grads.get(v) {
+                let c = g.clamp(-clip, clip)?;
+                grads.insert(v, c);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The buffer `name.suffix`, created as zeros like `p` on first use.
+pub(crate) fn buffer(state: &mut State, name: &str, suffix: &str, p: &Tensor) -> Result<Tensor> {
+    let key = format!("{name}.{suffix}");
+    if let Some(b) = state.buffers.get(&key) {
+        return Ok(b.clone());
+    }
+    let z = p.zeros_like()?;
+    state.buffers.insert(key, z.clone());
+    Ok(z)
+}
+
+pub(crate) fn store(state: &mut State, name: &str, suffix: &str, t: Tensor) {
+    state.buffers.insert(format!("{name}.{suffix}"), t);
+}

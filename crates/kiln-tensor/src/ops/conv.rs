@@ -1,0 +1,175 @@
+//! Convolution and pooling over `[N, C, H, W]` tensors, composed from views, `stack` and
+//! `matmul` (im2col): every window offset is one strided slice of the padded input, so autograd
+//! differentiates them without rules of their own. Fused kernels can replace these later; the
+//! composed forms stay as the oracle.
+
+use crate::{Error, Result, Shape, Tensor};
+
+/// Stride, padding and dilation of a 2-D convolution or pooling window, as `(height, width)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window2d {
+    /// Window size.
+    pub kernel: (usize, usize),
+    /// Step between windows.
+    pub stride: (usize, usize),
+    /// Implicit padding on each side.
+    pub padding: (usize, usize),
+    /// Spacing between window elements.
+    pub dilation: (usize, usize),
+}
+
+impl Window2d {
+    /// A `k x k` window with stride 1, no padding, no dilation.
+    pub fn square(k: usize) -> Self {
+        Window2d { kernel: (k, k), stride: (1, 1), padding: (0, 0), dilation: (1, 1) }
+    }
+
+    /// The output size for an input of `h x w`, or an error naming `op` and the input shape.
+    pub fn output_size(&self, op: &'static str, shape: &Shape) -> Result<(usize, usize)> {
+        let d = shape.dims();
+        let (h, w) = (d[2], d[3]);
+        let out = |size: usize, k: usize, s: usize, p: usize, dil: usize| -> Option<usize> {
+            if k == 0 || s == 0 || dil == 0 {
+                return None;
+            }
+            let span = dil * (k - 1) + 1;
+            (size + 2 * p).checked_sub(span).map(|r| r / s + 1)
+        };
+        match (
+            out(h, self.kernel.0, self.stride.0, self.padding.0, self.dilation.0),
+            out(w, self.kernel.1, self.stride.1, self.padding.1, self.dilation.1),
+        ) {
+            (Some(oh), Some(ow)) => Ok((oh, ow)),
+            _ => Err(Error::invalid(
+                op,
+                format!(
+                    "a {:?} window (stride {:?}, padding {:?}, dilation {:?}) does not fit an input of shape {shape}",
+                    self.kernel, self.stride, self.padding, self.dilation
+                ),
+            )),
+        }
+    }
+}
+
+fn check_4d(op: &'static str, x: &Tensor) -> Result<()> {
+    if x.rank() != 4 {
+        return Err(Error::invalid(op, format!("expects a [N, C, H, W] input, got shape {}", x.shape())));
+    }
+    Ok(())
+}
+
+impl Tensor {
+    /// Pads dims 2 and 3 of an `[N, C, H, W]` tensor with `value` on both sides.
+    pub fn pad2d(&self, pad_h: usize, pad_w: usize, value: f64) -> Result<Tensor> {
+        check_4d("pad2d", self)?;
+        let mut x = self.clone();
+        for (dim, pad) in [(2usize, pad_h), (3, pad_w)] {
+            if pad == 0 {
+                continue;
+            }
+            let mut side = x.dims().to_vec();
+            side[dim] = pad;
+            let fill = Tensor::full(value, side, x.dtype(), x.device())?;
+            x = Tensor::cat(&[&fill, &x, &fill], dim as isize)?;
+        }
+        Ok(x)
+    }
+
+    /// The windows of an `[N, C, H, W]` tensor as `[N, C, KH * KW, OH, OW]` (padding with `pad`).
+    pub fn windows2d(&self, op: &'static str, win: Window2d, pad: f64) -> Result<Tensor> {
+        check_4d(op, self)?;
+        let (oh, ow) = win.output_size(op, self.shape())?;
+        let x = self.pad2d(win.padding.0, win.padding.1, pad)?;
+        let mut slices = Vec::with_capacity(win.kernel.0 * win.kernel.1);
+        for i in 0..win.kernel.0 {
+            for j in 0..win.kernel.1 {
+                let (r, c) = (i * win.dilation.0, j * win.dilation.1);
+                let rows = x.slice(2, r, r + win.stride.0 * (oh - 1) + 1, win.stride.0)?;
+                slices.push(rows.slice(3, c, c + win.stride.1 * (ow - 1) + 1, win.stride.1)?);
+            }
+        }
+        Tensor::stack(&slices.iter().collect::<Vec<_>>(), 2)
+    }
+
+    /// 2-D convolution (PyTorch's `conv2d`): input `[N, C, H, W]`, weight `[O, C / groups, KH, KW]`,
+    /// optional bias `[O]`; output `[N, O, OH, OW]`.
+    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, win: Window2d, groups: usize) -> Result<Tensor> {
+        const OP: &str = "conv2d";
+        check_4d(OP, self)?;
+        if weight.rank() != 4 {
+            return Err(Error::invalid(OP, format!("expects a [O, C, KH, KW] weight, got shape {}", weight.shape())));
+        }
+        let (n, c) = (self.dims()[0], self.dims()[1]);
+        let (o, cg, kh, kw) = (weight.dims()[0], weight.dims()[1], weight.dims()[2], weight.dims()[3]);
+        if groups == 0 || c % groups != 0 || o % groups != 0 || cg * groups != c {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: self.shape().clone(),
+                rhs: weight.shape().clone(),
+                hint: format!("; with groups = {groups} the weight needs [O, C / groups, KH, KW] with C and O divisible by groups"),
+            });
+        }
+        if let Some(b) = bias {
+            if b.dims() != [o] {
+                return Err(Error::shape_mismatch(OP, weight.shape(), b.shape()));
+            }
+        }
+        let win = Window2d { kernel: (kh, kw), ..win };
+        let (oh, ow) = win.output_size(OP, self.shape())?;
+        let og = o / groups;
+        let mut outs = Vec::with_capacity(groups);
+        for g in 0..groups {
+            let x = if groups == 1 { self.clone() } else { self.narrow(1, g * cg, cg)? };
+            let w = if groups == 1 { weight.clone() } else { weight.narrow(0, g * og, og)? };
+            let cols = x.windows2d(OP, win, 0.0)?.reshape([n, cg * kh * kw, oh * ow])?;
+            outs.push(w.reshape([og, cg * kh * kw])?.matmul(&cols)?);
+        }
+        let y = if groups == 1 {
+            outs.pop().ok_or_else(|| Error::invalid(OP, "no output"))?
+        } else {
+            Tensor::cat(&outs.iter().collect::<Vec<_>>(), 1)?
+        };
+        let y = y.reshape([n, o, oh, ow])?;
+        match bias {
+            Some(b) => y.add(&b.reshape([1, o, 1, 1])?),
+            None => Ok(y),
+        }
+    }
+
+    /// 2-D max pooling (padding counts as -inf).
+    pub fn max_pool2d(&self, win: Window2d) -> Result<Tensor> {
+        self.float_only("max_pool2d")?;
+        self.windows2d("max_pool2d", win, f64::NEG_INFINITY)?.max(2, false)
+    }
+
+    /// 2-D average pooling (padding counts as zeros, PyTorch's `count_include_pad=True`).
+    pub fn avg_pool2d(&self, win: Window2d) -> Result<Tensor> {
+        self.float_only("avg_pool2d")?;
+        self.windows2d("avg_pool2d", win, 0.0)?.mean(2, false)
+    }
+
+    /// Average pooling to a fixed `(OH, OW)` output, PyTorch's adaptive bins
+    /// (`start = floor(i * H / OH)`, `end = ceil((i + 1) * H / OH)`).
+    pub fn adaptive_avg_pool2d(&self, out: (usize, usize)) -> Result<Tensor> {
+        const OP: &str = "adaptive_avg_pool2d";
+        check_4d(OP, self)?;
+        self.float_only(OP)?;
+        let (h, w) = (self.dims()[2], self.dims()[3]);
+        if out.0 == 0 || out.1 == 0 || h == 0 || w == 0 {
+            return Err(Error::invalid(
+                OP,
+                format!("output size {out:?} and input shape {} must be non-empty", self.shape()),
+            ));
+        }
+        let bins = |size: usize, n: usize| (0..n).map(move |i| (i * size / n, ((i + 1) * size).div_ceil(n)));
+        let mut rows = Vec::with_capacity(out.0);
+        for (r0, r1) in bins(h, out.0) {
+            let band = self.narrow(2, r0, r1 - r0)?;
+            let cells = bins(w, out.1)
+                .map(|(c0, c1)| band.narrow(3, c0, c1 - c0)?.mean([2, 3], true))
+                .collect::<Result<Vec<_>>>()?;
+            rows.push(Tensor::cat(&cells.iter().collect::<Vec<_>>(), 3)?);
+        }
+        Tensor::cat(&rows.iter().collect::<Vec<_>>(), 2)
+    }
+}
