@@ -176,9 +176,53 @@ impl Ctx {
             match (got, want) {
                 (Err(Error::UnsupportedDType { .. }), Ok(_)) => Ok(false),
                 (Ok(g), Ok(w)) => compare(&g, &w, tol).map(|_| true),
-                (Err(_), Err(_)) => Ok(true),
+                (Err(g), Err(w)) if std::mem::discriminant(&g) == std::mem::discriminant(&w) => Ok(true),
+                (Err(g), Err(w)) => Err(format!("both sides error, but differently: backend '{g}', oracle '{w}'")),
                 (Ok(g), Err(e)) => Err(format!("the oracle errors ({e}) but the backend returned {g:?}")),
                 (Err(e), Ok(_)) => Err(format!("the backend errors: {e}")),
+            }
+        })();
+        match outcome {
+            Ok(true) => self.report.passed += 1,
+            Ok(false) => self.report.unsupported.push(name),
+            Err(msg) => self.report.failures.push(format!("{name}: {msg}")),
+        }
+    }
+}
+
+impl Ctx {
+    /// Runs `f` on the device under test and compares with fixed expected values.
+    pub fn check_against(
+        &mut self,
+        name: String,
+        inputs: &[Input],
+        want: &[f64],
+        tol: Option<Tolerance>,
+        f: impl Fn(&[Tensor]) -> Result<Tensor>,
+    ) {
+        let values: Vec<Vec<f64>> = inputs.iter().map(|i| self.values(i)).collect();
+        let outcome = (|| -> std::result::Result<bool, String> {
+            let ts: Vec<Tensor> = inputs
+                .iter()
+                .zip(&values)
+                .map(|(i, v)| Ctx::build(i, v, &self.dut))
+                .collect::<Result<_>>()
+                .map_err(|e| e.to_string())?;
+            let got = match f(&ts) {
+                Err(Error::UnsupportedDType { .. }) => return Ok(false),
+                other => other.map_err(|e| format!("the backend errors: {e}"))?,
+            };
+            let g = got.to_f64_vec().map_err(|e| e.to_string())?;
+            let tol = tol.unwrap_or(Tolerance::for_dtype(got.dtype()));
+            match (0..want.len()).find(|&i| g.get(i).is_none_or(|&x| !tol.close(x, want[i]))) {
+                Some(i) => Err(format!(
+                    "element {i}: got {:?}, expected {} (tolerance rel {}, abs {})",
+                    g.get(i),
+                    want[i],
+                    tol.rel,
+                    tol.abs
+                )),
+                None => Ok(true),
             }
         })();
         match outcome {

@@ -102,7 +102,12 @@ impl Backend for ReferenceBackend {
     }
     fn copy_strided(&self, src: &RefStorage, sl: &Layout, dst: &mut RefStorage, dl: &Layout) -> Result<()> {
         if src.dtype != dst.dtype {
-            return Err(Error::DTypeMismatch { op: "copy_strided", lhs: src.dtype, rhs: dst.dtype });
+            return Err(Error::DTypeMismatch {
+                op: "copy_strided",
+                lhs: src.dtype,
+                rhs: dst.dtype,
+                shapes: String::new(),
+            });
         }
         let values = read(src, sl)?;
         if dl.storage_extent() > dst.data.len() || sl.dims() != dl.dims() {
@@ -128,7 +133,7 @@ impl Backend for ReferenceBackend {
     }
     fn binary(&self, op: BinaryOp, a: &RefStorage, la: &Layout, b: &RefStorage, lb: &Layout) -> Result<RefStorage> {
         if a.dtype != b.dtype {
-            return Err(Error::DTypeMismatch { op: op.name(), lhs: a.dtype, rhs: b.dtype });
+            return Err(Error::DTypeMismatch { op: op.name(), lhs: a.dtype, rhs: b.dtype, shapes: String::new() });
         }
         let (x, y) = (read(a, la)?, read(b, lb)?);
         let int = a.dtype.is_int();
@@ -191,7 +196,12 @@ impl Backend for ReferenceBackend {
                 ReduceOp::ArgMin => first_best(&|a, b| a < b) as f64,
             });
         }
-        Ok(new(if op.is_arg() { DType::I64 } else { s.dtype }, out))
+        let dtype = match op {
+            ReduceOp::ArgMax | ReduceOp::ArgMin => DType::I64,
+            ReduceOp::Sum if s.dtype.is_int() => DType::I64,
+            _ => s.dtype,
+        };
+        Ok(new(dtype, out))
     }
     fn matmul(&self, a: &RefStorage, la: &Layout, b: &RefStorage, lb: &Layout) -> Result<RefStorage> {
         if !a.dtype.is_float() {

@@ -1,7 +1,7 @@
 //! Unary and binary element-wise kernels, `where_cond`, casts, fills and strided copies.
 
 use crate::storage::{map_storage, with_storage, CpuStorage};
-use crate::strided::{map1, map2, map3};
+use crate::strided::{alloc, map1, map2, map3};
 use half::{bf16, f16};
 use kiln_tensor::backend::unsupported;
 use kiln_tensor::{BinaryOp, DType, Error, Layout, MapFn, Result, UnaryOp, WithDType, ZipFn};
@@ -12,26 +12,26 @@ struct Unary<'a, S> {
 }
 
 impl MapFn<f32> for Unary<'_, f32> {
-    type Out = Vec<f32>;
-    fn call<F: Fn(f32) -> f32 + Send + Sync + Copy>(self, f: F) -> Vec<f32> {
+    type Out = Result<Vec<f32>>;
+    fn call<F: Fn(f32) -> f32 + Send + Sync + Copy>(self, f: F) -> Result<Vec<f32>> {
         map1(self.src, self.layout, f)
     }
 }
 impl MapFn<f64> for Unary<'_, f64> {
-    type Out = Vec<f64>;
-    fn call<F: Fn(f64) -> f64 + Send + Sync + Copy>(self, f: F) -> Vec<f64> {
+    type Out = Result<Vec<f64>>;
+    fn call<F: Fn(f64) -> f64 + Send + Sync + Copy>(self, f: F) -> Result<Vec<f64>> {
         map1(self.src, self.layout, f)
     }
 }
 impl MapFn<f32> for Unary<'_, f16> {
-    type Out = Vec<f16>;
-    fn call<F: Fn(f32) -> f32 + Send + Sync + Copy>(self, f: F) -> Vec<f16> {
+    type Out = Result<Vec<f16>>;
+    fn call<F: Fn(f32) -> f32 + Send + Sync + Copy>(self, f: F) -> Result<Vec<f16>> {
         map1(self.src, self.layout, move |x: f16| f16::from_f32(f(x.to_f32())))
     }
 }
 impl MapFn<f32> for Unary<'_, bf16> {
-    type Out = Vec<bf16>;
-    fn call<F: Fn(f32) -> f32 + Send + Sync + Copy>(self, f: F) -> Vec<bf16> {
+    type Out = Result<Vec<bf16>>;
+    fn call<F: Fn(f32) -> f32 + Send + Sync + Copy>(self, f: F) -> Result<Vec<bf16>> {
         map1(self.src, self.layout, move |x: bf16| bf16::from_f32(f(x.to_f32())))
     }
 }
@@ -39,10 +39,10 @@ impl MapFn<f32> for Unary<'_, bf16> {
 pub(crate) fn unary(op: UnaryOp, s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
     s.check(op.name(), l)?;
     Ok(match s {
-        CpuStorage::F32(v) => CpuStorage::F32(op.map(Unary { src: v, layout: l })),
-        CpuStorage::F64(v) => CpuStorage::F64(op.map(Unary { src: v, layout: l })),
-        CpuStorage::F16(v) => CpuStorage::F16(op.map(Unary { src: v, layout: l })),
-        CpuStorage::BF16(v) => CpuStorage::BF16(op.map(Unary { src: v, layout: l })),
+        CpuStorage::F32(v) => CpuStorage::F32(op.map(Unary { src: v, layout: l })?),
+        CpuStorage::F64(v) => CpuStorage::F64(op.map(Unary { src: v, layout: l })?),
+        CpuStorage::F16(v) => CpuStorage::F16(op.map(Unary { src: v, layout: l })?),
+        CpuStorage::BF16(v) => CpuStorage::BF16(op.map(Unary { src: v, layout: l })?),
         other => return Err(unsupported(op.name(), other.dtype(), "f32, f64, f16, bf16")),
     })
 }
@@ -57,8 +57,8 @@ struct Zip<'a, S> {
 macro_rules! zip_impl {
     ($s:ty, $t:ty, $to:expr, $from:expr) => {
         impl ZipFn<$t, $t> for Zip<'_, $s> {
-            type Out = Vec<$s>;
-            fn call<F: Fn($t, $t) -> $t + Send + Sync + Copy>(self, f: F) -> Vec<$s> {
+            type Out = Result<Vec<$s>>;
+            fn call<F: Fn($t, $t) -> $t + Send + Sync + Copy>(self, f: F) -> Result<Vec<$s>> {
                 map2(self.a, self.la, self.b, self.lb, move |x: $s, y: $s| $from(f($to(x), $to(y))))
             }
         }
@@ -70,8 +70,8 @@ zip_impl!(f16, f32, f16::to_f32, f16::from_f32);
 zip_impl!(bf16, f32, bf16::to_f32, bf16::from_f32);
 
 impl<S: Copy + PartialOrd + Send + Sync> ZipFn<S, u8> for Zip<'_, S> {
-    type Out = Vec<u8>;
-    fn call<F: Fn(S, S) -> u8 + Send + Sync + Copy>(self, f: F) -> Vec<u8> {
+    type Out = Result<Vec<u8>>;
+    fn call<F: Fn(S, S) -> u8 + Send + Sync + Copy>(self, f: F) -> Result<Vec<u8>> {
         map2(self.a, self.la, self.b, self.lb, f)
     }
 }
@@ -101,15 +101,15 @@ fn int_binary<T: Int>(op: BinaryOp, a: &[T], la: &Layout, b: &[T], lb: &Layout) 
     if op == BinaryOp::Div && lb.offsets().any(|o| b[o].is_zero()) {
         return Err(Error::invalid("div", format!("integer division by zero ({} tensor)", T::DTYPE)));
     }
-    Ok(match op {
+    match op {
         BinaryOp::Add => map2(a, la, b, lb, T::wadd),
         BinaryOp::Sub => map2(a, la, b, lb, T::wsub),
         BinaryOp::Mul => map2(a, la, b, lb, T::wmul),
         BinaryOp::Div => map2(a, la, b, lb, T::wdiv),
         BinaryOp::Maximum => map2(a, la, b, lb, |x: T, y: T| x.max(y)),
         BinaryOp::Minimum => map2(a, la, b, lb, |x: T, y: T| x.min(y)),
-        _ => return Err(unsupported(op.name(), T::DTYPE, "f32, f64, f16, bf16")),
-    })
+        _ => Err(unsupported(op.name(), T::DTYPE, "f32, f64, f16, bf16")),
+    }
 }
 
 pub(crate) fn binary(op: BinaryOp, a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> Result<CpuStorage> {
@@ -126,10 +126,10 @@ pub(crate) fn binary(op: BinaryOp, a: &CpuStorage, la: &Layout, b: &CpuStorage, 
             (CpuStorage::U8(a), CpuStorage::U8(b)) => op.zip_cmp(Zip { a, la, b, lb }),
             _ => return Err(mismatch(op.name(), a, b)),
         };
-        return out.map(CpuStorage::U8).ok_or_else(|| Error::invalid(op.name(), "not a comparison"));
+        return Ok(CpuStorage::U8(out.ok_or_else(|| Error::invalid(op.name(), "not a comparison"))??));
     }
-    fn float<V>(op: BinaryOp, o: Option<V>) -> Result<V> {
-        o.ok_or_else(|| Error::invalid(op.name(), "not an arithmetic op"))
+    fn float<V>(op: BinaryOp, o: Option<Result<V>>) -> Result<V> {
+        o.ok_or_else(|| Error::invalid(op.name(), "not an arithmetic op"))?
     }
     Ok(match (a, b) {
         (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(float(op, op.zip_float(Zip { a, la, b, lb }))?),
@@ -148,7 +148,7 @@ pub(crate) fn binary(op: BinaryOp, a: &CpuStorage, la: &Layout, b: &CpuStorage, 
 }
 
 fn mismatch(op: &'static str, a: &CpuStorage, b: &CpuStorage) -> Error {
-    Error::DTypeMismatch { op, lhs: a.dtype(), rhs: b.dtype() }
+    Error::DTypeMismatch { op, lhs: a.dtype(), rhs: b.dtype(), shapes: String::new() }
 }
 
 pub(crate) fn where_cond(
@@ -166,7 +166,7 @@ pub(crate) fn where_cond(
         ($($v:ident),*) => {
             match (t, f) {
                 $((CpuStorage::$v(t), CpuStorage::$v(f)) => {
-                    CpuStorage::$v(map3(c, cl, t, tl, f, fl, |m, x, y| if m != 0 { x } else { y }))
+                    CpuStorage::$v(map3(c, cl, t, tl, f, fl, |m, x, y| if m != 0 { x } else { y })?)
                 })*
                 _ => return Err(mismatch("where_cond", t, f)),
             }
@@ -181,7 +181,7 @@ pub(crate) fn where_cond(
     Ok(pick!(F32, F64, F16, BF16, I64, U32, U8))
 }
 
-fn cast_to<T: WithDType, U: WithDType + Default>(src: &[T], l: &Layout) -> Vec<U> {
+fn cast_to<T: WithDType, U: WithDType + Default>(src: &[T], l: &Layout) -> Result<Vec<U>> {
     map1(src, l, |x: T| {
         let v = x.to_f64();
         U::from_f64(if v.is_nan() && U::DTYPE.is_int() { 0.0 } else { v })
@@ -191,29 +191,29 @@ fn cast_to<T: WithDType, U: WithDType + Default>(src: &[T], l: &Layout) -> Vec<U
 pub(crate) fn cast(s: &CpuStorage, l: &Layout, dtype: DType) -> Result<CpuStorage> {
     s.check("to_dtype", l)?;
     Ok(with_storage!(s, v => match dtype {
-        DType::F32 => CpuStorage::F32(cast_to(v, l)),
-        DType::F64 => CpuStorage::F64(cast_to(v, l)),
-        DType::F16 => CpuStorage::F16(cast_to(v, l)),
-        DType::BF16 => CpuStorage::BF16(cast_to(v, l)),
-        DType::I64 => CpuStorage::I64(cast_to(v, l)),
-        DType::U32 => CpuStorage::U32(cast_to(v, l)),
-        DType::U8 => CpuStorage::U8(cast_to(v, l)),
+        DType::F32 => CpuStorage::F32(cast_to(v, l)?),
+        DType::F64 => CpuStorage::F64(cast_to(v, l)?),
+        DType::F16 => CpuStorage::F16(cast_to(v, l)?),
+        DType::BF16 => CpuStorage::BF16(cast_to(v, l)?),
+        DType::I64 => CpuStorage::I64(cast_to(v, l)?),
+        DType::U32 => CpuStorage::U32(cast_to(v, l)?),
+        DType::U8 => CpuStorage::U8(cast_to(v, l)?),
     }))
 }
 
-pub(crate) fn fill(len: usize, dtype: DType, value: f64) -> CpuStorage {
-    fn f<T: WithDType>(len: usize, value: f64) -> Vec<T> {
-        vec![T::from_f64(value); len]
+pub(crate) fn fill(len: usize, dtype: DType, value: f64) -> Result<CpuStorage> {
+    fn f<T: WithDType>(len: usize, value: f64) -> Result<Vec<T>> {
+        alloc(len, T::from_f64(value))
     }
-    match dtype {
-        DType::F32 => CpuStorage::F32(f(len, value)),
-        DType::F64 => CpuStorage::F64(f(len, value)),
-        DType::F16 => CpuStorage::F16(f(len, value)),
-        DType::BF16 => CpuStorage::BF16(f(len, value)),
-        DType::I64 => CpuStorage::I64(f(len, value)),
-        DType::U32 => CpuStorage::U32(f(len, value)),
-        DType::U8 => CpuStorage::U8(f(len, value)),
-    }
+    Ok(match dtype {
+        DType::F32 => CpuStorage::F32(f(len, value)?),
+        DType::F64 => CpuStorage::F64(f(len, value)?),
+        DType::F16 => CpuStorage::F16(f(len, value)?),
+        DType::BF16 => CpuStorage::BF16(f(len, value)?),
+        DType::I64 => CpuStorage::I64(f(len, value)?),
+        DType::U32 => CpuStorage::U32(f(len, value)?),
+        DType::U8 => CpuStorage::U8(f(len, value)?),
+    })
 }
 
 /// The logical elements of `l`, contiguous.
@@ -221,7 +221,7 @@ pub(crate) fn contiguous(s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
     s.check("contiguous", l)?;
     Ok(map_storage!(s, v => match l.contiguous_range() {
         Some((a, b)) => v[a..b].to_vec(),
-        None => map1(v, l, |x| x),
+        None => map1(v, l, |x| x)?,
     }))
 }
 
@@ -237,7 +237,7 @@ pub(crate) fn copy_strided(src: &CpuStorage, sl: &Layout, dst: &mut CpuStorage, 
     macro_rules! copy {
         ($($v:ident),*) => {
             match (src, dst) {
-                $((CpuStorage::$v(s), CpuStorage::$v(d)) => copy_into(s, sl, d, dl),)*
+                $((CpuStorage::$v(s), CpuStorage::$v(d)) => copy_into(s, sl, d, dl)?,)*
                 (s, d) => return Err(mismatch("copy_strided", s, d)),
             }
         };
@@ -246,13 +246,13 @@ pub(crate) fn copy_strided(src: &CpuStorage, sl: &Layout, dst: &mut CpuStorage, 
     Ok(())
 }
 
-fn copy_into<T: Copy + Send + Sync + Default>(src: &[T], sl: &Layout, dst: &mut [T], dl: &Layout) {
+fn copy_into<T: Copy + Send + Sync + Default>(src: &[T], sl: &Layout, dst: &mut [T], dl: &Layout) -> Result<()> {
     if let Some((a, b)) = dl.contiguous_range() {
         let dst = &mut dst[a..b];
         match sl.contiguous_range() {
             Some((c, d)) => dst.copy_from_slice(&src[c..d]),
             None => {
-                let packed = map1(src, sl, |x| x);
+                let packed = map1(src, sl, |x| x)?;
                 dst.copy_from_slice(&packed);
             }
         }
@@ -261,4 +261,5 @@ fn copy_into<T: Copy + Send + Sync + Default>(src: &[T], sl: &Layout, dst: &mut 
             dst[d_o] = src[so];
         }
     }
+    Ok(())
 }

@@ -89,7 +89,7 @@ pub(crate) fn scatter_add(
                         d[o] = add_elem(d[o], s[so]);
                     }
                 })*
-                (d, s) => return Err(Error::DTypeMismatch { op: "scatter_add", lhs: d.dtype(), rhs: s.dtype() }),
+                (d, s) => return Err(Error::DTypeMismatch { op: "scatter_add", lhs: d.dtype(), rhs: s.dtype(), shapes: String::new() }),
             }
         };
     }
@@ -127,7 +127,7 @@ pub(crate) fn index_select(
     let mut shape = sl.dims().to_vec();
     shape[dim] = ids.len();
     let out_l = Layout::contiguous(shape.clone());
-    let mut out = crate::elementwise::fill(out_l.elem_count(), src.dtype(), 0.0);
+    let mut out = crate::elementwise::fill(out_l.elem_count(), src.dtype(), 0.0)?;
     for (k, &ix) in ids.iter().enumerate() {
         let ix = check_range("index_select", ix, size, dim, sl.dims())?;
         let from = sl.narrow("index_select", dim, ix, 1, 1)?;

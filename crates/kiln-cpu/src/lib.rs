@@ -51,7 +51,7 @@ impl Backend for CpuBackend {
         Ok(elementwise::contiguous(s, l)?.into_host())
     }
     fn fill(&self, len: usize, dtype: DType, value: f64) -> Result<CpuStorage> {
-        Ok(elementwise::fill(len, dtype, value))
+        elementwise::fill(len, dtype, value)
     }
     fn copy_strided(&self, src: &CpuStorage, sl: &Layout, dst: &mut CpuStorage, dl: &Layout) -> Result<()> {
         elementwise::copy_strided(src, sl, dst, dl)

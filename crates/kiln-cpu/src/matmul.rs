@@ -5,7 +5,7 @@
 //! replaces `gemm_rows` in the performance work; the packing seam stays.
 
 use crate::storage::CpuStorage;
-use crate::strided::map1;
+use crate::strided::{alloc, map1};
 use half::{bf16, f16};
 use kiln_tensor::backend::unsupported;
 use kiln_tensor::{Error, Layout, Result, Shape};
@@ -59,20 +59,20 @@ fn batched<S: Copy + Send + Sync, T: Elem>(
     b: &[S],
     lb: &Layout,
     widen: impl Fn(S) -> T + Send + Sync + Copy,
-) -> Vec<T> {
+) -> Result<Vec<T>> {
     let (da, db) = (la.dims(), lb.dims());
     let (m, k, n) = (da[da.len() - 2], da[da.len() - 1], db[db.len() - 1]);
     let (ma, mb) = (matrices(la), matrices(lb));
-    let mut out = vec![T::default(); ma.len() * m * n];
+    let mut out = alloc(ma.len() * m * n, T::default())?;
     if m * n == 0 {
-        return out;
+        return Ok(out);
     }
     for ((a_l, b_l), c) in ma.iter().zip(&mb).zip(out.chunks_mut(m * n)) {
-        let pa = map1(a, a_l, widen);
-        let pb = map1(b, b_l, widen);
+        let pa = map1(a, a_l, widen)?;
+        let pb = map1(b, b_l, widen)?;
         gemm(&pa, &pb, c, m, k, n);
     }
-    out
+    Ok(out)
 }
 
 pub(crate) fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> Result<CpuStorage> {
@@ -82,16 +82,16 @@ pub(crate) fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -
         return Err(Error::invalid("matmul", format!("backend got ranks {} and {}", la.dims().len(), lb.dims().len())));
     }
     Ok(match (a, b) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(batched(a, la, b, lb, |x| x)),
-        (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(batched(a, la, b, lb, |x| x)),
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(batched(a, la, b, lb, |x| x)?),
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(batched(a, la, b, lb, |x| x)?),
         (CpuStorage::F16(a), CpuStorage::F16(b)) => {
-            CpuStorage::F16(batched(a, la, b, lb, f16::to_f32).into_iter().map(f16::from_f32).collect())
+            CpuStorage::F16(batched(a, la, b, lb, f16::to_f32)?.into_iter().map(f16::from_f32).collect())
         }
         (CpuStorage::BF16(a), CpuStorage::BF16(b)) => {
-            CpuStorage::BF16(batched(a, la, b, lb, bf16::to_f32).into_iter().map(bf16::from_f32).collect())
+            CpuStorage::BF16(batched(a, la, b, lb, bf16::to_f32)?.into_iter().map(bf16::from_f32).collect())
         }
         (a, b) if a.dtype() != b.dtype() => {
-            return Err(Error::DTypeMismatch { op: "matmul", lhs: a.dtype(), rhs: b.dtype() })
+            return Err(Error::DTypeMismatch { op: "matmul", lhs: a.dtype(), rhs: b.dtype(), shapes: String::new() })
         }
         (a, _) => return Err(unsupported("matmul", a.dtype(), "f32, f64, f16, bf16")),
     })

@@ -147,10 +147,23 @@ fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> 
     })
 }
 
+/// Sums an unsigned integer storage into i64 (the widened storage is the layout's own elements,
+/// so the layout is reused as is).
+fn int_sum_of<T: Copy + Into<i64>>(v: &[T], l: &Layout, dims: &[usize]) -> Result<CpuStorage> {
+    let wide: Vec<i64> = v.iter().map(|&x| x.into()).collect();
+    let (vals, _) = reduce_typed(ReduceOp::Sum, &wide, l, dims)?;
+    Ok(CpuStorage::I64(vals))
+}
+
 pub(crate) fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> Result<CpuStorage> {
     s.check(op.name(), l)?;
     if op.is_arg() && dims.len() != 1 {
         return Err(Error::invalid(op.name(), format!("reduces exactly one dim, got {dims:?}")));
+    }
+    match (op, s) {
+        (ReduceOp::Sum, CpuStorage::U32(v)) => return int_sum_of(v, l, dims),
+        (ReduceOp::Sum, CpuStorage::U8(v)) => return int_sum_of(v, l, dims),
+        _ => {}
     }
     macro_rules! go {
         ($($v:ident),*) => {

@@ -137,8 +137,8 @@ pub trait Backend: Send + Sync + 'static {
         false_layout: &Layout,
     ) -> Result<Self::Storage>;
     /// Reduces over `dims` (sorted, distinct); the output keeps them with size 1. `ArgMax` and
-    /// `ArgMin` get exactly one dim and return `i64`. Sum accumulates floats in at least f32
-    /// (f64 for f64).
+    /// `ArgMin` get exactly one dim and return `i64`. `Sum` of an integer dtype returns `i64`
+    /// (wrapping); of a float dtype, the same dtype, accumulated in at least f32.
     fn reduce(&self, op: ReduceOp, storage: &Self::Storage, layout: &Layout, dims: &[usize]) -> Result<Self::Storage>;
     /// Batched matrix product: `lhs` is `[..., m, k]`, `rhs` is `[..., k, n]` with equal batch
     /// dims (possibly stride 0); the output is contiguous `[..., m, n]`. Float dtypes.
@@ -201,8 +201,7 @@ pub trait Backend: Send + Sync + 'static {
     /// `len` random numbers of `dtype` from `dist`, the stream of [`crate::random`] for `seed`.
     /// Default: generated on the host and uploaded.
     fn random(&self, dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<Self::Storage> {
-        let values = crate::random::sample(dist, len, seed);
-        self.upload(&HostData::from_f64_slice(dtype, &values))
+        self.upload(&crate::random::sample_as(dist, len, seed, dtype))
     }
 
     /// Waits until queued work is done (a no-op for synchronous backends).

@@ -61,28 +61,45 @@ fn format_value(v: f64, style: &Style) -> String {
     }
 }
 
-/// The indices of a dim shown when summarizing; `None` marks the `...`.
-fn shown(size: usize, summarize: bool) -> Vec<Option<usize>> {
-    if summarize && size > 2 * EDGE {
-        (0..EDGE).map(Some).chain([None]).chain((size - EDGE..size).map(Some)).collect()
+/// The positions printed along a dim of a compacted tensor; `None` marks the `...`.
+fn shown(size: usize, elided: bool) -> Vec<Option<usize>> {
+    if elided {
+        (0..EDGE).map(Some).chain([None]).chain((EDGE..2 * EDGE).map(Some)).collect()
     } else {
         (0..size).map(Some).collect()
     }
 }
 
+/// The tensor cut down to what is printed: each long dim keeps its first and last `EDGE`
+/// entries. Only that part is read from the device, so printing a huge tensor is cheap.
+fn compact(t: &Tensor) -> crate::Result<(Tensor, Vec<bool>)> {
+    let summarize = t.elem_count() > THRESHOLD;
+    let mut t = t.clone();
+    let mut elided = vec![false; t.rank()];
+    for (d, e) in elided.iter_mut().enumerate() {
+        let n = t.dims()[d];
+        if summarize && n > 2 * EDGE {
+            let head = t.narrow(d as isize, 0, EDGE)?;
+            let tail = t.narrow(d as isize, n - EDGE, EDGE)?;
+            t = Tensor::cat(&[&head, &tail], d as isize)?;
+            *e = true;
+        }
+    }
+    Ok((t, elided))
+}
+
 struct Printer<'a> {
     dims: &'a [usize],
     strides: Vec<usize>,
-    values: &'a [f64],
-    style: Style,
+    cells: Vec<String>,
+    elided: Vec<bool>,
     width: usize,
-    summarize: bool,
 }
 
 impl Printer<'_> {
     fn block(&self, out: &mut String, depth: usize, base: usize, indent: usize) {
         out.push('[');
-        let idx = shown(self.dims[depth], self.summarize);
+        let idx = shown(self.dims[depth], self.elided[depth]);
         if depth + 1 == self.dims.len() {
             let per_line = ((LINE_WIDTH.saturating_sub(indent)) / (self.width + 2)).max(1);
             for (k, i) in idx.iter().enumerate() {
@@ -97,8 +114,7 @@ impl Printer<'_> {
                 }
                 match i {
                     Some(i) => {
-                        let s = format_value(self.values[base + i * self.strides[depth]], &self.style);
-                        out.push_str(&format!("{s:>w$}", w = self.width));
+                        out.push_str(&format!("{:>w$}", self.cells[base + i * self.strides[depth]], w = self.width))
                     }
                     None => out.push_str(" ..."),
                 }
@@ -121,31 +137,41 @@ impl Printer<'_> {
     }
 }
 
+/// The compacted tensor, which dims are elided, its values and their formatted cells.
+type Compacted = (Tensor, Vec<bool>, Vec<f64>, Vec<String>);
+
 impl fmt::Display for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let values = match self.to_f64_vec() {
-            Ok(v) => v,
+        let read = || -> crate::Result<Compacted> {
+            let (t, elided) = compact(self)?;
+            let values = t.to_f64_vec()?;
+            // i64 beyond 2^53 is not exact in f64: format integers from their own type.
+            let ints = if t.dtype() == DType::I64 { Some(t.to_vec::<i64>()?) } else { None };
+            let style = style_for(t.dtype(), &values);
+            let cells = match ints {
+                Some(v) => v.iter().map(|x| x.to_string()).collect(),
+                None => values.iter().map(|&v| format_value(v, &style)).collect(),
+            };
+            Ok((t, elided, values, cells))
+        };
+        let (t, elided, values, cells) = match read() {
+            Ok(r) => r,
             Err(e) => return write!(f, "tensor(<unreadable: {e}>)"),
         };
-        let dims = self.dims();
-        let summarize = values.len() > THRESHOLD;
-        let strides = crate::Shape::new(dims).contiguous_strides();
-        // Only the shown elements decide the style and width, as in PyTorch.
-        let mut picked = Vec::new();
-        collect_shown(dims, &strides, &values, 0, 0, summarize, &mut picked);
-        let style = style_for(self.dtype(), &picked);
-        let width = picked.iter().map(|&v| format_value(v, &style).len()).max().unwrap_or(0);
+        let dims = t.dims();
+        let width = cells.iter().map(|c| c.len()).max().unwrap_or(0);
         let mut body = String::new();
         if dims.is_empty() {
-            body = format_value(values[0], &style);
+            body = cells.first().cloned().unwrap_or_default();
         } else if values.is_empty() {
             body.push_str("[]");
         } else {
-            Printer { dims, strides, values: &values, style, width, summarize }.block(&mut body, 0, 0, "tensor(".len());
+            let strides = crate::Shape::new(dims).contiguous_strides();
+            Printer { dims, strides, cells, elided, width }.block(&mut body, 0, 0, "tensor(".len());
         }
         write!(f, "tensor({body}")?;
-        if values.is_empty() && dims.len() != 1 {
-            let d: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+        if self.elem_count() == 0 && self.rank() != 1 {
+            let d: Vec<String> = self.dims().iter().map(|d| d.to_string()).collect();
             write!(f, ", size=({})", d.join(", "))?;
         }
         if !matches!(self.dtype(), DType::F32 | DType::I64) {
@@ -155,28 +181,5 @@ impl fmt::Display for Tensor {
             write!(f, ", device='{}'", self.device().location())?;
         }
         write!(f, ")")
-    }
-}
-
-fn collect_shown(
-    dims: &[usize],
-    strides: &[usize],
-    values: &[f64],
-    depth: usize,
-    base: usize,
-    summarize: bool,
-    out: &mut Vec<f64>,
-) {
-    if dims.is_empty() {
-        out.extend(values.first());
-        return;
-    }
-    for i in shown(dims[depth], summarize).into_iter().flatten() {
-        let at = base + i * strides[depth];
-        if depth + 1 == dims.len() {
-            out.push(values[at]);
-        } else {
-            collect_shown(dims, strides, values, depth + 1, at, summarize, out);
-        }
     }
 }

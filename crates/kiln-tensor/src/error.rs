@@ -20,7 +20,7 @@ pub enum Error {
         hint: String,
     },
     /// Two operands have different dtypes.
-    #[error("{op}: dtype mismatch, {lhs} vs {rhs} (cast one side explicitly with to_dtype)")]
+    #[error("{op}: dtype mismatch, {lhs} vs {rhs}{shapes} (cast one side explicitly with to_dtype)")]
     DTypeMismatch {
         /// The operation.
         op: &'static str,
@@ -28,6 +28,8 @@ pub enum Error {
         lhs: DType,
         /// The second dtype.
         rhs: DType,
+        /// The operands' shapes, as " for shapes [2, 3] and [3]" (empty when unknown).
+        shapes: String,
     },
     /// The operation does not support this dtype.
     #[error("{op}: unsupported dtype {dtype} (supported: {supported})")]
@@ -40,7 +42,7 @@ pub enum Error {
         supported: &'static str,
     },
     /// Operands live on different devices.
-    #[error("{op}: device mismatch, {lhs} vs {rhs} (move one side with .to_device())")]
+    #[error("{op}: device mismatch, {lhs} vs {rhs}{shapes} (move one side with .to_device())")]
     DeviceMismatch {
         /// The operation.
         op: &'static str,
@@ -48,6 +50,8 @@ pub enum Error {
         lhs: String,
         /// The second device.
         rhs: String,
+        /// The operands' shapes, as " for shapes [2, 3] and [3]".
+        shapes: String,
     },
     /// A dimension index is out of range for the tensor's rank.
     #[error(

@@ -180,8 +180,12 @@ impl Layout {
         if step == 0 {
             return Err(Error::invalid(op, "step must be at least 1"));
         }
-        let last = if len == 0 { start } else { start + (len - 1) * step + 1 };
-        if start > size || last > size {
+        let last = if len == 0 {
+            Some(start)
+        } else {
+            (len - 1).checked_mul(step).and_then(|x| x.checked_add(start)).and_then(|x| x.checked_add(1))
+        };
+        if start > size || last.is_none_or(|last| last > size) {
             return Err(Error::invalid(
                 op,
                 format!(
@@ -194,7 +198,10 @@ impl Layout {
         dims[dim] = len;
         let mut strides = self.strides.clone();
         let offset = if len == 0 { self.offset } else { self.offset + start * self.strides[dim] };
-        strides[dim] *= step;
+        // With one element the step is never taken (and stride * step could overflow).
+        if len > 1 {
+            strides[dim] *= step;
+        }
         Ok(Layout { shape: Shape::new(dims), strides, offset })
     }
 

@@ -3,6 +3,7 @@
 //! or how the work is split.
 
 use crate::backend::Distribution;
+use crate::{DType, HostData};
 
 const M0: u32 = 0xD251_1F53;
 const M1: u32 = 0xCD9E_8D57;
@@ -42,7 +43,8 @@ pub fn sample_one(dist: Distribution, seed: u64, i: u64) -> f64 {
             let (a, c) = if i % 2 == 0 { (b[0], b[1]) } else { (b[2], b[3]) };
             let u1 = 1.0 - unit(a); // (0, 1]: ln never sees 0
             let u2 = unit(c);
-            mean + std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+            // libm, not std: the same bits on every platform.
+            mean + std * libm::sqrt(-2.0 * libm::log(u1)) * libm::cos(std::f64::consts::TAU * u2)
         }
     }
 }
@@ -50,6 +52,49 @@ pub fn sample_one(dist: Distribution, seed: u64, i: u64) -> f64 {
 /// The first `len` elements of the stream for `seed` under `dist`.
 pub fn sample(dist: Distribution, len: usize, seed: u64) -> Vec<f64> {
     (0..len as u64).map(|i| sample_one(dist, seed, i)).collect()
+}
+
+/// The stream rounded to `dtype`, keeping uniform draws below `high` (rounding to a short
+/// mantissa could otherwise produce `high` itself).
+pub fn sample_as(dist: Distribution, len: usize, seed: u64, dtype: DType) -> HostData {
+    let values: Vec<f64> = (0..len as u64)
+        .map(|i| {
+            let v = dtype.round_f64(sample_one(dist, seed, i));
+            match dist {
+                Distribution::Uniform { high, .. } if v >= high => below(dtype, high),
+                _ => v,
+            }
+        })
+        .collect();
+    HostData::from_f64_slice(dtype, &values)
+}
+
+/// The smallest positive value of `dtype`.
+fn tiny(dtype: DType) -> f64 {
+    match dtype {
+        DType::F64 => f64::from_bits(1),
+        DType::F32 => f32::from_bits(1) as f64,
+        DType::F16 => half::f16::from_bits(1).to_f64(),
+        DType::BF16 => half::bf16::from_bits(1).to_f64(),
+        _ => 1.0,
+    }
+}
+
+/// The largest value of `dtype` below `x`.
+fn below(dtype: DType, x: f64) -> f64 {
+    let r = dtype.round_f64(x);
+    if r == 0.0 {
+        // The negative value closest to zero.
+        return -tiny(dtype);
+    }
+    let step = |bits: u64, positive: bool| if positive { bits - 1 } else { bits + 1 };
+    match dtype {
+        DType::F64 => f64::from_bits(step(r.to_bits(), r > 0.0)),
+        DType::F32 => f32::from_bits(step((r as f32).to_bits() as u64, r > 0.0) as u32) as f64,
+        DType::F16 => half::f16::from_bits(step(half::f16::from_f64(r).to_bits() as u64, r > 0.0) as u16).to_f64(),
+        DType::BF16 => half::bf16::from_bits(step(half::bf16::from_f64(r).to_bits() as u64, r > 0.0) as u16).to_f64(),
+        _ => r - 1.0,
+    }
 }
 
 #[cfg(test)]

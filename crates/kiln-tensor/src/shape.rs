@@ -20,9 +20,23 @@ impl Shape {
     pub fn rank(&self) -> usize {
         self.0.len()
     }
-    /// Number of elements (1 for a scalar, 0 when any dim is 0).
+    /// Number of elements (1 for a scalar, 0 when any dim is 0); `usize::MAX` when the product
+    /// overflows (use [`Shape::checked_elem_count`] to turn that into an error).
     pub fn elem_count(&self) -> usize {
-        self.0.iter().product()
+        if self.0.contains(&0) {
+            return 0;
+        }
+        self.0.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).unwrap_or(usize::MAX)
+    }
+
+    /// The number of elements, or an error naming `op` when it does not fit in memory's
+    /// address space (more than `isize::MAX` bytes of f64).
+    pub fn checked_elem_count(&self, op: &'static str) -> Result<usize> {
+        let n = self.elem_count();
+        if n > (isize::MAX as usize) / 8 {
+            return Err(Error::invalid(op, format!("shape {self} has too many elements to allocate")));
+        }
+        Ok(n)
     }
     /// Row-major (C order) strides for this shape.
     pub fn contiguous_strides(&self) -> Vec<usize> {

@@ -162,7 +162,12 @@ impl Tensor {
     /// Errors unless `other` is on the same device.
     pub(crate) fn same_device(&self, op: &'static str, other: &Tensor) -> Result<()> {
         if self.device() != other.device() {
-            return Err(Error::DeviceMismatch { op, lhs: self.device().location(), rhs: other.device().location() });
+            return Err(Error::DeviceMismatch {
+                op,
+                lhs: self.device().location(),
+                rhs: other.device().location(),
+                shapes: format!(" for shapes {} and {}", self.shape(), other.shape()),
+            });
         }
         Ok(())
     }
@@ -170,7 +175,12 @@ impl Tensor {
     /// Errors unless `other` has the same dtype.
     pub(crate) fn same_dtype(&self, op: &'static str, other: &Tensor) -> Result<()> {
         if self.dtype() != other.dtype() {
-            return Err(Error::DTypeMismatch { op, lhs: self.dtype(), rhs: other.dtype() });
+            return Err(Error::DTypeMismatch {
+                op,
+                lhs: self.dtype(),
+                rhs: other.dtype(),
+                shapes: format!(" for shapes {} and {}", self.shape(), other.shape()),
+            });
         }
         Ok(())
     }

@@ -32,10 +32,20 @@ fn random_tensor(rng: &mut Rng, dev: &Device) -> kiln::Result<Tensor> {
     })
 }
 
+/// Mostly small sizes, sometimes ones that overflow any arithmetic done with them.
+fn size(rng: &mut Rng) -> usize {
+    match rng.below(10) {
+        0 => usize::MAX,
+        1 => usize::MAX / 2 + 1,
+        2 => 1 << 40,
+        _ => rng.below(5),
+    }
+}
+
 fn apply(rng: &mut Rng, a: &Tensor, b: &Tensor) -> kiln::Result<Tensor> {
     let d = rng.dim();
-    let k = rng.below(5);
-    Ok(match rng.below(30) {
+    let k = size(rng);
+    Ok(match rng.below(36) {
         0 => a.add(b)?,
         1 => a.div(b)?,
         2 => a.pow(b)?,
@@ -48,21 +58,32 @@ fn apply(rng: &mut Rng, a: &Tensor, b: &Tensor) -> kiln::Result<Tensor> {
         9 => a.softmax(d)?,
         10 => a.log_softmax(d)?,
         11 => a.var(d, false)?,
-        12 => a.reshape(vec![k, 2])?,
+        12 => a.reshape(vec![k, size(rng)])?,
         13 => a.reshape_infer(&[-1, k as isize])?,
         14 => a.permute(&[1, 0])?,
         15 => a.transpose(d, rng.dim())?,
-        16 => a.narrow(d, k, 2)?,
-        17 => a.slice(d, 1, k, rng.below(3))?,
+        16 => a.narrow(d, k, size(rng))?,
+        17 => a.slice(d, size(rng), k, size(rng))?,
         18 => a.broadcast_to(b.shape().clone())?,
         19 => a.squeeze(d)?.unsqueeze(d)?,
         20 => a.gather(d, b)?,
         21 => a.index_select(d, b)?,
         22 => a.scatter_add(d, b, a)?,
-        23 => a.one_hot(k, DType::F32)?,
+        23 => a.one_hot(k.min(1 << 20), DType::F32)?,
         24 => Tensor::cat(&[a, b], d)?,
         25 => Tensor::stack(&[a, b], d)?,
         26 => a.chunk(k, d)?.pop().map_or(Ok(a.clone()), Ok::<_, kiln::Error>)?,
+        30 => Tensor::zeros(vec![k, size(rng)], DType::F32, a.device())?,
+        31 => Tensor::eye(k, DType::U8, a.device())?,
+        32 => Tensor::arange(0.0, k as f64, DType::F32, a.device())?,
+        33 => a.broadcast_to(vec![k, size(rng), 1])?,
+        34 => a.conv2d(
+            b,
+            None,
+            kiln::Window2d { kernel: (k, 2), stride: (size(rng), 1), padding: (size(rng), 0), dilation: (1, k) },
+            1,
+        )?,
+        35 => a.max_pool2d(kiln::Window2d::square(k))?,
         27 => b.where_cond(a, a)?,
         28 => a.to_dtype(DType::ALL[k % 7])?.clamp(-1.0, k as f64)?,
         _ => a.flatten(d, rng.dim())?,
@@ -84,7 +105,8 @@ fn random_ops_never_panic() {
             let a = var.as_ref().map_or(a, Var::as_tensor);
             let out = apply(&mut rng, &a, &b)?;
             let _ = format!("{out}");
-            if var.is_some() && out.dtype().is_float() {
+            // (Backpropagating through a 2^40-element broadcast is legal, just slow.)
+            if var.is_some() && out.dtype().is_float() && out.elem_count() < 1 << 16 {
                 out.sum_all()?.backward()?;
             }
             Ok(())

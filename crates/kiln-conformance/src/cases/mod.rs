@@ -6,6 +6,7 @@
 
 mod elementwise;
 mod grads;
+mod known;
 mod structure;
 
 use crate::harness::Ctx;
@@ -14,7 +15,8 @@ use crate::harness::Ctx;
 pub type Family = (&'static str, fn(&mut Ctx));
 
 /// Every family, in the order `suite!` lists them.
-pub const FAMILIES: [Family; 12] = [
+pub const FAMILIES: [Family; 13] = [
+    ("known_values", known::known_values),
     ("unary", elementwise::unary),
     ("binary", elementwise::binary),
     ("scalar", elementwise::scalar),

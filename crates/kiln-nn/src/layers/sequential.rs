@@ -14,7 +14,8 @@ impl Sequential {
     pub fn new() -> Self {
         Sequential::default()
     }
-    /// Appends a layer (builder style).
+    /// Appends a layer (builder style, candle's and burn's name for it).
+    #[allow(clippy::should_implement_trait)]
     pub fn add(mut self, layer: impl Module + 'static) -> Self {
         self.layers.push(Box::new(layer));
         self

@@ -84,7 +84,7 @@ pub(crate) fn for_each(
 /// Scales all gradients so that their global L2 norm is at most `max_norm`; returns the norm
 /// before clipping (PyTorch's `clip_grad_norm_`).
 pub fn clip_grad_norm(grads: &mut Gradients, params: &[(String, Var)], max_norm: f64) -> Result<f64> {
-    if !(max_norm > 0.0) {
+    if max_norm.is_nan() || max_norm <= 0.0 {
         return Err(Error::invalid("clip_grad_norm", format!("max_norm must be positive, got {max_norm}")));
     }
     no_grad(|| {

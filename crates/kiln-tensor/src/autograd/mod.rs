@@ -123,6 +123,10 @@ impl Var {
     }
 
     /// The current value, as a tensor that records ops for autograd.
+    ///
+    /// Call it where the value is used (inside the training step): an optimizer update installs
+    /// a *new* tensor with [`Var::set`], so a tensor taken out before the update keeps the old
+    /// values.
     pub fn as_tensor(&self) -> Tensor {
         // A poisoned lock only means another thread panicked mid-`set`; the value is still a
         // whole tensor (set swaps an Arc), so recover it.
@@ -260,6 +264,12 @@ impl Tensor {
     pub fn backward_with(&self, grad: Tensor) -> Result<Gradients> {
         if grad.shape() != self.shape() {
             return Err(Error::shape_mismatch("backward_with", self.shape(), grad.shape()));
+        }
+        if !self.tracks_grad() {
+            return Err(Error::invalid(
+                "backward",
+                "the tensor does not depend on any Var (was it computed inside no_grad, or from detached tensors?)",
+            ));
         }
         let _guard = NoGradGuard::new();
         let order = topological_order(self);

@@ -24,8 +24,13 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
                     vec![(a.clone(), ga), (b.clone(), gb)]
                 }
                 BinaryOp::Pow => {
+                    // PyTorch's masks: d/da is 0 where b == 0 (not 0 * inf at a == 0), and d/db
+                    // is 0 where a == 0 (not y * ln 0).
+                    let zeros = g.zeros_like()?;
                     let ga = g.mul(&bd)?.mul(&ad.pow(&bd.add_scalar(-1.0)?)?)?;
+                    let ga = bd.eq_scalar(0.0)?.where_cond(&zeros, &ga)?;
                     let gb = g.mul(&node.detach())?.mul(&ad.log()?)?;
+                    let gb = ad.eq_scalar(0.0)?.where_cond(&zeros, &gb)?;
                     vec![(a.clone(), ga), (b.clone(), gb)]
                 }
                 BinaryOp::Maximum | BinaryOp::Minimum => {
@@ -45,6 +50,7 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
                 BinaryOp::Add | BinaryOp::Sub => g.clone(),
                 BinaryOp::Mul => g.mul_scalar(*s)?,
                 BinaryOp::Div => g.div_scalar(*s)?,
+                BinaryOp::Pow if *s == 0.0 => g.zeros_like()?,
                 BinaryOp::Pow => g.mul(&xd.pow_scalar(s - 1.0)?)?.mul_scalar(*s)?,
                 BinaryOp::Maximum | BinaryOp::Minimum => {
                     let wins = if *op == BinaryOp::Maximum { xd.gt_scalar(*s)? } else { xd.lt_scalar(*s)? };

@@ -56,6 +56,17 @@ impl Tensor {
     /// Applies a [`BinaryOp`] with `scalar` (rounded to this tensor's dtype) on the right.
     pub fn binary_scalar(&self, op: BinaryOp, scalar: f64) -> Result<Tensor> {
         check_dtype(op, self.dtype())?;
+        let dtype = self.dtype();
+        if dtype.is_int() && dtype.round_f64(scalar) != scalar {
+            // `x < 0.5` on integers, or `x > -1` on u8: compare exactly, in f64.
+            if op.is_comparison() {
+                return self.to_dtype(DType::F64)?.binary_scalar(op, scalar);
+            }
+            return Err(Error::invalid(
+                op.name(),
+                format!("the scalar {scalar} is not representable in {dtype} (tensor of shape {}); convert with to_dtype first", self.shape()),
+            ));
+        }
         let s = self.backend().binary_scalar(op, self.storage(), self.layout(), self.dtype(), scalar)?;
         let dtype = if op.is_comparison() { DType::U8 } else { self.dtype() };
         let rec = (!op.is_comparison()).then(|| Op::BinaryScalar(self.clone(), op, scalar));

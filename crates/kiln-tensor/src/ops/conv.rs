@@ -32,8 +32,8 @@ impl Window2d {
             if k == 0 || s == 0 || dil == 0 {
                 return None;
             }
-            let span = dil * (k - 1) + 1;
-            (size + 2 * p).checked_sub(span).map(|r| r / s + 1)
+            let span = dil.checked_mul(k - 1)?.checked_add(1)?;
+            size.checked_add(p.checked_mul(2)?)?.checked_sub(span).map(|r| r / s + 1)
         };
         match (
             out(h, self.kernel.0, self.stride.0, self.padding.0, self.dilation.0),

@@ -7,7 +7,7 @@ impl Tensor {
     /// A tensor of `shape` with every element `value` (rounded to `dtype`).
     pub fn full(value: f64, shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
-        let s = device.dyn_backend().fill(shape.elem_count(), dtype, value)?;
+        let s = device.dyn_backend().fill(shape.checked_elem_count("full")?, dtype, value)?;
         Ok(Tensor::from_storage(s, Layout::contiguous(shape), dtype, device.clone(), None))
     }
     /// Zeros.
@@ -40,14 +40,27 @@ impl Tensor {
                 format!("start {start}, end {end} and step {step} must be finite, step non-zero"),
             ));
         }
-        let n = ((end - start) / step).ceil().max(0.0) as usize;
-        let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
+        let n = ((end - start) / step).ceil().max(0.0);
+        let too_many =
+            || Error::invalid("arange", format!("start {start}, end {end}, step {step} would make {n} elements"));
+        if n > (isize::MAX / 8) as f64 {
+            return Err(too_many());
+        }
+        let n = n as usize;
+        let mut values = Vec::new();
+        values.try_reserve_exact(n).map_err(|_| too_many())?;
+        values.extend((0..n).map(|i| start + i as f64 * step));
         Tensor::from_host(HostData::from_f64_slice(dtype, &values), [n], device)
     }
 
     /// The `n x n` identity matrix.
     pub fn eye(n: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-        let mut values = vec![0.0; n * n];
+        let count = Shape::new([n, n]).checked_elem_count("eye")?;
+        let mut values = Vec::new();
+        values
+            .try_reserve_exact(count)
+            .map_err(|_| Error::invalid("eye", format!("{n} x {n} is too large to allocate")))?;
+        values.resize(count, 0.0);
         for i in 0..n {
             values[i * n + i] = 1.0;
         }
@@ -67,7 +80,7 @@ impl Tensor {
     /// A tensor from host data of any dtype, checked against `shape`.
     pub fn from_host(data: HostData, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
-        if data.len() != shape.elem_count() {
+        if data.len() != shape.elem_count() || shape.elem_count() == usize::MAX {
             return Err(Error::ElementCount { op: "from_vec", expected: shape.elem_count(), got: data.len(), shape });
         }
         let dtype = data.dtype();
@@ -109,7 +122,7 @@ impl Tensor {
         if !dtype.is_float() {
             return Err(Error::UnsupportedDType { op: "random", dtype, supported: "f32, f64, f16, bf16" });
         }
-        let s = device.dyn_backend().random(dist, shape.elem_count(), dtype, seed)?;
+        let s = device.dyn_backend().random(dist, shape.checked_elem_count("random")?, dtype, seed)?;
         Ok(Tensor::from_storage(s, Layout::contiguous(shape), dtype, device.clone(), None))
     }
 }

@@ -48,13 +48,19 @@ impl Tensor {
         let s = self.backend().matmul(lhs.storage(), lhs.layout(), r.storage(), r.layout())?;
         let mut out = batch.dims().to_vec();
         out.extend([m, n]);
-        let mut result = self.result(s, Shape::new(out), self.dtype(), Some(Op::Matmul(lhs, r)));
-        if rhs.rank() == 1 {
-            result = result.squeeze(-1)?;
+        let result = self.result(s, Shape::new(out), self.dtype(), Some(Op::Matmul(lhs, r)));
+        // A vector operand's dim is dropped from the result, as in PyTorch (1-D @ 1-D is a 0-d dot).
+        let mut dims = batch.dims().to_vec();
+        if self.rank() > 1 {
+            dims.push(m);
         }
-        if self.rank() == 1 {
-            result = result.squeeze(-2)?;
+        if rhs.rank() > 1 {
+            dims.push(n);
         }
-        Ok(result)
+        if dims.len() == result.rank() {
+            Ok(result)
+        } else {
+            result.reshape(dims)
+        }
     }
 }

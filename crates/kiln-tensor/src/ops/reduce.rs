@@ -130,7 +130,12 @@ impl Tensor {
         self.float_only("mean")?;
         let dims = dims.resolve("mean", self.shape())?;
         let n: usize = dims.iter().map(|&d| self.dims()[d]).product();
-        self.sum(dims.iter().map(|&d| d as isize).collect::<Vec<_>>(), keepdim)?.div_scalar(n as f64)
+        let dims: Vec<isize> = dims.iter().map(|&d| d as isize).collect();
+        if matches!(self.dtype(), DType::F16 | DType::BF16) {
+            // A half-precision sum overflows long before the mean does: accumulate in f32.
+            return self.to_dtype(DType::F32)?.sum(dims, keepdim)?.div_scalar(n as f64)?.to_dtype(self.dtype());
+        }
+        self.sum(dims, keepdim)?.div_scalar(n as f64)
     }
     /// Mean of all elements.
     pub fn mean_all(&self) -> Result<Tensor> {

@@ -20,7 +20,7 @@ impl Tensor {
 
     /// Reshape where one dim may be `-1` (inferred), as in PyTorch's `x.reshape(-1, 784)`.
     pub fn reshape_infer(&self, dims: &[isize]) -> Result<Tensor> {
-        let known: usize = dims.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
+        let known = Shape::new(dims.iter().filter(|&&d| d >= 0).map(|&d| d as usize).collect::<Vec<_>>()).elem_count();
         let inferred = dims.iter().filter(|&&d| d < 0).count();
         if inferred > 1 || dims.iter().any(|&d| d < -1) {
             return Err(Error::invalid("reshape", format!("{dims:?}: at most one dim may be -1 and no dim below -1")));
@@ -62,7 +62,7 @@ impl Tensor {
     }
 
     fn check_count(&self, op: &'static str, shape: &Shape) -> Result<()> {
-        if shape.elem_count() != self.elem_count() {
+        if shape.elem_count() != self.elem_count() || shape.elem_count() == usize::MAX {
             return Err(Error::ElementCount {
                 op,
                 shape: shape.clone(),
@@ -125,6 +125,7 @@ impl Tensor {
         if &shape == self.shape() {
             return Ok(self.clone());
         }
+        shape.checked_elem_count("broadcast_to")?;
         let l = self.layout().broadcast_to("broadcast_to", &shape)?;
         Ok(self.view_of(l, Op::Broadcast(self.clone())))
     }
