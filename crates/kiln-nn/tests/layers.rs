@@ -53,7 +53,11 @@ fn layers() -> Vec<(&'static str, Vec<usize>, Build)> {
         ("LayerNorm", vec![3, 2, 5], |d| Ok(Box::new(LayerNorm::new(&[2, 5], d)?))),
         ("Dropout train", vec![4, 6], |_| Ok(Box::new(Dropout::new(0.3)?))),
         ("Flatten", vec![2, 3, 4], |_| Ok(Box::new(Flatten::default()))),
+        ("ReLU", vec![3, 4], |_| Ok(Box::new(Activation::ReLU))),
         ("GELU", vec![3, 4], |_| Ok(Box::new(Activation::GELU))),
+        ("GELU tanh", vec![3, 4], |_| Ok(Box::new(Activation::GELUTanh))),
+        ("Sigmoid", vec![3, 4], |_| Ok(Box::new(Activation::Sigmoid))),
+        ("Tanh", vec![3, 4], |_| Ok(Box::new(Activation::Tanh))),
         ("SiLU", vec![3, 4], |_| Ok(Box::new(Activation::SiLU))),
         ("Softmax", vec![3, 4], |_| Ok(Box::new(Activation::Softmax(-1)))),
         ("LogSoftmax", vec![3, 4], |_| Ok(Box::new(Activation::LogSoftmax(0)))),
@@ -90,6 +94,13 @@ fn layers_match_the_reference_backend_and_finite_differences() {
             layer.forward(&t[0])
         });
     }
+    // Embedding takes integer ids, so it is checked against the oracle only (its weight
+    // gradient is part of the comparison).
+    let ids = Input::values(&[2, 3], DType::I64, vec![4.0, 0.0, 2.0, 2.0, 9.0, 1.0]);
+    ctx.check("Embedding forward + weight gradient".into(), &[ids], None, |t| {
+        manual_seed(7);
+        forward_and_grads(&Embedding::new(10, 4, t[0].device())?, &t[0])
+    });
     println!("{} layer cases, {} gradient checks (seed {seed})", ctx.report.passed, ctx.report.grad_checks);
     assert!(ctx.report.failures.is_empty(), "replay with KILN_SEED={seed}:\n{}", ctx.report.failures.join("\n"));
 }
