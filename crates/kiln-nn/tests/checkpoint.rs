@@ -8,7 +8,10 @@ use std::path::Path;
 
 fn mlp(dev: &Device, seed: u64) -> Result<Sequential> {
     manual_seed(seed);
-    Ok(Sequential::new().add(LinearConfig::new(6, 5).init(dev)?).add(Activation::ReLU).add(LinearConfig::new(5, 3).init(dev)?))
+    Ok(Sequential::new()
+        .add(LinearConfig::new(6, 5).init(dev)?)
+        .add(Activation::ReLU)
+        .add(LinearConfig::new(5, 3).init(dev)?))
 }
 
 fn params(m: &dyn Module) -> Result<Vec<Vec<f32>>> {
@@ -40,7 +43,11 @@ fn round_trip_in_each_dtype() -> Result<()> {
     assert_eq!(fresh.running_mean.get().to_vec::<f32>()?, bn.running_mean.get().to_vec::<f32>()?);
     assert_eq!(fresh.num_batches_tracked.get().to_vec::<i64>()?, vec![1]);
     // No temporary file is left behind.
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).map_err(|e| kiln_tensor::Error::Msg(e.to_string()))?.flatten().filter(|e| e.file_name().to_string_lossy().contains(".tmp.")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .map_err(|e| kiln_tensor::Error::Msg(e.to_string()))?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
+        .collect();
     assert!(leftovers.is_empty());
     Ok(())
 }

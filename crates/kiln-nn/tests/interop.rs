@@ -10,17 +10,27 @@ use std::collections::HashMap;
 use std::process::Command;
 
 fn mlp(dev: &Device) -> Result<Sequential> {
-    Ok(Sequential::new().add(LinearConfig::new(784, 128).init(dev)?).add(Activation::ReLU).add(LinearConfig::new(128, 10).init(dev)?))
+    Ok(Sequential::new()
+        .add(LinearConfig::new(784, 128).init(dev)?)
+        .add(Activation::ReLU)
+        .add(LinearConfig::new(128, 10).init(dev)?))
 }
 
 fn python_ready() -> bool {
-    Command::new("python3").args(["-c", "import numpy, safetensors"]).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("python3")
+        .args(["-c", "import numpy, safetensors"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 #[test]
 fn safetensors_interop_with_python() -> Result<()> {
     if !python_ready() {
-        assert!(std::env::var_os("CI").is_none(), "CI must have python3 with numpy and safetensors (.ci/run installs them)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have python3 with numpy and safetensors (.ci/run installs them)"
+        );
         println!("skipped: python3 with numpy and safetensors not found (pip install numpy safetensors)");
         return Ok(());
     }
@@ -35,7 +45,8 @@ fn safetensors_interop_with_python() -> Result<()> {
     save_tensors(&[("x".into(), x), ("logits".into(), logits)], HashMap::new(), d.join("kiln_data.safetensors"))?;
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop.py");
-    let out = Command::new("python3").arg(script).arg(d).output().map_err(|e| kiln_tensor::Error::Msg(e.to_string()))?;
+    let out =
+        Command::new("python3").arg(script).arg(d).output().map_err(|e| kiln_tensor::Error::Msg(e.to_string()))?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
     assert!(out.status.success(), "interop.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
 

@@ -34,7 +34,8 @@ fn label_smoothing_reductions_and_the_other_losses() -> Result<()> {
     let targets = Tensor::from_vec(vec![0i64, 2], [2], &dev)?;
     let logp = logits.log_softmax(-1)?.to_vec::<f64>()?;
     let eps = 0.1;
-    let per = |r: usize, t: usize| -(1.0 - eps) * logp[r * 3 + t] - eps * (0..3).map(|c| logp[r * 3 + c]).sum::<f64>() / 3.0;
+    let per =
+        |r: usize, t: usize| -(1.0 - eps) * logp[r * 3 + t] - eps * (0..3).map(|c| logp[r * 3 + c]).sum::<f64>() / 3.0;
     let opts = CrossEntropy { label_smoothing: eps, reduction: Reduction::None };
     let got = cross_entropy_with(&logits, &targets, opts)?.to_vec::<f64>()?;
     assert!((got[0] - per(0, 0)).abs() < 1e-12 && (got[1] - per(1, 2)).abs() < 1e-12);

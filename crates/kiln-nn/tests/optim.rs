@@ -81,9 +81,15 @@ impl Alg {
             }
             Alg::Adam { lr, b1, b2, eps, wd, decoupled } => {
                 let c = AdamConfig { lr, betas: (b1, b2), eps, weight_decay: wd };
-                Box::new(if decoupled { AdamW::new(params, c) } else { Adam::new(params, c) })
+                if decoupled {
+                    Box::new(AdamW::new(params, AdamWConfig(c)))
+                } else {
+                    Box::new(Adam::new(params, c))
+                }
             }
-            Alg::Adadelta { lr, rho, eps, wd } => Box::new(Adadelta::new(params, AdadeltaConfig { lr, rho, eps, weight_decay: wd })),
+            Alg::Adadelta { lr, rho, eps, wd } => {
+                Box::new(Adadelta::new(params, AdadeltaConfig { lr, rho, eps, weight_decay: wd }))
+            }
             Alg::RmsProp { lr, alpha, eps, wd, momentum, centered } => {
                 Box::new(RmsProp::new(params, RmsPropConfig { lr, alpha, eps, weight_decay: wd, momentum, centered }))
             }
@@ -168,7 +174,8 @@ fn optimizers_follow_pytorch_rules_on_a_small_network() -> Result<()> {
                 }
             }
             alg.step(&mut p, &g, &mut s);
-            let got: Vec<f64> = w.as_tensor().to_vec::<f64>()?.into_iter().chain(c.as_tensor().to_vec::<f64>()?).collect();
+            let got: Vec<f64> =
+                w.as_tensor().to_vec::<f64>()?.into_iter().chain(c.as_tensor().to_vec::<f64>()?).collect();
             assert!(close(&got, &p), "{alg:?} step {step}: kiln {got:?} vs reference {p:?}");
         }
     }

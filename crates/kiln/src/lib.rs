@@ -26,8 +26,13 @@ pub use kiln_tensor::*;
 #[cfg(feature = "cpu")]
 pub use kiln_cpu;
 
+/// Layers, losses, optimizers, schedules and checkpoints (the `kiln-nn` crate).
+pub use kiln_nn as nn;
+
 /// The names most programs need: `use kiln::prelude::*;`.
 pub mod prelude {
+    pub use kiln_nn::optim::Optimizer;
+    pub use kiln_nn::Module;
     pub use kiln_tensor::{no_grad, DType, Device, Gradients, Result, Shape, Tensor, Var};
 }
 

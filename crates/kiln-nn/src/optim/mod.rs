@@ -8,10 +8,21 @@ mod adam;
 mod rmsprop;
 mod sgd;
 
-pub use adadelta::{Adadelta, AdadeltaConfig};
-pub use adam::{Adam, AdamConfig, AdamW};
-pub use rmsprop::{RmsProp, RmsPropConfig};
-pub use sgd::{Sgd, SgdConfig};
+pub use adadelta::AdadeltaConfig;
+pub use adam::{AdamConfig, AdamWConfig};
+pub use rmsprop::RmsPropConfig;
+pub use sgd::SgdConfig;
+
+/// `torch.optim.SGD`.
+pub type Sgd = Optim<SgdConfig>;
+/// `torch.optim.Adam` (without amsgrad).
+pub type Adam = Optim<AdamConfig>;
+/// `torch.optim.AdamW`: Adam with decoupled weight decay.
+pub type AdamW = Optim<AdamWConfig>;
+/// `torch.optim.Adadelta`.
+pub type Adadelta = Optim<AdadeltaConfig>;
+/// `torch.optim.RMSprop`.
+pub type RmsProp = Optim<RmsPropConfig>;
 
 use kiln_tensor::{no_grad, Error, Gradients, Result, Tensor, Var};
 use std::collections::HashMap;
@@ -31,11 +42,65 @@ pub trait Optimizer {
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()>;
 }
 
-/// Per-parameter state buffers, keyed by parameter name, plus a step counter.
+/// An update rule: the hyper-parameters of one optimizer and how they turn a gradient into a
+/// new parameter value. [`Optim`] does the rest (parameters, state, checkpoints).
+pub trait Rule {
+    /// The learning rate.
+    fn lr(&self) -> f64;
+    /// Sets the learning rate.
+    fn set_lr(&mut self, lr: f64);
+    /// The new value of parameter `name` (`p`, gradient `g`) at step `t` (1 for the first),
+    /// reading and writing its buffers in `state`.
+    fn update(&self, state: &mut State, t: u64, name: &str, p: &Tensor, g: &Tensor) -> Result<Tensor>;
+}
+
+/// An optimizer: parameters, an update [`Rule`] and its state.
+pub struct Optim<R: Rule> {
+    params: Vec<(String, Var)>,
+    rule: R,
+    state: State,
+}
+
+impl<R: Rule> Optim<R> {
+    /// An optimizer over `params` (as returned by `Module::parameters`).
+    pub fn new(params: Vec<(String, Var)>, rule: R) -> Self {
+        Optim { params, rule, state: State::default() }
+    }
+    /// The hyper-parameters.
+    pub fn rule(&self) -> &R {
+        &self.rule
+    }
+}
+
+impl<R: Rule> Optimizer for Optim<R> {
+    fn step(&mut self, grads: &Gradients) -> Result<()> {
+        let t = self.state.step + 1;
+        let (rule, state) = (&self.rule, &mut self.state);
+        for_each(&self.params, grads, |name, p, g| rule.update(state, t, name, p, g))?;
+        self.state.step = t;
+        Ok(())
+    }
+    fn lr(&self) -> f64 {
+        self.rule.lr()
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.rule.set_lr(lr);
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let mut s = self.state.named();
+        s.extend(step_tensor(&self.params, self.state.step));
+        s
+    }
+    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        self.state.restore(state, state.get("step"))
+    }
+}
+
+/// Per-parameter state buffers, keyed `<param>.<buffer>`, plus the step counter.
 #[derive(Default)]
-pub(crate) struct State {
-    pub(crate) step: u64,
-    pub(crate) buffers: HashMap<String, Tensor>,
+pub struct State {
+    step: u64,
+    buffers: HashMap<String, Tensor>,
 }
 
 impl State {
@@ -121,7 +186,7 @@ pub fn clip_grad_value(grads: &mut Gradients, params: &[(String, Var)], clip: f6
     })
 }
 
-/// The buffer `name.suffix`, created as zeros like `p` on first use.
+/// The buffer `name.suffix`, zeros like `p` on first use.
 pub(crate) fn buffer(state: &mut State, name: &str, suffix: &str, p: &Tensor) -> Result<Tensor> {
     let key = format!("{name}.{suffix}");
     if let Some(b) = state.buffers.get(&key) {

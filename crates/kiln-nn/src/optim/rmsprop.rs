@@ -1,10 +1,9 @@
 //! RMSprop (`torch.optim.RMSprop`), optionally centered and with momentum.
 
-use super::{buffer, for_each, step_tensor, store, Optimizer, State};
-use kiln_tensor::{Gradients, Result, Tensor, Var};
-use std::collections::HashMap;
+use super::{buffer, store, Rule, State};
+use kiln_tensor::{Result, Tensor};
 
-/// Hyper-parameters of [`RmsProp`] (PyTorch's defaults).
+/// Hyper-parameters of [`super::RmsProp`] (PyTorch's defaults).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RmsPropConfig {
     /// Learning rate (default 0.01).
@@ -27,60 +26,33 @@ impl Default for RmsPropConfig {
     }
 }
 
-/// `torch.optim.RMSprop`.
-pub struct RmsProp {
-    params: Vec<(String, Var)>,
-    config: RmsPropConfig,
-    state: State,
-}
-
-impl RmsProp {
-    /// RMSprop over `params`.
-    pub fn new(params: Vec<(String, Var)>, config: RmsPropConfig) -> Self {
-        RmsProp { params, config, state: State::default() }
-    }
-}
-
-impl Optimizer for RmsProp {
-    fn step(&mut self, grads: &Gradients) -> Result<()> {
-        let c = self.config;
-        let state = &mut self.state;
-        for_each(&self.params, grads, |name, p, g| {
-            let g = if c.weight_decay != 0.0 { g.add(&p.mul_scalar(c.weight_decay)?)? } else { g.clone() };
-            let v =
-                buffer(state, name, "square_avg", p)?.mul_scalar(c.alpha)?.add(&g.sqr()?.mul_scalar(1.0 - c.alpha)?)?;
-            let avg = if c.centered {
-                let ga = buffer(state, name, "grad_avg", p)?.mul_scalar(c.alpha)?.add(&g.mul_scalar(1.0 - c.alpha)?)?;
-                let a = v.sub(&ga.sqr()?)?.sqrt()?.add_scalar(c.eps)?;
-                store(state, name, "grad_avg", ga);
-                a
-            } else {
-                v.sqrt()?.add_scalar(c.eps)?
-            };
-            store(state, name, "square_avg", v);
-            if c.momentum > 0.0 {
-                let buf = buffer(state, name, "momentum_buffer", p)?.mul_scalar(c.momentum)?.add(&g.div(&avg)?)?;
-                store(state, name, "momentum_buffer", buf.clone());
-                p.sub(&buf.mul_scalar(c.lr)?)
-            } else {
-                p.sub(&g.div(&avg)?.mul_scalar(c.lr)?)
-            }
-        })?;
-        self.state.step += 1;
-        Ok(())
-    }
+impl Rule for RmsPropConfig {
     fn lr(&self) -> f64 {
-        self.config.lr
+        self.lr
     }
     fn set_lr(&mut self, lr: f64) {
-        self.config.lr = lr;
+        self.lr = lr;
     }
-    fn state(&self) -> Vec<(String, Tensor)> {
-        let mut s = self.state.named();
-        s.extend(step_tensor(&self.params, self.state.step));
-        s
-    }
-    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        self.state.restore(state, state.get("step"))
+    fn update(&self, state: &mut State, _t: u64, name: &str, p: &Tensor, g: &Tensor) -> Result<Tensor> {
+        let a = self.alpha;
+        let g = if self.weight_decay != 0.0 { g.add(&p.mul_scalar(self.weight_decay)?)? } else { g.clone() };
+        let v = buffer(state, name, "square_avg", p)?.mul_scalar(a)?.add(&g.sqr()?.mul_scalar(1.0 - a)?)?;
+        let avg = if self.centered {
+            let ga = buffer(state, name, "grad_avg", p)?.mul_scalar(a)?.add(&g.mul_scalar(1.0 - a)?)?;
+            let avg = v.sub(&ga.sqr()?)?.sqrt()?.add_scalar(self.eps)?;
+            store(state, name, "grad_avg", ga);
+            avg
+        } else {
+            v.sqrt()?.add_scalar(self.eps)?
+        };
+        store(state, name, "square_avg", v);
+        let step = if self.momentum > 0.0 {
+            let buf = buffer(state, name, "momentum_buffer", p)?.mul_scalar(self.momentum)?.add(&g.div(&avg)?)?;
+            store(state, name, "momentum_buffer", buf.clone());
+            buf
+        } else {
+            g.div(&avg)?
+        };
+        p.sub(&step.mul_scalar(self.lr)?)
     }
 }

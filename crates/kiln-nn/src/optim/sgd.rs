@@ -1,11 +1,10 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov and weight decay
 //! (`torch.optim.SGD`).
 
-use super::{buffer, for_each, step_tensor, store, Optimizer, State};
-use kiln_tensor::{Gradients, Result, Tensor, Var};
-use std::collections::HashMap;
+use super::{buffer, store, Rule, State};
+use kiln_tensor::{Result, Tensor};
 
-/// Hyper-parameters of [`Sgd`] (PyTorch's defaults except `lr`, which has none there).
+/// Hyper-parameters of [`super::Sgd`] (PyTorch's defaults except `lr`, which has none there).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdConfig {
     /// Learning rate.
@@ -27,55 +26,27 @@ impl SgdConfig {
     }
 }
 
-/// `torch.optim.SGD`.
-pub struct Sgd {
-    params: Vec<(String, Var)>,
-    config: SgdConfig,
-    state: State,
-}
-
-impl Sgd {
-    /// An optimizer over `params` (as returned by `Module::parameters`).
-    pub fn new(params: Vec<(String, Var)>, config: SgdConfig) -> Self {
-        Sgd { params, config, state: State::default() }
-    }
-}
-
-impl Optimizer for Sgd {
-    fn step(&mut self, grads: &Gradients) -> Result<()> {
-        let c = self.config;
-        let first = self.state.step == 0;
-        let state = &mut self.state;
-        for_each(&self.params, grads, |name, p, g| {
-            let mut g = if c.weight_decay != 0.0 { g.add(&p.mul_scalar(c.weight_decay)?)? } else { g.clone() };
-            if c.momentum != 0.0 {
-                let buf = if first || !state.buffers.contains_key(&format!("{name}.momentum_buffer")) {
-                    g.clone()
-                } else {
-                    buffer(state, name, "momentum_buffer", p)?
-                        .mul_scalar(c.momentum)?
-                        .add(&g.mul_scalar(1.0 - c.dampening)?)?
-                };
-                store(state, name, "momentum_buffer", buf.clone());
-                g = if c.nesterov { g.add(&buf.mul_scalar(c.momentum)?)? } else { buf };
-            }
-            p.sub(&g.mul_scalar(c.lr)?)
-        })?;
-        self.state.step += 1;
-        Ok(())
-    }
+impl Rule for SgdConfig {
     fn lr(&self) -> f64 {
-        self.config.lr
+        self.lr
     }
     fn set_lr(&mut self, lr: f64) {
-        self.config.lr = lr;
+        self.lr = lr;
     }
-    fn state(&self) -> Vec<(String, Tensor)> {
-        let mut s = self.state.named();
-        s.extend(step_tensor(&self.params, self.state.step));
-        s
-    }
-    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        self.state.restore(state, state.get("step"))
+    fn update(&self, state: &mut State, t: u64, name: &str, p: &Tensor, g: &Tensor) -> Result<Tensor> {
+        let mut g = if self.weight_decay != 0.0 { g.add(&p.mul_scalar(self.weight_decay)?)? } else { g.clone() };
+        if self.momentum != 0.0 {
+            // The first step starts the buffer at the gradient itself, as PyTorch does.
+            let buf = if t == 1 {
+                g.clone()
+            } else {
+                buffer(state, name, "momentum_buffer", p)?
+                    .mul_scalar(self.momentum)?
+                    .add(&g.mul_scalar(1.0 - self.dampening)?)?
+            };
+            store(state, name, "momentum_buffer", buf.clone());
+            g = if self.nesterov { g.add(&buf.mul_scalar(self.momentum)?)? } else { buf };
+        }
+        p.sub(&g.mul_scalar(self.lr)?)
     }
 }
