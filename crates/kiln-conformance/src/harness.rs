@@ -244,6 +244,13 @@ pub fn compare(got: &Tensor, want: &Tensor, tol: Option<Tolerance>) -> std::resu
         return Err(format!("got {} {}, expected {} {}", got.dtype(), got.shape(), want.dtype(), want.shape()));
     }
     let tol = tol.unwrap_or_else(|| Tolerance::for_dtype(got.dtype()));
+    // The storage a backend returned must hold the dtype the tensor claims.
+    for (t, side) in [(got, "backend"), (want, "oracle")] {
+        let host = t.to_host().map_err(|e| e.to_string())?;
+        if host.dtype() != t.dtype() {
+            return Err(format!("the {side} returned {} data for a {} tensor", host.dtype(), t.dtype()));
+        }
+    }
     let (g, w) = (got.to_f64_vec().map_err(|e| e.to_string())?, want.to_f64_vec().map_err(|e| e.to_string())?);
     let bad: Vec<usize> = (0..g.len()).filter(|&i| !tol.close(g[i], w[i])).collect();
     if let Some(&i) = bad.first() {

@@ -82,11 +82,13 @@ impl Tensor {
         }
         let s = self.backend().reduce(op, self.storage(), self.layout(), dims)?;
         let shape = reduced_shape(self.shape(), dims, true);
-        let (dtype, rec) = if op.is_arg() {
-            (DType::I64, None)
-        } else {
-            (self.dtype(), Some(Op::Reduce(self.clone(), op, dims.to_vec())))
+        let dtype = match op {
+            ReduceOp::ArgMax | ReduceOp::ArgMin => DType::I64,
+            // Integer sums widen to i64, as in PyTorch: counting a u8 mask must not wrap at 256.
+            ReduceOp::Sum if self.dtype().is_int() => DType::I64,
+            _ => self.dtype(),
         };
+        let rec = (!op.is_arg()).then(|| Op::Reduce(self.clone(), op, dims.to_vec()));
         Ok(self.result(s, shape, dtype, rec))
     }
 
