@@ -257,9 +257,11 @@ fn copy_into<T: Copy + Send + Sync + Default>(src: &[T], sl: &Layout, dst: &mut 
             }
         }
     } else {
-        for (so, d_o) in sl.offsets().zip(dl.offsets()) {
-            dst[d_o] = src[so];
-        }
+        crate::strided::runs([sl, dl], 0, sl.elem_count(), |[so, d_o], [ss, ds], n| {
+            for t in 0..n {
+                dst[d_o + t * ds] = src[so + t * ss];
+            }
+        });
     }
     Ok(())
 }

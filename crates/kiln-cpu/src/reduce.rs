@@ -135,6 +135,52 @@ fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> 
     let r: usize = dims.iter().map(|&d| l.dims()[d]).product();
     let outs: usize = kept.iter().map(|&d| l.dims()[d]).product();
     let per_output_par = outs >= 2 * rayon::current_num_threads().max(1) && outs * r >= PAR_THRESHOLD;
+    if r <= CHUNK {
+        // Short reductions (pooling windows, rows): the reduced elements' relative offsets are
+        // computed once, and outputs are walked in chunks, not one iterator per output.
+        let red = Layout::new(
+            kiln_tensor::Shape::new(dims.iter().map(|&d| l.dims()[d]).collect::<Vec<_>>()),
+            dims.iter().map(|&d| l.strides()[d]).collect(),
+            0,
+        );
+        let rel: Vec<usize> = red.offsets().collect();
+        let kept_l = Layout::new(
+            kiln_tensor::Shape::new(kept.iter().map(|&d| l.dims()[d]).collect::<Vec<_>>()),
+            kept.iter().map(|&d| l.strides()[d]).collect(),
+            l.offset(),
+        );
+        let one = |base: usize| -> (T, usize) {
+            match op {
+                ReduceOp::Sum => (T::finish(rel.iter().fold(T::zero(), |acc, &o| T::add(acc, src[base + o]))), 0),
+                _ => {
+                    let mut best = (src[base + rel.first().copied().unwrap_or(0)], 0);
+                    for (k, &o) in rel.iter().enumerate().skip(1) {
+                        if better(op, src[base + o], best.0) {
+                            best = (src[base + o], k);
+                        }
+                    }
+                    best
+                }
+            }
+        };
+        let mut results = vec![(T::default(), 0usize); outs];
+        if per_output_par {
+            results.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
+                for (slot, base) in chunk.iter_mut().zip(kept_l.offsets_from(c * CHUNK)) {
+                    *slot = one(base);
+                }
+            });
+        } else {
+            for (slot, base) in results.iter_mut().zip(kept_l.offsets()) {
+                *slot = one(base);
+            }
+        }
+        return Ok(if op.is_arg() {
+            (Vec::new(), results.into_iter().map(|(_, k)| k as i64).collect())
+        } else {
+            (results.into_iter().map(|(v, _)| v).collect(), Vec::new())
+        });
+    }
     let results: Vec<(T, usize)> = if per_output_par {
         (0..outs).into_par_iter().map(|i| reduce_one(op, src, &view, i * r, r, false)).collect()
     } else {

@@ -32,6 +32,73 @@ where
     }
 }
 
+/// Merges adjacent dims that are contiguous with each other in every layout (same shapes
+/// assumed), so inner loops run as long as possible. Returns (dims, strides per layout).
+fn coalesce<const N: usize>(layouts: [&Layout; N]) -> (Vec<usize>, [Vec<usize>; N]) {
+    let dims = layouts[0].dims();
+    let mut out_dims: Vec<usize> = Vec::with_capacity(dims.len());
+    let mut out_strides: [Vec<usize>; N] = std::array::from_fn(|_| Vec::with_capacity(dims.len()));
+    for (d, &size) in dims.iter().enumerate() {
+        if size == 1 {
+            continue;
+        }
+        let mergeable = !out_dims.is_empty()
+            && layouts.iter().zip(&out_strides).all(|(l, s)| s.last().copied() == Some(l.strides()[d] * size));
+        if mergeable {
+            if let Some(last) = out_dims.last_mut() {
+                *last *= size;
+            }
+            for (s, l) in out_strides.iter_mut().zip(&layouts) {
+                if let Some(x) = s.last_mut() {
+                    *x = l.strides()[d];
+                }
+            }
+        } else {
+            out_dims.push(size);
+            for (s, l) in out_strides.iter_mut().zip(&layouts) {
+                s.push(l.strides()[d]);
+            }
+        }
+    }
+    (out_dims, out_strides)
+}
+
+/// Calls `f(offsets, strides, count)` for runs along the innermost (coalesced) dim that cover
+/// logical elements `start..start + len` of `N` layouts of equal shape, in order.
+pub(crate) fn runs<const N: usize>(
+    layouts: [&Layout; N],
+    start: usize,
+    len: usize,
+    mut f: impl FnMut([usize; N], [usize; N], usize),
+) {
+    if len == 0 {
+        return;
+    }
+    let (dims, strides) = coalesce(layouts);
+    let base: [usize; N] = std::array::from_fn(|i| layouts[i].offset());
+    let Some((&inner, outer_dims)) = dims.split_last() else {
+        f(base, [0; N], len.min(1));
+        return;
+    };
+    let inner_strides: [usize; N] = std::array::from_fn(|i| strides[i].last().copied().unwrap_or(0));
+    let outer: [Layout; N] = std::array::from_fn(|i| {
+        let s = &strides[i];
+        Layout::new(kiln_tensor::Shape::new(outer_dims), s[..s.len() - 1].to_vec(), base[i])
+    });
+    let (mut row, mut col) = (start / inner, start % inner);
+    let mut rows: [kiln_tensor::StridedOffsets<'_>; N] = std::array::from_fn(|i| outer[i].offsets_from(row));
+    let mut left = len;
+    while left > 0 {
+        let starts: [usize; N] = std::array::from_fn(|i| rows[i].next().unwrap_or(0) + col * inner_strides[i]);
+        let count = (inner - col).min(left);
+        f(starts, inner_strides, count);
+        left -= count;
+        col = 0;
+        row += 1;
+    }
+    let _ = row;
+}
+
 /// `f` applied to every element of `src` seen through `l`, in logical order.
 pub(crate) fn map1<T, U, F>(src: &[T], l: &Layout, f: F) -> Result<Vec<U>>
 where
@@ -50,9 +117,13 @@ where
             });
         }
         None => fill(&mut out, |start, chunk| {
-            for (o, off) in chunk.iter_mut().zip(l.offsets_from(start)) {
-                *o = f(src[off]);
-            }
+            let mut k = 0;
+            runs([l], start, chunk.len(), |[o], [s], n| {
+                for (t, dst) in chunk[k..k + n].iter_mut().enumerate() {
+                    *dst = f(src[o + t * s]);
+                }
+                k += n;
+            });
         }),
     }
     Ok(out)
@@ -76,9 +147,13 @@ where
             });
         }
         _ => fill(&mut out, |start, chunk| {
-            for ((o, oa), ob) in chunk.iter_mut().zip(la.offsets_from(start)).zip(lb.offsets_from(start)) {
-                *o = f(a[oa], b[ob]);
-            }
+            let mut k = 0;
+            runs([la, lb], start, chunk.len(), |[oa, ob], [sa, sb], n| {
+                for (t, dst) in chunk[k..k + n].iter_mut().enumerate() {
+                    *dst = f(a[oa + t * sa], b[ob + t * sb]);
+                }
+                k += n;
+            });
         }),
     }
     Ok(out)
@@ -94,10 +169,13 @@ where
 {
     let mut out = alloc(la.elem_count(), U::default())?;
     fill(&mut out, |start, chunk| {
-        let offs = la.offsets_from(start).zip(lb.offsets_from(start)).zip(lc.offsets_from(start));
-        for (o, ((oa, ob), oc)) in chunk.iter_mut().zip(offs) {
-            *o = f(a[oa], b[ob], c[oc]);
-        }
+        let mut k = 0;
+        runs([la, lb, lc], start, chunk.len(), |[oa, ob, oc], [sa, sb, sc], n| {
+            for (t, dst) in chunk[k..k + n].iter_mut().enumerate() {
+                *dst = f(a[oa + t * sa], b[ob + t * sb], c[oc + t * sc]);
+            }
+            k += n;
+        });
     });
     Ok(out)
 }
