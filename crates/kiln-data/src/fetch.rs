@@ -246,7 +246,7 @@ pub fn fetch_into(spec: &DatasetSpec, dir: &Path) -> Result<PathBuf> {
     let missing = |dir: &Path| spec.files.iter().filter(|f| !cached(dir, f)).copied().collect::<Vec<_>>();
     let mut todo = missing(dir);
     let mut tried = Vec::new();
-    for source in &spec.sources {
+    for (k, source) in spec.sources.iter().enumerate() {
         if todo.is_empty() {
             break;
         }
@@ -258,7 +258,8 @@ pub fn fetch_into(spec: &DatasetSpec, dir: &Path) -> Result<PathBuf> {
             Source::Dir(src) => (format!("copy from {}", src.display()), from_dir(src, dir, &todo)),
         };
         if let Err(e) = result {
-            eprintln!("kiln: {label} failed: {e}");
+            let next = if k + 1 < spec.sources.len() { "; trying the next source" } else { "" };
+            eprintln!("kiln: {label} failed ({e}){next}");
             tried.push(format!("  - {label}: {e}"));
         }
         todo = missing(dir);
