@@ -5,8 +5,11 @@ use super::Op;
 use crate::ops_internal::{scatter_into_view, sum_to_shape};
 use crate::{BinaryOp, ReduceOp, Result, Tensor};
 
+/// The gradient of each input that tracks gradients; inputs that do not (data, masks, indices)
+/// get no gradient computed at all.
 pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
     let g = grad;
+    let need = |t: &Tensor| t.tracks_grad();
     Ok(match op {
         Op::Unary(x, u) => {
             let d = crate::ops_internal::unary_derivative(*u, &x.detach(), &node.detach())?;
@@ -17,11 +20,26 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
             match op {
                 BinaryOp::Add => vec![(a.clone(), g.clone()), (b.clone(), g.clone())],
                 BinaryOp::Sub => vec![(a.clone(), g.clone()), (b.clone(), g.neg()?)],
-                BinaryOp::Mul => vec![(a.clone(), g.mul(&bd)?), (b.clone(), g.mul(&ad)?)],
+                BinaryOp::Mul => {
+                    let mut out = Vec::with_capacity(2);
+                    if need(a) {
+                        out.push((a.clone(), g.mul(&bd)?));
+                    }
+                    if need(b) {
+                        out.push((b.clone(), g.mul(&ad)?));
+                    }
+                    out
+                }
                 BinaryOp::Div => {
                     let ga = g.div(&bd)?;
-                    let gb = ga.mul(&node.detach())?.neg()?;
-                    vec![(a.clone(), ga), (b.clone(), gb)]
+                    let mut out = Vec::with_capacity(2);
+                    if need(b) {
+                        out.push((b.clone(), ga.mul(&node.detach())?.neg()?));
+                    }
+                    if need(a) {
+                        out.push((a.clone(), ga));
+                    }
+                    out
                 }
                 BinaryOp::Pow => {
                     // PyTorch's masks: d/da is 0 where b == 0 (not 0 * inf at a == 0), and d/db
@@ -76,18 +94,35 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
             }
         }
         Op::Matmul(a, b) => {
-            let ga = g.matmul(&b.detach().t()?)?;
-            let gb = a.detach().t()?.matmul(g)?;
-            vec![(a.clone(), ga), (b.clone(), gb)]
+            // The data side of a layer (`x` in `x @ W`) usually needs no gradient: skip its GEMM.
+            let mut out = Vec::with_capacity(2);
+            if need(a) {
+                out.push((a.clone(), g.matmul(&b.detach().t()?)?));
+            }
+            if need(b) {
+                out.push((b.clone(), a.detach().t()?.matmul(g)?));
+            }
+            out
         }
         Op::Where(c, t, f) => {
             let zeros = g.zeros_like()?;
-            vec![(t.clone(), c.where_cond(g, &zeros)?), (f.clone(), c.where_cond(&zeros, g)?)]
+            let mut out = Vec::with_capacity(2);
+            if need(t) {
+                out.push((t.clone(), c.where_cond(g, &zeros)?));
+            }
+            if need(f) {
+                out.push((f.clone(), c.where_cond(&zeros, g)?));
+            }
+            out
         }
         Op::Gather(x, index, dim) => vec![(x.clone(), x.zeros_like()?.scatter_add(*dim as isize, index, g)?)],
         Op::IndexSelect(x, ids, dim) => vec![(x.clone(), x.zeros_like()?.index_add(*dim as isize, ids, g)?)],
         Op::ScatterAdd(base, index, src, dim) => {
-            vec![(base.clone(), g.clone()), (src.clone(), g.gather(*dim as isize, index)?)]
+            let mut out = vec![(base.clone(), g.clone())];
+            if need(src) {
+                out.push((src.clone(), g.gather(*dim as isize, index)?));
+            }
+            out
         }
         Op::Cast(x) => vec![(x.clone(), g.to_dtype(x.dtype())?)],
         Op::Copy(x) => vec![(x.clone(), g.clone())],
@@ -108,7 +143,9 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
             let mut out = Vec::with_capacity(xs.len());
             for x in xs {
                 let n = x.dims()[*dim];
-                out.push((x.clone(), g.narrow(*dim as isize, at, n)?));
+                if need(x) {
+                    out.push((x.clone(), g.narrow(*dim as isize, at, n)?));
+                }
                 at += n;
             }
             out
