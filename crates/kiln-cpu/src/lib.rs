@@ -100,4 +100,7 @@ impl Backend for CpuBackend {
     fn index_select(&self, s: &CpuStorage, sl: &Layout, i: &CpuStorage, il: &Layout, dim: usize) -> Result<CpuStorage> {
         index::index_select(s, sl, i, il, dim)
     }
+    fn storage_dtype(&self, s: &CpuStorage) -> Option<DType> {
+        Some(s.dtype())
+    }
 }

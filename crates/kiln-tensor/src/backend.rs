@@ -208,6 +208,12 @@ pub trait Backend: Send + Sync + 'static {
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
+
+    /// The dtype a storage holds, when the backend can tell (layers over backends, such as
+    /// profilers, use it to count bytes). Default: unknown.
+    fn storage_dtype(&self, _storage: &Self::Storage) -> Option<DType> {
+        None
+    }
 }
 
 /// Builds the error a backend returns for a dtype it does not implement.

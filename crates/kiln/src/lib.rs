@@ -26,6 +26,8 @@ pub use kiln_tensor::*;
 #[cfg(feature = "cpu")]
 pub use kiln_cpu;
 
+pub mod profile;
+
 /// Layers, losses, optimizers, schedules and checkpoints (the `kiln-nn` crate).
 pub use kiln_nn as nn;
 

@@ -108,6 +108,9 @@ pub struct TrainArgs {
     /// Train on the first N training images only (a quick smoke run).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Time every backend op during the first epoch and print a table (CPU only).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// Options of `mnist eval`.
@@ -145,15 +148,32 @@ fn setup(common: &Common) -> kiln::Result<kiln::Device> {
     kiln::device(&common.device)
 }
 
+/// The device for training: wrapped in a profiling layer with `--profile`.
+fn train_device(args: &TrainArgs) -> kiln::Result<(kiln::Device, Option<kiln::profile::Stats>)> {
+    let dev = setup(&args.common)?;
+    if !args.profile {
+        return Ok((dev, None));
+    }
+    if dev.location() != "cpu" {
+        return Err(kiln::Error::Msg(format!(
+            "--profile wraps the CPU backend; it is not available on {}",
+            dev.location()
+        )));
+    }
+    let profiled = kiln::profile::Profiled::new(kiln::kiln_cpu::CpuBackend);
+    let stats = profiled.stats();
+    Ok((kiln::Device::new(profiled), Some(stats)))
+}
+
 fn run(cli: Cli) -> kiln::Result<()> {
     match cli.command {
         None => {
-            let dev = setup(&cli.train.common)?;
-            train::train(&cli.train, &dev)
+            let (dev, stats) = train_device(&cli.train)?;
+            train::train(&cli.train, &dev, stats)
         }
         Some(Command::Train(args)) => {
-            let dev = setup(&args.common)?;
-            train::train(&args, &dev)
+            let (dev, stats) = train_device(&args)?;
+            train::train(&args, &dev, stats)
         }
         Some(Command::Eval(args)) => {
             let dev = setup(&args.common)?;

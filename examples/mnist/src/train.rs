@@ -45,7 +45,7 @@ pub fn evaluate(model: &dyn Module, data: Arc<dyn Dataset>, dev: &Device) -> Res
 }
 
 /// `mnist train`.
-pub fn train(args: &TrainArgs, dev: &Device) -> Result<()> {
+pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stats>) -> Result<()> {
     let c = &args.common;
     let cnn = c.model == ModelKind::Cnn;
     let epochs = args.epochs.unwrap_or(if cnn { 14 } else { 10 });
@@ -134,6 +134,9 @@ pub fn train(args: &TrainArgs, dev: &Device) -> Result<()> {
         };
         println!("{}", row.line());
         rows.push(row);
+        if let Some(stats) = profile.as_ref().filter(|_| epoch == 1) {
+            println!("\nbackend ops of epoch 1 (training and evaluation):\n{}", stats.table());
+        }
     }
     let (acc, confusion) = evaluate(&model, test_set, dev)?;
     println!("\ntest accuracy {acc:.2} %\n{}", confusion_matrix(&confusion, &kind(c.dataset).classes()));

@@ -1,0 +1,191 @@
+//! `Profiled<B>`: a backend that wraps any other backend and records, per op, how often it ran,
+//! how long it took and how many bytes it read and wrote. It shows that layers over backends
+//! (profiling, tracing, fault injection) are as easy to write as backends.
+//!
+//! ```
+//! use kiln::profile::Profiled;
+//! use kiln::{DType, Device, Tensor};
+//! # fn main() -> kiln::Result<()> {
+//! let profiled = Profiled::new(kiln::kiln_cpu::CpuBackend);
+//! let stats = profiled.stats();
+//! let dev = Device::new(profiled);
+//! let x = Tensor::ones([64, 64], DType::F32, &dev)?;
+//! x.matmul(&x)?.relu()?.sum_all()?;
+//! let table = stats.table();
+//! assert!(table.contains("matmul") && table.contains("unary/relu"));
+//! # Ok(()) }
+//! ```
+
+use kiln_tensor::backend::Distribution;
+use kiln_tensor::{Backend, BinaryOp, DType, HostData, Layout, ReduceOp, Result, UnaryOp};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Default)]
+struct Entry {
+    count: u64,
+    time: Duration,
+    bytes: u64,
+}
+
+/// The counters a [`Profiled`] backend fills; cheap to clone and shared with the backend.
+#[derive(Clone, Default)]
+pub struct Stats(Arc<Mutex<HashMap<String, Entry>>>);
+
+impl Stats {
+    fn record(&self, op: String, time: Duration, bytes: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let e = map.entry(op).or_default();
+        e.count += 1;
+        e.time += time;
+        e.bytes += bytes;
+    }
+
+    /// Forgets everything recorded so far.
+    pub fn reset(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// A table of op, calls, total and mean time, share of the total, and bytes moved, sorted by
+    /// total time.
+    pub fn table(&self) -> String {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows: Vec<(&String, &Entry)> = map.iter().collect();
+        rows.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(a.0.cmp(b.0)));
+        let total: f64 = rows.iter().map(|(_, e)| e.time.as_secs_f64()).sum::<f64>().max(1e-12);
+        let mut s = format!(
+            "{:<24} {:>9} {:>11} {:>10} {:>7} {:>11}\n",
+            "op", "calls", "total ms", "mean us", "share", "MB moved"
+        );
+        for (op, e) in rows {
+            let t = e.time.as_secs_f64();
+            s.push_str(&format!(
+                "{op:<24} {:>9} {:>11.2} {:>10.2} {:>6.1}% {:>11.1}\n",
+                e.count,
+                t * 1e3,
+                t * 1e6 / e.count.max(1) as f64,
+                100.0 * t / total,
+                e.bytes as f64 / 1e6
+            ));
+        }
+        s
+    }
+}
+
+/// A backend that forwards every call to `B` and times it.
+pub struct Profiled<B: Backend> {
+    inner: B,
+    stats: Stats,
+}
+
+impl<B: Backend> Profiled<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B) -> Self {
+        Profiled { inner, stats: Stats::default() }
+    }
+    /// The counters (shared: read them after the wrapped device has done its work).
+    pub fn stats(&self) -> Stats {
+        self.stats.clone()
+    }
+
+    fn bytes(&self, s: &B::Storage, l: &Layout) -> u64 {
+        self.inner.storage_dtype(s).map_or(0, |d| (l.elem_count() * d.size_in_bytes()) as u64)
+    }
+
+    fn timed<T>(&self, op: impl FnOnce() -> String, bytes: u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let start = Instant::now();
+        let out = f();
+        self.stats.record(op(), start.elapsed(), bytes);
+        out
+    }
+}
+
+impl<B: Backend> Backend for Profiled<B> {
+    type Storage = B::Storage;
+
+    fn location(&self) -> String {
+        format!("{}+profile", self.inner.location())
+    }
+    fn upload(&self, data: &HostData) -> Result<B::Storage> {
+        self.timed(|| "upload".into(), data.as_bytes().len() as u64, || self.inner.upload(data))
+    }
+    fn download(&self, s: &B::Storage, l: &Layout) -> Result<HostData> {
+        self.timed(|| "download".into(), self.bytes(s, l), || self.inner.download(s, l))
+    }
+    fn fill(&self, len: usize, dtype: DType, value: f64) -> Result<B::Storage> {
+        self.timed(|| "fill".into(), (len * dtype.size_in_bytes()) as u64, || self.inner.fill(len, dtype, value))
+    }
+    fn copy_strided(&self, src: &B::Storage, sl: &Layout, dst: &mut B::Storage, dl: &Layout) -> Result<()> {
+        self.timed(|| "copy_strided".into(), 2 * self.bytes(src, sl), || self.inner.copy_strided(src, sl, dst, dl))
+    }
+    fn cast(&self, s: &B::Storage, l: &Layout, dtype: DType) -> Result<B::Storage> {
+        let bytes = self.bytes(s, l) + (l.elem_count() * dtype.size_in_bytes()) as u64;
+        self.timed(|| format!("cast/{dtype}"), bytes, || self.inner.cast(s, l, dtype))
+    }
+    fn unary(&self, op: UnaryOp, s: &B::Storage, l: &Layout) -> Result<B::Storage> {
+        self.timed(|| format!("unary/{}", op.name()), 2 * self.bytes(s, l), || self.inner.unary(op, s, l))
+    }
+    fn binary(&self, op: BinaryOp, a: &B::Storage, la: &Layout, b: &B::Storage, lb: &Layout) -> Result<B::Storage> {
+        let bytes = self.bytes(a, la) * 3;
+        self.timed(|| format!("binary/{}", op.name()), bytes, || self.inner.binary(op, a, la, b, lb))
+    }
+    fn binary_scalar(&self, op: BinaryOp, s: &B::Storage, l: &Layout, dtype: DType, v: f64) -> Result<B::Storage> {
+        self.timed(
+            || format!("scalar/{}", op.name()),
+            2 * self.bytes(s, l),
+            || self.inner.binary_scalar(op, s, l, dtype, v),
+        )
+    }
+    fn where_cond(
+        &self,
+        c: &B::Storage,
+        cl: &Layout,
+        t: &B::Storage,
+        tl: &Layout,
+        f: &B::Storage,
+        fl: &Layout,
+    ) -> Result<B::Storage> {
+        let bytes = self.bytes(c, cl) + 3 * self.bytes(t, tl);
+        self.timed(|| "where_cond".into(), bytes, || self.inner.where_cond(c, cl, t, tl, f, fl))
+    }
+    fn reduce(&self, op: ReduceOp, s: &B::Storage, l: &Layout, dims: &[usize]) -> Result<B::Storage> {
+        self.timed(|| format!("reduce/{}", op.name()), self.bytes(s, l), || self.inner.reduce(op, s, l, dims))
+    }
+    fn matmul(&self, a: &B::Storage, la: &Layout, b: &B::Storage, lb: &Layout) -> Result<B::Storage> {
+        let bytes = self.bytes(a, la) + self.bytes(b, lb);
+        self.timed(|| "matmul".into(), bytes, || self.inner.matmul(a, la, b, lb))
+    }
+    fn gather(&self, s: &B::Storage, sl: &Layout, i: &B::Storage, il: &Layout, dim: usize) -> Result<B::Storage> {
+        self.timed(|| "gather".into(), 2 * self.bytes(i, il), || self.inner.gather(s, sl, i, il, dim))
+    }
+    fn scatter_add(
+        &self,
+        d: &mut B::Storage,
+        dl: &Layout,
+        i: &B::Storage,
+        il: &Layout,
+        s: &B::Storage,
+        sl: &Layout,
+        dim: usize,
+    ) -> Result<()> {
+        let bytes = self.bytes(i, il) + 2 * self.bytes(s, sl);
+        self.timed(|| "scatter_add".into(), bytes, || self.inner.scatter_add(d, dl, i, il, s, sl, dim))
+    }
+    fn index_select(&self, s: &B::Storage, sl: &Layout, i: &B::Storage, il: &Layout, dim: usize) -> Result<B::Storage> {
+        self.timed(|| "index_select".into(), self.bytes(i, il), || self.inner.index_select(s, sl, i, il, dim))
+    }
+    fn random(&self, dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<B::Storage> {
+        self.timed(
+            || "random".into(),
+            (len * dtype.size_in_bytes()) as u64,
+            || self.inner.random(dist, len, dtype, seed),
+        )
+    }
+    fn synchronize(&self) -> Result<()> {
+        self.inner.synchronize()
+    }
+    fn storage_dtype(&self, s: &B::Storage) -> Option<DType> {
+        self.inner.storage_dtype(s)
+    }
+}
