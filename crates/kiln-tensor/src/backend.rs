@@ -33,7 +33,8 @@
 //!
 //! ## Provided methods
 //!
-//! [`Backend::binary_scalar`] and [`Backend::random`] have default implementations in terms of
+//! [`Backend::binary_scalar`], [`Backend::random`], [`Backend::synchronize`] and
+//! [`Backend::storage_dtype`] have default implementations; the first two are built from
 //! the required core (a filled 1-element storage broadcast with stride 0; Philox numbers
 //! generated on the host and uploaded). Override them when your device can do better; the
 //! conformance suite checks an override against the default's results. The random stream is
