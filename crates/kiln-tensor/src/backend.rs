@@ -53,7 +53,7 @@
 //! oracle on fresh random inputs (the seed is printed on failure; set `KILN_SEED` to replay)
 //! and runs finite-difference gradient checks. For a device that is not always present, return
 //! `None` from the expression (`suite!(optional: expr)`) and the tests print
-//! "skipped: no <device> device" and pass.
+//! `skipped: no <name> device` and pass.
 //!
 //! ## Versioning
 //!

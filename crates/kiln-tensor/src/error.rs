@@ -28,7 +28,7 @@ pub enum Error {
         lhs: DType,
         /// The second dtype.
         rhs: DType,
-        /// The operands' shapes, as " for shapes [2, 3] and [3]" (empty when unknown).
+        /// The operands' shapes, as `" for shapes [2, 3] and [3]"` (empty when unknown).
         shapes: String,
     },
     /// The operation does not support this dtype.
@@ -50,7 +50,7 @@ pub enum Error {
         lhs: String,
         /// The second device.
         rhs: String,
-        /// The operands' shapes, as " for shapes [2, 3] and [3]".
+        /// The operands' shapes, as `" for shapes [2, 3] and [3]"`.
         shapes: String,
     },
     /// A dimension index is out of range for the tensor's rank.
