@@ -6,6 +6,7 @@
 //! `.part` name and are renamed only once verified. When every source fails the error lists
 //! what was tried and how to place the files by hand.
 
+use crate::idx::gunzip_if_needed;
 use kiln_tensor::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -101,18 +102,6 @@ fn install(dir: &Path, file: &FileSpec, bytes: &[u8], from: &str) -> Result<()> 
         return Err(io(fin.display(), e));
     }
     Ok(())
-}
-
-fn gunzip_if_needed(bytes: Vec<u8>, what: &str) -> Result<Vec<u8>> {
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_end(&mut out)
-            .map_err(|e| io(what, format!("corrupt gzip ({e})")))?;
-        Ok(out)
-    } else {
-        Ok(bytes)
-    }
 }
 
 /// True when `dir/name` exists with the right checksum; a file with the wrong one is deleted.

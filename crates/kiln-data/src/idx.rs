@@ -20,18 +20,23 @@ fn bad(path: &Path, msg: impl std::fmt::Display) -> Error {
     Error::invalid("read_idx", format!("{}: {msg}", path.display()))
 }
 
-/// Reads bytes, decompressing gzip (detected by its magic number, not the file name).
+/// `bytes` decompressed when they are gzip (detected by the magic number, not a file name);
+/// `what` names the source in errors.
+pub fn gunzip_if_needed(bytes: Vec<u8>, what: &str) -> Result<Vec<u8>> {
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes);
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_end(&mut out)
+        .map_err(|e| Error::invalid("read_idx", format!("{what}: corrupt gzip data ({e})")))?;
+    Ok(out)
+}
+
+/// Reads a file, decompressing it when it is gzip.
 pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| bad(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| bad(path, format!("corrupt gzip data ({e})")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
+    gunzip_if_needed(raw, &path.display().to_string())
 }
 
 /// Parses IDX bytes (already decompressed); `path` names the file in errors.
