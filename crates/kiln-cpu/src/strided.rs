@@ -85,7 +85,7 @@ pub(crate) fn runs<const N: usize>(
         let s = &strides[i];
         Layout::new(kiln_tensor::Shape::new(outer_dims), s[..s.len() - 1].to_vec(), base[i])
     });
-    let (mut row, mut col) = (start / inner, start % inner);
+    let (row, mut col) = (start / inner, start % inner);
     let mut rows: [kiln_tensor::StridedOffsets<'_>; N] = std::array::from_fn(|i| outer[i].offsets_from(row));
     let mut left = len;
     while left > 0 {
@@ -94,9 +94,7 @@ pub(crate) fn runs<const N: usize>(
         f(starts, inner_strides, count);
         left -= count;
         col = 0;
-        row += 1;
     }
-    let _ = row;
 }
 
 /// `f` applied to every element of `src` seen through `l`, in logical order.

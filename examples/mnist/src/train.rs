@@ -19,10 +19,17 @@ fn kind(d: DatasetKind) -> Kind {
     }
 }
 
+fn dataset_name(d: DatasetKind) -> &'static str {
+    if d == DatasetKind::Mnist {
+        "mnist"
+    } else {
+        "fashion"
+    }
+}
+
 fn name(d: DatasetKind, m: ModelKind) -> String {
-    let d = if d == DatasetKind::Mnist { "mnist" } else { "fashion" };
     let m = if m == ModelKind::Mlp { "mlp" } else { "cnn" };
-    format!("{d}-{m}")
+    format!("{}-{m}", dataset_name(d))
 }
 
 /// Accuracy (%) and the confusion matrix of `model` on `data`, in batches of 1,000.
@@ -85,7 +92,7 @@ pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stat
     println!(
         "kiln mnist: {} on {} ({} train / {} test images), {:?} lr {lr}, batch {batch_size}, {epochs} epochs, device {}, seed {}",
         name(c.dataset, c.model),
-        c.dataset.to_possible_value_name(),
+        dataset_name(c.dataset),
         train_set.len(),
         test_set.len(),
         opt_kind,
@@ -159,14 +166,4 @@ pub fn eval(args: &EvalArgs, dev: &Device) -> Result<()> {
     let (acc, confusion) = evaluate(&model, Arc::new(test_set), dev)?;
     println!("test accuracy {acc:.2} %\n{}", confusion_matrix(&confusion, &kind(c.dataset).classes()));
     Ok(())
-}
-
-trait PossibleValueName {
-    fn to_possible_value_name(&self) -> String;
-}
-impl PossibleValueName for DatasetKind {
-    fn to_possible_value_name(&self) -> String {
-        use clap::ValueEnum;
-        self.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
-    }
 }
