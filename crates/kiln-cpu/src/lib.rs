@@ -18,6 +18,8 @@
 
 mod elementwise;
 mod index;
+mod gemm;
+mod parallel;
 mod matmul;
 mod reduce;
 mod storage;

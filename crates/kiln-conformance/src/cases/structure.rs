@@ -109,6 +109,9 @@ pub(crate) fn matmul(ctx: &mut Ctx) {
         (vec![64, 130], View::Contiguous, vec![130, 70], View::Transposed),
         (vec![16, 300], View::Strided, vec![300, 40], View::Transposed),
         (vec![8, 20, 30], View::Contiguous, vec![8, 30, 25], View::Offset),
+        // Above a CPU GEMM's threading threshold, with ragged tiles: split by columns, then rows.
+        (vec![37, 260], View::Contiguous, vec![260, 300], View::Transposed),
+        (vec![300, 140], View::Transposed, vec![140, 90], View::Contiguous),
         (vec![5], View::Contiguous, vec![5], View::Contiguous),
     ];
     for dtype in DType::FLOATS {

@@ -1,0 +1,69 @@
+//! f32 matrix products through kiln and through the `gemm` crate (group `peer-gemm`).
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kiln::{DType, Tensor};
+use kiln_benches::{mnk, MATMUL_SHAPES};
+use std::hint::black_box;
+
+fn kiln_matmul(c: &mut Criterion) {
+    let dev = kiln::kiln_cpu::cpu();
+    let mut g = c.benchmark_group("matmul");
+    for s in MATMUL_SHAPES {
+        let &(m, k, n) = s;
+        let a = Tensor::randn(0.0, 1.0, [m, k], DType::F32, 1, &dev).unwrap();
+        let b = Tensor::randn(0.0, 1.0, [k, n], DType::F32, 2, &dev).unwrap();
+        g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        g.bench_function(format!("f32/{}", mnk(s)), |bench| bench.iter(|| black_box(a.matmul(&b).unwrap())));
+    }
+    g.finish();
+}
+
+fn peer_gemm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("peer-gemm");
+    for s in MATMUL_SHAPES {
+        let &(m, k, n) = s;
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+        g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        g.bench_function(format!("matmul/f32/{}", mnk(s)), |bench| {
+            bench.iter(|| {
+                // Allocate the output each time, as kiln does, so both sides pay the same.
+                let mut out = vec![0f32; m * n];
+                gemm_into(&mut out, &a, &b, m, k, n);
+                black_box(out)
+            })
+        });
+    }
+    g.finish();
+}
+
+fn gemm_into(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+    // SAFETY: the three slices hold m*n, m*k and k*n elements, row-major with the strides given.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        )
+    }
+}
+
+criterion_group! { name = benches; config = kiln_benches::criterion(); targets = kiln_matmul, peer_gemm }
+criterion_main!(benches);

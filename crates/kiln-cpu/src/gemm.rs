@@ -1,0 +1,422 @@
+//! One matrix product `C += A @ B` on strided f32/f64 operands: a packed, cache-blocked GEMM in
+//! the BLIS style, with one parallel region per call and runtime dispatch to AVX-512, AVX2+FMA
+//! or portable code.
+//!
+//! `C` is cut into a grid of blocks (`mc x nc`, at most [`MC`] x [`NC`]); each block is one rayon
+//! task. A task walks `k` in steps of [`KC`]: it packs its slice of `B` (`KC x nc`, zero-padded to
+//! `NR` columns) and of `A` (`mc x KC`, padded to `MR` rows) into thread-local scratch, then runs
+//! the `MR x NR` register tile over every pair of micro-panels. The B micro-panel (`KC x NR`)
+//! stays in L1 while the A micro-panels stream from L2. Packing absorbs any strides, so a
+//! transposed operand costs nothing extra, and widens f16/bf16 to f32 on the way.
+//!
+//! Determinism: every element of `C` is accumulated by one task, over `k` in the same order,
+//! whatever the grid, so results do not depend on the number of threads.
+//!
+//! Register tiles: on AVX-512 a hand-written 8 x 2-vector tile (16 of the 32 zmm registers hold
+//! accumulators); elsewhere a tile written once in plain Rust on fixed-size arrays, which
+//! `#[target_feature]` wrappers let LLVM compile to 256-bit FMAs. LLVM's auto-vectorizer keeps
+//! only small tiles in registers, which is why the AVX-512 tile is written with intrinsics.
+//! `KILN_NO_SIMD=1` forces the portable path.
+
+// The target-feature functions are `unsafe fn`s (sound only after the CPU check in `isa`), and
+// tasks write disjoint tiles of C through a raw pointer (see `Out`).
+#![allow(unsafe_code)]
+
+use kiln_tensor::{Error, Result};
+use std::cell::RefCell;
+
+/// Depth of one packed block: a B micro-panel (`KC x NR`) is 16 KiB for f32 with NR = 32.
+const KC: usize = 128;
+/// Rows of a task's block of C (its packed A, `MC x KC`, stays in L2).
+const MC: usize = 256;
+/// Columns of a task's block of C.
+const NC: usize = 512;
+/// Below this many multiply-adds a product runs on the calling thread (waking rayon's workers
+/// costs more than it saves).
+const PAR_FLOPS: usize = 1 << 20;
+
+/// Element types the kernel computes in.
+pub(crate) trait Elem:
+    Copy + Default + Send + Sync + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + 'static
+{
+    fn fma(self, a: Self, b: Self) -> Self;
+    /// The AVX-512 register tile: `acc` (8 rows, row-major) `=` A panel `*` B panel.
+    ///
+    /// # Safety
+    /// The CPU must support avx512f.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn tile_avx512(kc: usize, a: &[Self], b: &[Self], acc: &mut [Self]);
+    /// Runs `f` with this thread's packing scratch for A and B, grown to the lengths asked.
+    fn with_scratch<R>(a_len: usize, b_len: usize, f: impl FnOnce(&mut [Self], &mut [Self]) -> R) -> Result<R>;
+}
+
+macro_rules! elem {
+    ($t:ty, $scratch:ident, $avx512:ident) => {
+        thread_local! {
+            static $scratch: RefCell<(Vec<$t>, Vec<$t>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+        }
+        impl Elem for $t {
+            #[inline(always)]
+            fn fma(self, a: $t, b: $t) -> $t {
+                a.mul_add(b, self)
+            }
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn tile_avx512(kc: usize, a: &[$t], b: &[$t], acc: &mut [$t]) {
+                // SAFETY: the caller guarantees avx512f.
+                unsafe { avx512::$avx512(kc, a, b, acc) }
+            }
+            fn with_scratch<R>(a_len: usize, b_len: usize, f: impl FnOnce(&mut [$t], &mut [$t]) -> R) -> Result<R> {
+                $scratch.with(|s| {
+                    // A task never re-enters another GEMM task on the same thread (it runs no
+                    // rayon work), so the borrow is always free.
+                    let mut s = s.borrow_mut();
+                    let (a, b) = &mut *s;
+                    grow(a, a_len)?;
+                    grow(b, b_len)?;
+                    Ok(f(&mut a[..a_len], &mut b[..b_len]))
+                })
+            }
+        }
+    };
+}
+elem!(f32, SCRATCH_F32, tile_f32);
+elem!(f64, SCRATCH_F64, tile_f64);
+
+/// Hand-written AVX-512 register tiles: 8 rows x 2 vectors.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    macro_rules! tile {
+        ($name:ident, $t:ty, $lanes:literal, $vec:ty, $zero:ident, $load:ident, $set1:ident, $fma:ident, $store:ident) => {
+            /// `acc` (8 x 2*lanes, row-major) = A panel (kc x 8) * B panel (kc x 2*lanes).
+            #[target_feature(enable = "avx512f")]
+            pub(super) unsafe fn $name(kc: usize, a: &[$t], b: &[$t], acc: &mut [$t]) {
+                const NR: usize = 2 * $lanes;
+                assert!(a.len() >= kc * 8 && b.len() >= kc * NR && acc.len() == 8 * NR);
+                let mut c: [[$vec; 2]; 8] = [[$zero(); 2]; 8];
+                let (ap, bp) = (a.as_ptr(), b.as_ptr());
+                for p in 0..kc {
+                    // SAFETY: p < kc, so the reads stay inside the lengths asserted above.
+                    unsafe {
+                        let b0 = $load(bp.add(p * NR));
+                        let b1 = $load(bp.add(p * NR + $lanes));
+                        for (r, c) in c.iter_mut().enumerate() {
+                            let ar = $set1(*ap.add(p * 8 + r));
+                            c[0] = $fma(ar, b0, c[0]);
+                            c[1] = $fma(ar, b1, c[1]);
+                        }
+                    }
+                }
+                for (r, c) in c.iter().enumerate() {
+                    // SAFETY: row r of acc holds NR elements (acc.len() == 8 * NR).
+                    unsafe {
+                        let dst = acc.as_mut_ptr().add(r * NR);
+                        $store(dst, c[0]);
+                        $store(dst.add($lanes), c[1]);
+                    }
+                }
+            }
+        };
+    }
+    tile!(tile_f32, f32, 16, __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps);
+    tile!(tile_f64, f64, 8, __m512d, _mm512_setzero_pd, _mm512_loadu_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_storeu_pd);
+}
+
+fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) -> Result<()> {
+    if v.len() < len {
+        v.try_reserve(len - v.len()).map_err(|_| Error::Backend {
+            backend: "cpu".into(),
+            msg: format!("out of memory allocating {len} elements of GEMM packing scratch"),
+        })?;
+        v.resize(len, T::default());
+    }
+    Ok(())
+}
+
+/// A strided matrix view: element (i, j) is at `offset + i * rs + j * cs`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct View {
+    pub offset: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// The row-major output `C` (`m x n`), shared by the tasks.
+#[derive(Clone, Copy)]
+struct Out<T> {
+    ptr: *mut T,
+    m: usize,
+    n: usize,
+}
+// SAFETY: tasks only write through `Out::add_tile`, and the task grid gives every task its own
+// rectangle of C, so no two threads touch the same element.
+unsafe impl<T: Send> Send for Out<T> {}
+unsafe impl<T: Send> Sync for Out<T> {}
+
+impl<T: Elem> Out<T> {
+    /// `C[row.., col..] += acc` for the first `rows x cols` of the tile.
+    #[inline(always)]
+    fn add_tile<const MR: usize, const NR: usize>(
+        &self,
+        (row, col): (usize, usize),
+        (rows, cols): (usize, usize),
+        acc: &[[T; NR]; MR],
+    ) {
+        assert!(row + rows <= self.m && col + cols <= self.n && rows <= MR && cols <= NR);
+        for (r, acc_row) in acc.iter().enumerate().take(rows) {
+            // SAFETY: in bounds by the assert above; this task owns the rectangle (see `Out`).
+            let dst = unsafe { std::slice::from_raw_parts_mut(self.ptr.add((row + r) * self.n + col), cols) };
+            for (d, v) in dst.iter_mut().zip(acc_row) {
+                *d = *d + *v;
+            }
+        }
+    }
+}
+
+/// `acc[MR][NR] += A micro-panel (kc x MR) * B micro-panel (kc x NR)`.
+#[inline(always)]
+fn tile<T: Elem, const MR: usize, const NR: usize, const FUSED: bool>(
+    kc: usize,
+    a: &[T],
+    b: &[T],
+    acc: &mut [[T; NR]; MR],
+) {
+    for (bp, ap) in b.chunks_exact(NR).zip(a.chunks_exact(MR)).take(kc) {
+        // Fixed-size views let the compiler keep the tile in registers without bounds checks.
+        let (Ok(bp), Ok(ap)) = (<&[T; NR]>::try_from(bp), <&[T; MR]>::try_from(ap)) else { continue };
+        for r in 0..MR {
+            let ar = ap[r];
+            for c in 0..NR {
+                acc[r][c] = if FUSED { acc[r][c].fma(ar, bp[c]) } else { acc[r][c] + ar * bp[c] };
+            }
+        }
+    }
+}
+
+// How `block` computes a register tile (a const parameter, so each variant compiles on its own).
+/// `Elem::tile_avx512` (the tile must be 8 x 32 for f32, 8 x 16 for f64).
+const AVX512: u8 = 0;
+/// The generic `tile` with fused multiply-adds.
+const FMA: u8 = 1;
+/// The generic `tile`, multiply then add.
+const PLAIN: u8 = 2;
+
+/// One packed A block (`rows` of C) times one packed B block (`cols` of C), added into C.
+#[inline(always)]
+fn block<T: Elem, const MR: usize, const NR: usize, const K: u8>(
+    kc: usize,
+    a: &[T],
+    b: &[T],
+    out: Out<T>,
+    (row, col, rows, cols): (usize, usize, usize, usize),
+) {
+    // B micro-panel outer: it stays in L1 while every A micro-panel passes over it.
+    for (jp, bp) in b.chunks_exact(kc * NR).enumerate().take(cols.div_ceil(NR)) {
+        let c_cols = NR.min(cols - jp * NR);
+        for (ip, ap) in a.chunks_exact(kc * MR).enumerate().take(rows.div_ceil(MR)) {
+            let mut acc = [[T::default(); NR]; MR];
+            match K {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: K is AVX512 only inside `block_avx512`, whose caller checked avx512f.
+                AVX512 => unsafe { T::tile_avx512(kc, ap, bp, acc.as_flattened_mut()) },
+                FMA => tile::<T, MR, NR, true>(kc, ap, bp, &mut acc),
+                _ => tile::<T, MR, NR, false>(kc, ap, bp, &mut acc),
+            }
+            out.add_tile((row + ip * MR, col + jp * NR), (MR.min(rows - ip * MR), c_cols), &acc);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,fma")]
+unsafe fn block_avx512<T: Elem, const MR: usize, const NR: usize>(
+    kc: usize,
+    a: &[T],
+    b: &[T],
+    out: Out<T>,
+    at: (usize, usize, usize, usize),
+) {
+    block::<T, MR, NR, AVX512>(kc, a, b, out, at)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_avx2<T: Elem, const MR: usize, const NR: usize>(
+    kc: usize,
+    a: &[T],
+    b: &[T],
+    out: Out<T>,
+    at: (usize, usize, usize, usize),
+) {
+    block::<T, MR, NR, FMA>(kc, a, b, out, at)
+}
+
+/// The instruction set the kernels run with, detected once.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Isa {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+pub(crate) fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::env::var_os("KILN_NO_SIMD").is_none() {
+                if is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("fma")
+                {
+                    return Isa::Avx512;
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    return Isa::Avx2;
+                }
+            }
+        }
+        Isa::Portable
+    })
+}
+
+/// `c[m, n] += A[m, k] @ B[k, n]`, `c` contiguous; `widen` converts stored elements to `T`.
+pub(crate) fn gemm<S: Copy + Send + Sync, T: Elem>(
+    a: (&[S], View),
+    b: (&[S], View),
+    c: &mut [T],
+    mkn: (usize, usize, usize),
+    widen: impl Fn(S) -> T + Send + Sync + Copy,
+) -> Result<()> {
+    let wide = std::mem::size_of::<T>() == 8;
+    // Register tiles: 16 accumulators on AVX-512 (of 32 registers), 8 on AVX2 (of 16).
+    match (isa(), wide) {
+        (Isa::Avx512, false) => blocked::<S, T, 8, 32>(a, b, c, mkn, widen, Isa::Avx512),
+        (Isa::Avx512, true) => blocked::<S, T, 8, 16>(a, b, c, mkn, widen, Isa::Avx512),
+        (Isa::Avx2, false) => blocked::<S, T, 4, 16>(a, b, c, mkn, widen, Isa::Avx2),
+        (Isa::Avx2, true) => blocked::<S, T, 4, 8>(a, b, c, mkn, widen, Isa::Avx2),
+        (Isa::Portable, _) => blocked::<S, T, 4, 16>(a, b, c, mkn, widen, Isa::Portable),
+    }
+}
+
+fn blocked<S: Copy + Send + Sync, T: Elem, const MR: usize, const NR: usize>(
+    (a, av): (&[S], View),
+    (b, bv): (&[S], View),
+    c: &mut [T],
+    (m, k, n): (usize, usize, usize),
+    widen: impl Fn(S) -> T + Send + Sync + Copy,
+    isa: Isa,
+) -> Result<()> {
+    if m == 0 || n == 0 || k == 0 {
+        return Ok(());
+    }
+    if c.len() != m * n {
+        return Err(Error::invalid("matmul", format!("output holds {} elements, expected {m}x{n}", c.len())));
+    }
+    let threads = if m * n * k >= PAR_FLOPS { rayon::current_num_threads() } else { 1 };
+    // At least one block per thread. A new row block re-packs B and a new column block re-packs
+    // A, so split whichever dimension has the taller blocks; then balance the block sizes.
+    let (mut rb, mut cb) = (m.div_ceil(MC), n.div_ceil(NC));
+    while rb * cb < threads {
+        let (h, w) = (m / rb, n / cb);
+        if h >= 2 * MR && (h >= w || w < 2 * NR) {
+            rb += 1;
+        } else if w >= 2 * NR {
+            cb += 1;
+        } else {
+            break;
+        }
+    }
+    let (mc, nc) = (m.div_ceil(rb).next_multiple_of(MR), n.div_ceil(cb).next_multiple_of(NR));
+    let (row_blocks, col_blocks) = (m.div_ceil(mc), n.div_ceil(nc));
+    let out = Out { ptr: c.as_mut_ptr(), m, n };
+    let task = |t: usize| -> Result<()> {
+        let (row, col) = ((t / col_blocks) * mc, (t % col_blocks) * nc);
+        let (rows, cols) = (mc.min(m - row), nc.min(n - col));
+        let (a_len, b_len) = (rows.div_ceil(MR) * MR * KC, cols.div_ceil(NR) * NR * KC);
+        T::with_scratch(a_len, b_len, |a_pack, b_pack| {
+            for p0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - p0);
+                let b_now = &mut b_pack[..cols.div_ceil(NR) * NR * kc];
+                pack_b::<S, T, NR>(b, bv, (p0, kc), (col, cols), b_now, widen);
+                let a_now = &mut a_pack[..rows.div_ceil(MR) * MR * kc];
+                pack_a::<S, T, MR>(a, av, (p0, kc), (row, rows), a_now, widen);
+                let at = (row, col, rows, cols);
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `isa()` returns Avx512 only after detecting avx512f, avx512vl, fma.
+                    Isa::Avx512 => unsafe { block_avx512::<T, MR, NR>(kc, a_now, b_now, out, at) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `isa()` returns Avx2 only after detecting avx2 and fma.
+                    Isa::Avx2 => unsafe { block_avx2::<T, MR, NR>(kc, a_now, b_now, out, at) },
+                    _ => block::<T, MR, NR, PLAIN>(kc, a_now, b_now, out, at),
+                }
+            }
+        })
+    };
+    crate::parallel::run_tasks(row_blocks * col_blocks, threads, task)
+}
+
+/// Packs `B[p0..p0+kc, col..col+cols]` into `NR`-column micro-panels, each `kc x NR` row-major.
+fn pack_b<S: Copy, T: Elem, const NR: usize>(
+    b: &[S],
+    bv: View,
+    (p0, kc): (usize, usize),
+    (col, cols): (usize, usize),
+    dst: &mut [T],
+    widen: impl Fn(S) -> T,
+) {
+    for (jp, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
+        let (c0, width) = (col + jp * NR, NR.min(cols - jp * NR));
+        for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
+            let start = bv.offset + (p0 + p) * bv.rs + c0 * bv.cs;
+            if bv.cs == 1 {
+                for (d, &x) in d[..width].iter_mut().zip(&b[start..start + width]) {
+                    *d = widen(x);
+                }
+            } else {
+                for (j, d) in d[..width].iter_mut().enumerate() {
+                    *d = widen(b[start + j * bv.cs]);
+                }
+            }
+            d[width..].fill(T::default());
+        }
+    }
+}
+
+/// Packs `A[row..row+rows, p0..p0+kc]` into `MR`-row micro-panels, each `kc x MR` (k-major).
+fn pack_a<S: Copy, T: Elem, const MR: usize>(
+    a: &[S],
+    av: View,
+    (p0, kc): (usize, usize),
+    (row, rows): (usize, usize),
+    dst: &mut [T],
+    widen: impl Fn(S) -> T,
+) {
+    for (ip, panel) in dst.chunks_exact_mut(kc * MR).enumerate() {
+        let (r0, height) = (row + ip * MR, MR.min(rows - ip * MR));
+        if av.rs == 1 {
+            // Column-major A (a transposed view): each k step reads `height` adjacent elements.
+            for (p, d) in panel.chunks_exact_mut(MR).enumerate() {
+                let start = av.offset + r0 + (p0 + p) * av.cs;
+                for (d, &x) in d[..height].iter_mut().zip(&a[start..start + height]) {
+                    *d = widen(x);
+                }
+                d[height..].fill(T::default());
+            }
+        } else {
+            // Row-major A: one element from each of the panel's rows per k step.
+            let mut src: [&[S]; MR] = [&[]; MR];
+            for (r, s) in src.iter_mut().enumerate().take(height) {
+                let start = av.offset + (r0 + r) * av.rs + p0 * av.cs;
+                *s = &a[start..start + (kc - 1) * av.cs + 1];
+            }
+            for (p, d) in panel.chunks_exact_mut(MR).enumerate() {
+                for (d, s) in d.iter_mut().zip(&src) {
+                    *d = s.get(p * av.cs).map_or(T::default(), |&x| widen(x));
+                }
+            }
+        }
+    }
+}

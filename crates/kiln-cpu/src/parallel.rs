@@ -1,0 +1,43 @@
+//! Running a kernel's independent tasks on the calling thread and rayon's workers together.
+//!
+//! `par_iter` called from a thread outside rayon's pool hands all the work to the pool and puts
+//! the caller to sleep, which costs a wake-up on each side per op (tens of microseconds, as much
+//! as a whole MLP-sized matrix product). Here the caller takes tasks from a shared counter like
+//! any helper, so an op's latency is only its work plus one helper's start.
+
+use kiln_tensor::{Error, Result};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Runs `task(0..tasks)`, each exactly once, on up to `threads` threads (the caller included).
+/// Returns the first error any task returned; the other tasks still run.
+pub(crate) fn run_tasks<F>(tasks: usize, threads: usize, task: F) -> Result<()>
+where
+    F: Fn(usize) -> Result<()> + Sync,
+{
+    let helpers = threads.min(tasks).saturating_sub(1);
+    if helpers == 0 {
+        return (0..tasks).try_for_each(task);
+    }
+    let next = AtomicUsize::new(0);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let work = || loop {
+        let t = next.fetch_add(1, Ordering::Relaxed);
+        if t >= tasks {
+            break;
+        }
+        if let Err(e) = task(t) {
+            first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+        }
+    };
+    rayon::in_place_scope(|s| {
+        for _ in 0..helpers {
+            s.spawn(|_| work());
+        }
+        work();
+    });
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
