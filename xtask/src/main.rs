@@ -2,7 +2,14 @@
 //!
 //! - `cargo xtask ci`: what `.ci/run` does (format check, clippy with warnings as errors, the
 //!   test suite), stopping at the first failure.
+//! - `cargo xtask bench [FILTER] [--compare] [--save NAME] [--baseline NAME]`: the criterion
+//!   benches in one table with this machine's roofline and, with `--compare`, the `gemm` crate
+//!   and PyTorch side by side (see `bench.rs`).
 
+mod bench;
+mod roofline;
+
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 fn run(what: &str, program: &str, args: &[&str]) -> Result<(), String> {
@@ -23,12 +30,17 @@ fn ci() -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let task = std::env::args().nth(1).unwrap_or_default();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = args.first().cloned().unwrap_or_default();
+    // xtask lives one level below the workspace root.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default();
     let result = match task.as_str() {
         "ci" => ci(),
+        "bench" => bench::bench(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  ci    format check, clippy -D warnings, cargo test --workspace"
+                "usage: cargo xtask <task>\n\ntasks:\n  ci     format check, clippy -D warnings, cargo test --workspace\n  bench  criterion benches with roofline and peers\n\n{}",
+                bench::USAGE
             );
             return if task.is_empty() || task == "help" || task == "--help" {
                 ExitCode::SUCCESS

@@ -119,8 +119,28 @@ mod avx512 {
             }
         };
     }
-    tile!(tile_f32, f32, 16, __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps);
-    tile!(tile_f64, f64, 8, __m512d, _mm512_setzero_pd, _mm512_loadu_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_storeu_pd);
+    tile!(
+        tile_f32,
+        f32,
+        16,
+        __m512,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_set1_ps,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    );
+    tile!(
+        tile_f64,
+        f64,
+        8,
+        __m512d,
+        _mm512_setzero_pd,
+        _mm512_loadu_pd,
+        _mm512_set1_pd,
+        _mm512_fmadd_pd,
+        _mm512_storeu_pd
+    );
 }
 
 fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) -> Result<()> {

@@ -17,17 +17,18 @@
 //! `elementwise` (unary, binary, where, cast, copy), `reduce`, `matmul`, `index`.
 
 mod elementwise;
-mod index;
+mod fused;
 mod gemm;
-mod parallel;
+mod index;
 mod matmul;
+mod parallel;
 mod reduce;
 mod storage;
 mod strided;
 
 pub use storage::CpuStorage;
 
-use kiln_tensor::{Backend, BinaryOp, DType, Device, HostData, Layout, ReduceOp, Result, UnaryOp};
+use kiln_tensor::{AdamStep, Backend, BinaryOp, DType, Device, HostData, Layout, ReduceOp, Result, UnaryOp};
 use std::sync::OnceLock;
 
 /// The CPU backend. Stateless: every value is the same device, `"cpu"`.
@@ -101,6 +102,9 @@ impl Backend for CpuBackend {
     }
     fn index_select(&self, s: &CpuStorage, sl: &Layout, i: &CpuStorage, il: &Layout, dim: usize) -> Result<CpuStorage> {
         index::index_select(s, sl, i, il, dim)
+    }
+    fn adam_step(&self, step: &AdamStep, inputs: [(&CpuStorage, &Layout); 4]) -> Result<Option<[CpuStorage; 3]>> {
+        fused::adam_step(step, inputs)
     }
     fn storage_dtype(&self, s: &CpuStorage) -> Option<DType> {
         Some(s.dtype())

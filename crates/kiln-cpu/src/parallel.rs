@@ -41,3 +41,20 @@ where
         None => Ok(()),
     }
 }
+
+/// Runs `f(chunk_index, chunk)` over `out` cut into `chunk`-element pieces, on up to rayon's
+/// thread count of threads (the caller included).
+pub(crate) fn for_each_chunk_mut<U: Send, F>(out: &mut [U], chunk: usize, f: F)
+where
+    F: Fn(usize, &mut [U]) + Sync,
+{
+    // Each piece sits behind its own lock, taken once by the one task that owns it.
+    let pieces: Vec<Mutex<&mut [U]>> = out.chunks_mut(chunk.max(1)).map(Mutex::new).collect();
+    let threads = rayon::current_num_threads();
+    let result = run_tasks(pieces.len(), threads, |i| {
+        let mut piece = pieces[i].lock().unwrap_or_else(|p| p.into_inner());
+        f(i, &mut piece);
+        Ok(())
+    });
+    debug_assert!(result.is_ok(), "tasks here never fail");
+}

@@ -2,7 +2,6 @@
 //! Work is split into fixed-size chunks, so results never depend on the thread count.
 
 use kiln_tensor::{Error, Layout, Result};
-use rayon::prelude::*;
 
 /// Below this many elements a loop runs on the calling thread (thread hand-off costs more).
 pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
@@ -26,7 +25,7 @@ where
     F: Fn(usize, &mut [U]) + Sync + Send,
 {
     if out.len() >= PAR_THRESHOLD {
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| f(c * CHUNK, chunk));
+        crate::parallel::for_each_chunk_mut(out, CHUNK, |c, chunk| f(c * CHUNK, chunk));
     } else {
         f(0, out);
     }

@@ -33,9 +33,9 @@
 //!
 //! ## Provided methods
 //!
-//! [`Backend::binary_scalar`], [`Backend::random`], [`Backend::synchronize`] and
-//! [`Backend::storage_dtype`] have default implementations; the first two are built from
-//! the required core (a filled 1-element storage broadcast with stride 0; Philox numbers
+//! [`Backend::binary_scalar`], [`Backend::random`], [`Backend::adam_step`],
+//! [`Backend::synchronize`] and [`Backend::storage_dtype`] have default implementations; the
+//! first two are built from the required core (a filled 1-element storage broadcast with stride 0; Philox numbers
 //! generated on the host and uploaded). Override them when your device can do better; the
 //! conformance suite checks an override against the default's results. The random stream is
 //! defined by [`crate::random`] and an override must reproduce it exactly, so that the same seed
@@ -62,7 +62,7 @@
 //! [`Error::UnsupportedDType`] or an `Invalid` error). Changing or adding a *required* method is a
 //! breaking release.
 
-use crate::{BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
+use crate::{AdamStep, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
 
 /// A probability distribution for [`Backend::random`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -203,6 +203,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Default: generated on the host and uploaded.
     fn random(&self, dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<Self::Storage> {
         self.upload(&crate::random::sample_as(dist, len, seed, dtype))
+    }
+
+    /// One fused Adam/AdamW update: `inputs` are the parameter, its gradient and the two moments
+    /// (equal shapes and dtypes, any layouts); returns the new `[param, m, v]`, each computed
+    /// with [`AdamStep::apply`]'s roundings. Default: `None`, and kiln composes the update from
+    /// primitive ops. Return `None` too for any case your kernel does not cover.
+    fn adam_step(&self, step: &AdamStep, inputs: [(&Self::Storage, &Layout); 4]) -> Result<Option<[Self::Storage; 3]>> {
+        let _ = (step, inputs);
+        Ok(None)
     }
 
     /// Waits until queued work is done (a no-op for synchronous backends).

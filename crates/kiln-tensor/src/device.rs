@@ -2,7 +2,7 @@
 //! and model code never names a backend type. Registration is open: `Device::new(any_backend)`.
 
 use crate::backend::{Backend, Distribution};
-use crate::{BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
+use crate::{AdamStep, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
@@ -98,6 +98,7 @@ pub(crate) trait DynBackend: Send + Sync {
     ) -> Result<()>;
     fn index_select(&self, s: &AnyStorage, sl: &Layout, i: &AnyStorage, il: &Layout, dim: usize) -> Result<AnyStorage>;
     fn random(&self, dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<AnyStorage>;
+    fn adam_step(&self, step: &AdamStep, inputs: [(&AnyStorage, &Layout); 4]) -> Result<Option<[AnyStorage; 3]>>;
     fn synchronize(&self) -> Result<()>;
 }
 
@@ -191,6 +192,11 @@ impl<B: Backend> DynBackend for B {
     }
     fn random(&self, dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<AnyStorage> {
         boxed(Backend::random(self, dist, len, dtype, seed))
+    }
+    fn adam_step(&self, step: &AdamStep, inputs: [(&AnyStorage, &Layout); 4]) -> Result<Option<[AnyStorage; 3]>> {
+        let [p, g, m, v] = inputs;
+        let typed = [(get(self, p.0)?, p.1), (get(self, g.0)?, g.1), (get(self, m.0)?, m.1), (get(self, v.0)?, v.1)];
+        Ok(Backend::adam_step(self, step, typed)?.map(|out| out.map(|s| Box::new(s) as AnyStorage)))
     }
     fn synchronize(&self) -> Result<()> {
         Backend::synchronize(self)

@@ -17,7 +17,7 @@
 //! ```
 
 use kiln_tensor::backend::Distribution;
-use kiln_tensor::{Backend, BinaryOp, DType, HostData, Layout, ReduceOp, Result, UnaryOp};
+use kiln_tensor::{AdamStep, Backend, BinaryOp, DType, HostData, Layout, ReduceOp, Result, UnaryOp};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -181,6 +181,10 @@ impl<B: Backend> Backend for Profiled<B> {
             (len * dtype.size_in_bytes()) as u64,
             || self.inner.random(dist, len, dtype, seed),
         )
+    }
+    fn adam_step(&self, step: &AdamStep, inputs: [(&B::Storage, &Layout); 4]) -> Result<Option<[B::Storage; 3]>> {
+        let bytes = inputs.iter().map(|(s, l)| self.bytes(s, l)).sum::<u64>() * 7 / 4;
+        self.timed(|| "adam_step".into(), bytes, || self.inner.adam_step(step, inputs))
     }
     fn synchronize(&self) -> Result<()> {
         self.inner.synchronize()

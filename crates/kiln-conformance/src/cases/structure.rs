@@ -89,6 +89,32 @@ pub(crate) fn composite(ctx: &mut Ctx) {
             ctx.check(name("var"), &[input], tol, |t| t[0].var(dim, false));
         }
     }
+    // The fused optimizer update against the same update composed from primitive ops (which is
+    // what the oracle runs): small, transposed and above the CPU's threading threshold.
+    for dtype in DType::FLOATS {
+        for (shape, grad_view) in
+            [(vec![4, 7], View::Contiguous), (vec![5, 3], View::Transposed), (vec![70_001], View::Contiguous)]
+        {
+            for (decoupled, weight_decay, t) in [(false, 0.0, 1), (false, 0.01, 7), (true, 0.01, 3)] {
+                let step =
+                    kiln_tensor::AdamStep { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, decoupled, t };
+                let inputs = [
+                    Input::new(&shape, dtype, (-1.0, 1.0), View::Contiguous),
+                    Input::new(&shape, dtype, (-1.0, 1.0), grad_view),
+                    Input::new(&shape, dtype, (-0.1, 0.1), View::Contiguous),
+                    Input::new(&shape, dtype, (0.0, 0.01), View::Contiguous),
+                ];
+                let tol = Some(Tolerance::for_dtype(dtype).scaled(4.0));
+                let name = format!(
+                    "adam_step {dtype} {shape:?} grad {grad_view:?} decoupled {decoupled} wd {weight_decay} t {t}"
+                );
+                ctx.check(name, &inputs, tol, move |t| {
+                    let (p, m, v) = t[0].adam_step(&t[1], &t[2], &t[3], &step)?;
+                    Tensor::cat(&[&p, &m, &v], 0)
+                });
+            }
+        }
+    }
     // Extreme logits stay finite.
     let big = Input::values(&[2, 3], DType::F32, vec![1e4, -1e4, 0.0, -1e4, -1e4, -1e4]);
     ctx.check("log_softmax of +-1e4".into(), &[big.clone()], None, |t| t[0].log_softmax(-1));

@@ -1,8 +1,9 @@
 //! Adam and AdamW (`torch.optim.Adam`, `torch.optim.AdamW`), with PyTorch's exact arithmetic:
-//! `p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)`.
+//! `p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)`, through the fused
+//! [`Tensor::adam_step`] (one pass where the backend offers it, bit-identical either way).
 
 use super::{buffer, store, Rule, State};
-use kiln_tensor::{Result, Tensor};
+use kiln_tensor::{AdamStep, Result, Tensor};
 
 /// Hyper-parameters of [`super::Adam`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -50,15 +51,18 @@ fn adam(
     p: &Tensor,
     g: &Tensor,
 ) -> Result<Tensor> {
-    let (b1, b2) = c.betas;
-    let bc1 = 1.0 - b1.powi(t as i32);
-    let bc2 = 1.0 - b2.powi(t as i32);
-    let p = if decoupled && c.weight_decay != 0.0 { p.mul_scalar(1.0 - c.lr * c.weight_decay)? } else { p.clone() };
-    let g = if !decoupled && c.weight_decay != 0.0 { g.add(&p.mul_scalar(c.weight_decay)?)? } else { g.clone() };
-    let m = buffer(state, name, "exp_avg", &p)?.mul_scalar(b1)?.add(&g.mul_scalar(1.0 - b1)?)?;
-    let v = buffer(state, name, "exp_avg_sq", &p)?.mul_scalar(b2)?.add(&g.sqr()?.mul_scalar(1.0 - b2)?)?;
-    let denom = v.sqrt()?.div_scalar(bc2.sqrt())?.add_scalar(c.eps)?;
-    let next = p.sub(&m.div(&denom)?.mul_scalar(c.lr / bc1)?)?;
+    let step = AdamStep {
+        lr: c.lr,
+        beta1: c.betas.0,
+        beta2: c.betas.1,
+        eps: c.eps,
+        weight_decay: c.weight_decay,
+        decoupled,
+        t,
+    };
+    let m = buffer(state, name, "exp_avg", p)?;
+    let v = buffer(state, name, "exp_avg_sq", p)?;
+    let (next, m, v) = p.adam_step(g, &m, &v, &step)?;
     store(state, name, "exp_avg", m);
     store(state, name, "exp_avg_sq", v);
     Ok(next)

@@ -100,7 +100,11 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
                 out.push((a.clone(), g.matmul(&b.detach().t()?)?));
             }
             if need(b) {
-                out.push((b.clone(), a.detach().t()?.matmul(g)?));
+                // `x @ w.t()` (a Linear layer): compute the weight's gradient as `(g.t() @ x).t()`,
+                // the same sums, so that it reaches `w` through the transpose contiguous.
+                let b_is_transposed = b.rank() == 2 && a.rank() == 2 && b.layout().strides()[0] == 1 && b.dims()[1] > 1;
+                let gb = if b_is_transposed { g.t()?.matmul(&a.detach())?.t()? } else { a.detach().t()?.matmul(g)? };
+                out.push((b.clone(), gb));
             }
             out
         }

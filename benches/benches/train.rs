@@ -1,0 +1,67 @@
+//! Whole training steps (forward, loss, backward, optimizer) and batched inference.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kiln::nn::optim::{Adadelta, AdadeltaConfig, Adam, AdamConfig, Optimizer};
+use kiln::nn::{loss, Module};
+use kiln::{no_grad, DType, Tensor};
+use std::hint::black_box;
+
+fn labels(n: usize, dev: &kiln::Device) -> Tensor {
+    Tensor::from_vec((0..n as i64).map(|i| i % 10).collect::<Vec<i64>>(), [n], dev).unwrap()
+}
+
+fn mlp_step(c: &mut Criterion) {
+    let dev = kiln::kiln_cpu::cpu();
+    let mut g = c.benchmark_group("train");
+    for batch in [32usize, 128] {
+        let model = kiln_benches::mlp(&dev).unwrap();
+        let mut opt = Adam::new(model.parameters(), AdamConfig::lr(1e-3));
+        let x = Tensor::randn(0.0, 1.0, [batch, 784], DType::F32, 7, &dev).unwrap();
+        let y = labels(batch, &dev);
+        g.throughput(Throughput::Elements(batch as u64));
+        g.bench_function(format!("mlp_step_adam/f32/b{batch}"), |b| {
+            b.iter(|| {
+                let loss = loss::cross_entropy(&model.forward(&x).unwrap(), &y).unwrap();
+                opt.step(&loss.backward().unwrap()).unwrap();
+                black_box(loss)
+            })
+        });
+    }
+    let model = kiln_benches::cnn(&dev).unwrap();
+    let mut opt = Adadelta::new(model.parameters(), AdadeltaConfig::default());
+    let x = Tensor::randn(0.0, 1.0, [64, 1, 28, 28], DType::F32, 8, &dev).unwrap();
+    let y = labels(64, &dev);
+    g.throughput(Throughput::Elements(64));
+    g.sample_size(10);
+    g.bench_function("cnn_step_adadelta/f32/b64", |b| {
+        b.iter(|| {
+            let loss = loss::cross_entropy(&model.forward(&x).unwrap(), &y).unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
+            black_box(loss)
+        })
+    });
+    g.finish();
+}
+
+fn mlp_inference(c: &mut Criterion) {
+    let dev = kiln::kiln_cpu::cpu();
+    let model = kiln_benches::mlp(&dev).unwrap();
+    let x = Tensor::randn(0.0, 1.0, [10_000, 784], DType::F32, 9, &dev).unwrap();
+    let mut g = c.benchmark_group("infer");
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function("mlp/f32/10000_in_batches_of_1000", |b| {
+        b.iter(|| {
+            no_grad(|| {
+                for i in 0..10 {
+                    black_box(model.forward(&x.narrow(0, i * 1000, 1000)?)?.argmax(-1, false)?);
+                }
+                Ok(())
+            })
+            .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group! { name = benches; config = kiln_benches::criterion(); targets = mlp_step, mlp_inference }
+criterion_main!(benches);

@@ -1,0 +1,148 @@
+//! Fused optimizer updates: one pass over a parameter, its gradient and its state, instead of a
+//! dozen element-wise ops that each read and write whole tensors.
+//!
+//! The arithmetic is defined once, in [`AdamStep::apply`], as the exact sequence of roundings the
+//! composed form performs (each op rounds to the storage dtype), so a backend's fused kernel
+//! gives bit-identical results to the composed ops it replaces. Backends opt in through
+//! [`crate::Backend::adam_step`]; when one declines (returns `None`), [`Tensor::adam_step`]
+//! composes the same update from primitive ops.
+
+use crate::op::Float;
+use crate::{no_grad, Error, Result, Tensor};
+
+/// One Adam or AdamW update (`torch.optim.Adam`/`AdamW` arithmetic) at step `t`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStep {
+    /// Learning rate.
+    pub lr: f64,
+    /// Decay of the first moment.
+    pub beta1: f64,
+    /// Decay of the second moment.
+    pub beta2: f64,
+    /// Added to the denominator.
+    pub eps: f64,
+    /// Weight decay: an L2 term on the gradient, or decoupled (AdamW) when `decoupled`.
+    pub weight_decay: f64,
+    /// AdamW's decoupled weight decay instead of Adam's L2 term.
+    pub decoupled: bool,
+    /// The step number, 1 for the first update (for the bias corrections).
+    pub t: u64,
+}
+
+impl AdamStep {
+    /// The constants of the update, each rounded to `T` as a scalar operand would be.
+    fn constants<T: Float>(&self) -> [T; 8] {
+        let (b1, b2) = (self.beta1, self.beta2);
+        let t = self.t.min(i32::MAX as u64) as i32;
+        let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+        [
+            T::c(1.0 - self.lr * self.weight_decay),
+            T::c(self.weight_decay),
+            T::c(b1),
+            T::c(1.0 - b1),
+            T::c(b2),
+            T::c(1.0 - b2),
+            T::c(bc2.sqrt()),
+            T::c(self.lr / bc1),
+        ]
+    }
+
+    /// The update of one element: `(p, g, m, v) -> (p', m', v')`, rounding after every operation
+    /// in the order the composed form does. Every backend's kernel calls this (or mirrors it
+    /// exactly).
+    #[inline(always)]
+    pub fn apply<T: Float>(&self, k: &[T; 8], eps: T, p: T, g: T, m: T, v: T) -> (T, T, T) {
+        let [decay, wd, b1, one_b1, b2, one_b2, sqrt_bc2, step] = *k;
+        let p = if self.decoupled && self.weight_decay != 0.0 { p * decay } else { p };
+        let g = if !self.decoupled && self.weight_decay != 0.0 { g + p * wd } else { g };
+        let m = m * b1 + g * one_b1;
+        let v = v * b2 + (g * g) * one_b2;
+        let denom = v.sqrt() / sqrt_bc2 + eps;
+        (p - (m / denom) * step, m, v)
+    }
+
+    /// The constants for [`AdamStep::apply`] in `T`: `(k, eps)`.
+    pub fn prepare<T: Float>(&self) -> ([T; 8], T) {
+        (self.constants(), T::c(self.eps))
+    }
+}
+
+impl Tensor {
+    /// One Adam/AdamW update of parameter `self` with gradient `grad` and moments `m`, `v`:
+    /// returns the new `(param, m, v)`. Fused into one pass where the backend offers it, with
+    /// the same results as the composed ops either way. Runs without gradient tracking.
+    pub fn adam_step(
+        &self,
+        grad: &Tensor,
+        m: &Tensor,
+        v: &Tensor,
+        step: &AdamStep,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        for (what, t) in [("grad", grad), ("exp_avg", m), ("exp_avg_sq", v)] {
+            if t.dims() != self.dims() {
+                return Err(Error::ShapeMismatch {
+                    op: "adam_step",
+                    lhs: self.shape().clone(),
+                    rhs: t.shape().clone(),
+                    hint: format!("the parameter and its {what} must have equal shapes"),
+                });
+            }
+            if t.dtype() != self.dtype() {
+                return Err(Error::DTypeMismatch {
+                    op: "adam_step",
+                    lhs: self.dtype(),
+                    rhs: t.dtype(),
+                    shapes: format!("parameter {:?}, {what} {:?}", self.dims(), t.dims()),
+                });
+            }
+            if t.device() != self.device() {
+                return Err(Error::DeviceMismatch {
+                    op: "adam_step",
+                    lhs: self.device().location(),
+                    rhs: t.device().location(),
+                    shapes: format!("parameter {:?}, {what} {:?}", self.dims(), t.dims()),
+                });
+            }
+        }
+        if !self.dtype().is_float() {
+            return Err(Error::UnsupportedDType {
+                op: "adam_step",
+                dtype: self.dtype(),
+                supported: "f32, f64, f16, bf16",
+            });
+        }
+        // Gradients often arrive as transposed views (that of `x @ w.t()`); one copy makes every
+        // operand a flat slice for the kernel.
+        let [p, g, mc, vc] = [self, grad, m, v].map(|t| t.detach().contiguous());
+        let (p, g, mc, vc) = (p?, g?, mc?, vc?);
+        let fused = self.backend().adam_step(
+            step,
+            [
+                (p.storage(), p.layout()),
+                (g.storage(), g.layout()),
+                (mc.storage(), mc.layout()),
+                (vc.storage(), vc.layout()),
+            ],
+        )?;
+        match fused {
+            Some([p, m, v]) => {
+                let wrap = |s| self.result(s, self.shape().clone(), self.dtype(), None);
+                Ok((wrap(p), wrap(m), wrap(v)))
+            }
+            None => no_grad(|| composed(step, self, grad, m, v)),
+        }
+    }
+}
+
+/// The update from primitive ops, for backends without a fused kernel.
+fn composed(s: &AdamStep, p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    let t = s.t.min(i32::MAX as u64) as i32;
+    let (bc1, bc2) = (1.0 - s.beta1.powi(t), 1.0 - s.beta2.powi(t));
+    let p = if s.decoupled && s.weight_decay != 0.0 { p.mul_scalar(1.0 - s.lr * s.weight_decay)? } else { p.detach() };
+    let g = if !s.decoupled && s.weight_decay != 0.0 { g.add(&p.mul_scalar(s.weight_decay)?)? } else { g.detach() };
+    let m = m.mul_scalar(s.beta1)?.add(&g.mul_scalar(1.0 - s.beta1)?)?;
+    let v = v.mul_scalar(s.beta2)?.add(&g.sqr()?.mul_scalar(1.0 - s.beta2)?)?;
+    let denom = v.sqrt()?.div_scalar(bc2.sqrt())?.add_scalar(s.eps)?;
+    let next = p.sub(&m.div(&denom)?.mul_scalar(s.lr / bc1)?)?;
+    Ok((next, m, v))
+}
