@@ -55,7 +55,7 @@ fn mlp_inference(c: &mut Criterion) {
                 for i in 0..10 {
                     black_box(model.forward(&x.narrow(0, i * 1000, 1000)?)?.argmax(-1, false)?);
                 }
-                Ok(())
+                kiln::Result::Ok(())
             })
             .unwrap()
         })

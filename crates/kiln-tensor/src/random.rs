@@ -40,7 +40,7 @@ pub fn sample_one(dist: Distribution, seed: u64, i: u64) -> f64 {
         }
         Distribution::Normal { mean, std } => {
             let b = block(seed, i / 2);
-            let (a, c) = if i % 2 == 0 { (b[0], b[1]) } else { (b[2], b[3]) };
+            let (a, c) = if i.is_multiple_of(2) { (b[0], b[1]) } else { (b[2], b[3]) };
             let u1 = 1.0 - unit(a); // (0, 1]: ln never sees 0
             let u2 = unit(c);
             // libm, not std: the same bits on every platform.

@@ -70,7 +70,7 @@ impl Conv2dConfig {
     /// Builds the layer with PyTorch's default initialisation.
     pub fn init(&self, device: &Device) -> Result<Conv2d> {
         let g = self.groups;
-        if g == 0 || self.in_channels % g != 0 || self.out_channels % g != 0 {
+        if g == 0 || !self.in_channels.is_multiple_of(g) || !self.out_channels.is_multiple_of(g) {
             return Err(Error::invalid(
                 "Conv2d",
                 format!(

@@ -26,7 +26,7 @@ impl Tensor {
             return Err(Error::invalid("reshape", format!("{dims:?}: at most one dim may be -1 and no dim below -1")));
         }
         let fill = if inferred == 1 {
-            if known == 0 || self.elem_count() % known != 0 {
+            if known == 0 || !self.elem_count().is_multiple_of(known) {
                 return Err(Error::invalid(
                     "reshape",
                     format!(
