@@ -37,9 +37,17 @@ fn main() -> ExitCode {
     let result = match task.as_str() {
         "ci" => ci(),
         "bench" => bench::bench(&root, &args[1..]),
+        "roofline" => {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            for t in [1, threads] {
+                let r = roofline::measure(t);
+                println!("{t} threads: copy {:.1} GB/s, f32 FMA peak {:.1} GFLOP/s ({})", r.bandwidth_gbs, r.peak_gflops, r.isa);
+            }
+            Ok(())
+        }
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  ci     format check, clippy -D warnings, cargo test --workspace\n  bench  criterion benches with roofline and peers\n\n{}",
+                "usage: cargo xtask <task>\n\ntasks:\n  ci     format check, clippy -D warnings, cargo test --workspace\n  bench  criterion benches with roofline and peers\n  roofline  this machine's bandwidth and FMA peak, on 1 and all threads\n\n{}",
                 bench::USAGE
             );
             return if task.is_empty() || task == "help" || task == "--help" {
