@@ -41,7 +41,10 @@ fn main() -> ExitCode {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             for t in [1, threads] {
                 let r = roofline::measure(t);
-                println!("{t} threads: copy {:.1} GB/s, f32 FMA peak {:.1} GFLOP/s ({})", r.bandwidth_gbs, r.peak_gflops, r.isa);
+                println!(
+                    "{t} threads: copy {:.1} GB/s, f32 FMA peak {:.1} GFLOP/s ({})",
+                    r.bandwidth_gbs, r.peak_gflops, r.isa
+                );
             }
             Ok(())
         }
