@@ -17,6 +17,7 @@
 //! `elementwise` (unary, binary, where, cast, copy), `reduce`, `matmul`, `index`.
 
 mod elementwise;
+mod conv;
 mod fused;
 mod gemm;
 mod index;
@@ -28,7 +29,7 @@ mod strided;
 
 pub use storage::CpuStorage;
 
-use kiln_tensor::{AdamStep, Backend, BinaryOp, DType, Device, HostData, Layout, ReduceOp, Result, UnaryOp};
+use kiln_tensor::{AdamStep, Backend, BinaryOp, DType, Device, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d};
 use std::sync::OnceLock;
 
 /// The CPU backend. Stateless: every value is the same device, `"cpu"`.
@@ -105,6 +106,15 @@ impl Backend for CpuBackend {
     }
     fn adam_step(&self, step: &AdamStep, inputs: [(&CpuStorage, &Layout); 4]) -> Result<Option<[CpuStorage; 3]>> {
         fused::adam_step(step, inputs)
+    }
+    fn im2col(&self, x: &CpuStorage, l: &Layout, win: &Window2d) -> Result<Option<CpuStorage>> {
+        conv::im2col(x, l, win)
+    }
+    fn col2im(&self, c: &CpuStorage, l: &Layout, dims: [usize; 4], win: &Window2d) -> Result<Option<CpuStorage>> {
+        conv::col2im(c, l, dims, win)
+    }
+    fn max_pool2d_indices(&self, x: &CpuStorage, l: &Layout, win: &Window2d) -> Result<Option<CpuStorage>> {
+        conv::max_pool2d_indices(x, l, win)
     }
     fn storage_dtype(&self, s: &CpuStorage) -> Option<DType> {
         Some(s.dtype())

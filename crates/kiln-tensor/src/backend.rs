@@ -33,9 +33,11 @@
 //!
 //! ## Provided methods
 //!
-//! [`Backend::binary_scalar`], [`Backend::random`], [`Backend::adam_step`],
-//! [`Backend::synchronize`] and [`Backend::storage_dtype`] have default implementations; the
-//! first two are built from the required core (a filled 1-element storage broadcast with stride 0; Philox numbers
+//! [`Backend::binary_scalar`], [`Backend::random`], the fused kernels ([`Backend::adam_step`],
+//! [`Backend::im2col`], [`Backend::col2im`], [`Backend::max_pool2d_indices`], which return `None`
+//! by default so that kiln composes them), [`Backend::synchronize`] and
+//! [`Backend::storage_dtype`] have default implementations; the first two are built from the
+//! required core (a filled 1-element storage broadcast with stride 0; Philox numbers
 //! generated on the host and uploaded). Override them when your device can do better; the
 //! conformance suite checks an override against the default's results. The random stream is
 //! defined by [`crate::random`] and an override must reproduce it exactly, so that the same seed
@@ -62,7 +64,7 @@
 //! [`Error::UnsupportedDType`] or an `Invalid` error). Changing or adding a *required* method is a
 //! breaking release.
 
-use crate::{AdamStep, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp};
+use crate::{AdamStep, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d};
 
 /// A probability distribution for [`Backend::random`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -211,6 +213,36 @@ pub trait Backend: Send + Sync + 'static {
     /// primitive ops. Return `None` too for any case your kernel does not cover.
     fn adam_step(&self, step: &AdamStep, inputs: [(&Self::Storage, &Layout); 4]) -> Result<Option<[Self::Storage; 3]>> {
         let _ = (step, inputs);
+        Ok(None)
+    }
+
+    /// The im2col columns of a contiguous `[N, C, H, W]` input: `[N, C * KH * KW, OH * OW]`, row
+    /// `(c * KH + i) * KW + j` holding input element `(c, oh * sh - ph + i * dh, ow * sw - pw + j * dw)`
+    /// (0 outside the input). Default: `None`, and kiln composes it from strided views.
+    fn im2col(&self, x: &Self::Storage, layout: &Layout, win: &Window2d) -> Result<Option<Self::Storage>> {
+        let _ = (x, layout, win);
+        Ok(None)
+    }
+
+    /// The adjoint of [`Backend::im2col`]: sums contiguous columns `[N, C * KH * KW, OH * OW]` back
+    /// into a new `[N, C, H, W]` (`input_dims`). Default: `None` (kiln differentiates the composed
+    /// im2col instead).
+    fn col2im(
+        &self,
+        cols: &Self::Storage,
+        layout: &Layout,
+        input_dims: [usize; 4],
+        win: &Window2d,
+    ) -> Result<Option<Self::Storage>> {
+        let _ = (cols, layout, input_dims, win);
+        Ok(None)
+    }
+
+    /// For max pooling of a contiguous `[N, C, H, W]` input: the `i64` index within each `H * W`
+    /// plane of every window's maximum (the first one on ties; a NaN wins), as `[N, C, OH * OW]`.
+    /// Padding is never selected. Default: `None` (kiln composes pooling from views).
+    fn max_pool2d_indices(&self, x: &Self::Storage, layout: &Layout, win: &Window2d) -> Result<Option<Self::Storage>> {
+        let _ = (x, layout, win);
         Ok(None)
     }
 

@@ -17,7 +17,7 @@
 //! ```
 
 use kiln_tensor::backend::Distribution;
-use kiln_tensor::{AdamStep, Backend, BinaryOp, DType, HostData, Layout, ReduceOp, Result, UnaryOp};
+use kiln_tensor::{AdamStep, Backend, BinaryOp, DType, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -185,6 +185,15 @@ impl<B: Backend> Backend for Profiled<B> {
     fn adam_step(&self, step: &AdamStep, inputs: [(&B::Storage, &Layout); 4]) -> Result<Option<[B::Storage; 3]>> {
         let bytes = inputs.iter().map(|(s, l)| self.bytes(s, l)).sum::<u64>() * 7 / 4;
         self.timed(|| "adam_step".into(), bytes, || self.inner.adam_step(step, inputs))
+    }
+    fn im2col(&self, x: &B::Storage, l: &Layout, win: &Window2d) -> Result<Option<B::Storage>> {
+        self.timed(|| "im2col".into(), self.bytes(x, l), || self.inner.im2col(x, l, win))
+    }
+    fn col2im(&self, c: &B::Storage, l: &Layout, dims: [usize; 4], win: &Window2d) -> Result<Option<B::Storage>> {
+        self.timed(|| "col2im".into(), self.bytes(c, l), || self.inner.col2im(c, l, dims, win))
+    }
+    fn max_pool2d_indices(&self, x: &B::Storage, l: &Layout, win: &Window2d) -> Result<Option<B::Storage>> {
+        self.timed(|| "max_pool2d_indices".into(), self.bytes(x, l), || self.inner.max_pool2d_indices(x, l, win))
     }
     fn synchronize(&self) -> Result<()> {
         self.inner.synchronize()

@@ -136,6 +136,18 @@ pub(crate) fn grads(ctx: &mut Ctx) {
     ctx.grad_check("matmul vector".into(), &mm(&[4], View::Contiguous, &[4, 3], View::Contiguous), H, |t| {
         t[0].matmul(&t[1])
     });
+    // Convolution and pooling, through the backend's im2col/col2im and pooling argmax if it has them.
+    let win = kiln_tensor::Window2d { kernel: (3, 2), stride: (2, 1), padding: (1, 1), dilation: (1, 2) };
+    let conv = [f64_input(&[2, 2, 5, 6], (-1.0, 1.0), View::Contiguous), f64_input(&[3, 2, 3, 2], (-1.0, 1.0), View::Strided)];
+    ctx.grad_check("conv2d strided padded dilated".into(), &conv, H, move |t| t[0].conv2d(&t[1], None, win, 1));
+    let conv_groups = [f64_input(&[1, 4, 5, 5], (-1.0, 1.0), View::Transposed), f64_input(&[2, 2, 3, 3], (-1.0, 1.0), View::Contiguous)];
+    ctx.grad_check("conv2d groups 2".into(), &conv_groups, H, |t| {
+        t[0].conv2d(&t[1], None, kiln_tensor::Window2d::square(3), 2)
+    });
+    let pool = kiln_tensor::Window2d { kernel: (3, 3), stride: (2, 2), padding: (1, 1), dilation: (1, 1) };
+    ctx.grad_check("max_pool2d".into(), &[f64_input(&[2, 3, 6, 5], (-1.0, 1.0), View::Contiguous)], H, move |t| {
+        t[0].max_pool2d(pool)
+    });
     let wc = [
         Input::values(&[2, 3], DType::U8, vec![1.0, 0.0, 1.0, 0.0, 0.0, 1.0]),
         f64_input(&[2, 3], (-1.0, 1.0), View::Transposed),

@@ -3,7 +3,7 @@
 
 use crate::harness::{Ctx, Input, View};
 use crate::Tolerance;
-use kiln_tensor::{DType, ReduceOp, Tensor};
+use kiln_tensor::{DType, ReduceOp, Tensor, Window2d};
 
 fn range_for(dtype: DType) -> (f64, f64) {
     match dtype {
@@ -114,6 +114,35 @@ pub(crate) fn composite(ctx: &mut Ctx) {
                 });
             }
         }
+    }
+    // Convolution and pooling: backends may fuse im2col, col2im and the pooling argmax.
+    let odd = Window2d { kernel: (3, 2), stride: (2, 1), padding: (1, 2), dilation: (1, 2) };
+    for dtype in DType::FLOATS {
+        let tol = Some(Tolerance::for_dtype(dtype).scaled(8.0));
+        for (xs, xv, ws, win, groups) in [
+            (vec![2, 3, 7, 6], View::Contiguous, vec![4, 3, 3, 3], Window2d::square(3), 1),
+            (vec![2, 3, 7, 6], View::Strided, vec![4, 3, 3, 2], odd, 1),
+            (vec![1, 4, 6, 6], View::Transposed, vec![6, 2, 3, 3], Window2d::square(3), 2),
+            (vec![64, 1, 10, 10], View::Contiguous, vec![8, 1, 3, 3], Window2d::square(3), 1),
+        ] {
+            let inputs = [
+                Input::new(&xs, dtype, (-1.0, 1.0), xv),
+                Input::new(&ws, dtype, (-1.0, 1.0), View::Contiguous),
+                Input::new(&[ws[0]], dtype, (-1.0, 1.0), View::Contiguous),
+            ];
+            ctx.check(format!("conv2d {dtype} {xs:?}{xv:?} w {ws:?} {win:?} groups {groups}"), &inputs, tol, move |t| {
+                t[0].conv2d(&t[1], Some(&t[2]), win, groups)
+            });
+        }
+        for win in [Window2d::square(2), Window2d { kernel: (3, 3), stride: (2, 2), padding: (1, 1), dilation: (1, 1) }, odd] {
+            let x = Input::new(&[2, 3, 7, 6], dtype, (-1.0, 1.0), View::Strided);
+            ctx.check(format!("max_pool2d {dtype} {win:?}"), &[x.clone()], tol, move |t| t[0].max_pool2d(win));
+            ctx.check(format!("im2col {dtype} {win:?}"), &[x], tol, move |t| t[0].im2col(win));
+        }
+        // A window that lies entirely in the padding: its maximum is -inf.
+        let all_pad = Window2d { kernel: (2, 2), stride: (1, 1), padding: (1, 1), dilation: (3, 3) };
+        let x = Input::new(&[1, 2, 2, 2], dtype, (-1.0, 1.0), View::Contiguous);
+        ctx.check(format!("max_pool2d {dtype} window in the padding"), &[x], None, move |t| t[0].max_pool2d(all_pad));
     }
     // Extreme logits stay finite.
     let big = Input::values(&[2, 3], DType::F32, vec![1e4, -1e4, 0.0, -1e4, -1e4, -1e4]);

@@ -31,6 +31,7 @@ pub(crate) enum Op {
     Narrow { input: Tensor, dim: usize, start: usize, step: usize },
     Broadcast(Tensor),
     Cat(Vec<Tensor>, usize),
+    Im2col(Tensor, crate::Window2d),
 }
 
 impl Op {
@@ -47,7 +48,8 @@ impl Op {
             | Op::Narrow { input: x, .. }
             | Op::Broadcast(x)
             | Op::Gather(x, _, _)
-            | Op::IndexSelect(x, _, _) => vec![x],
+            | Op::IndexSelect(x, _, _)
+            | Op::Im2col(x, _) => vec![x],
             Op::Binary(a, b, _) | Op::Matmul(a, b) => vec![a, b],
             Op::Where(_, t, f) => vec![t, f],
             Op::ScatterAdd(base, _, src, _) => vec![base, src],
@@ -77,6 +79,15 @@ pub fn is_enabled() -> bool {
 pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
     let _guard = NoGradGuard::new();
     f()
+}
+
+/// Runs `f` with recording on, even inside `no_grad` (backward rules that differentiate a composed
+/// form, such as the fallback of `col2im`).
+pub(crate) fn with_grad<R>(f: impl FnOnce() -> R) -> R {
+    let previous = GRAD_ENABLED.with(|g| g.replace(true));
+    let out = f();
+    GRAD_ENABLED.with(|g| g.set(previous));
+    out
 }
 
 /// Disables recording until dropped (the RAII form of [`no_grad`]).

@@ -142,6 +142,7 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
             vec![(input.clone(), scatter_into_view(input, g, *dim, *start, *step)?)]
         }
         Op::Broadcast(x) => vec![(x.clone(), sum_to_shape(g, x.shape())?)],
+        Op::Im2col(x, win) => vec![(x.clone(), g.col2im(x.shape(), *win)?)],
         Op::Cat(xs, dim) => {
             let mut at = 0;
             let mut out = Vec::with_capacity(xs.len());

@@ -1,9 +1,10 @@
-//! Convolution and pooling over `[N, C, H, W]` tensors, composed from views, `stack` and
-//! `matmul` (im2col): every window offset is one strided slice of the padded input, so autograd
-//! differentiates them without rules of their own. Fused kernels can replace these later; the
-//! composed forms stay as the oracle.
+//! Convolution and pooling over `[N, C, H, W]` tensors: conv2d is im2col + `matmul`, max pooling
+//! is a `gather` at the windows' argmax. im2col, its adjoint col2im and the pooling argmax are
+//! provided `Backend` methods; where a backend declines, they are composed from strided views
+//! (every window offset is one slice of the padded input), which is also the conformance oracle.
 
-use crate::{Error, Result, Shape, Tensor};
+use crate::autograd::{with_grad, Op};
+use crate::{Error, Result, Shape, Tensor, Var};
 
 /// Stride, padding and dilation of a 2-D convolution or pooling window, as `(height, width)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +92,43 @@ impl Tensor {
         Tensor::stack(&slices.iter().collect::<Vec<_>>(), 2)
     }
 
+    /// The im2col columns of an `[N, C, H, W]` tensor: `[N, C * KH * KW, OH * OW]` (zero padding),
+    /// so that a convolution is one matrix product per image.
+    pub fn im2col(&self, win: Window2d) -> Result<Tensor> {
+        const OP: &str = "im2col";
+        check_4d(OP, self)?;
+        let (oh, ow) = win.output_size(OP, self.shape())?;
+        let (n, c) = (self.dims()[0], self.dims()[1]);
+        let rows = c * win.kernel.0 * win.kernel.1;
+        let x = crate::no_grad(|| self.contiguous())?;
+        if let Some(s) = self.backend().im2col(x.storage(), x.layout(), &win)? {
+            return Ok(self.result(s, Shape::new(&[n, rows, oh * ow]), self.dtype(), Some(Op::Im2col(self.clone(), win))));
+        }
+        self.windows2d(OP, win, 0.0)?.reshape([n, rows, oh * ow])
+    }
+
+    /// The adjoint of [`Tensor::im2col`]: sums columns back into an input of shape `input`.
+    pub(crate) fn col2im(&self, input: &Shape, win: Window2d) -> Result<Tensor> {
+        let d = input.dims();
+        let dims = [d[0], d[1], d[2], d[3]];
+        let g = self.contiguous()?;
+        if let Some(s) = self.backend().col2im(g.storage(), g.layout(), dims, &win)? {
+            return Ok(self.result(s, input.clone(), self.dtype(), None));
+        }
+        // The vector-Jacobian product of the composed im2col.
+        let x = Var::new(Tensor::zeros(input.clone(), self.dtype(), self.device())?);
+        let grads = with_grad(|| -> Result<_> {
+            let (n, c) = (d[0], d[1]);
+            let (oh, ow) = win.output_size("col2im", input)?;
+            let cols = x.as_tensor().windows2d("col2im", win, 0.0)?.reshape([n, c * win.kernel.0 * win.kernel.1, oh * ow])?;
+            cols.backward_with(g.clone())
+        })?;
+        match grads.get(&x) {
+            Some(t) => Ok(t.clone()),
+            None => Tensor::zeros(input.clone(), self.dtype(), self.device()),
+        }
+    }
+
     /// 2-D convolution (PyTorch's `conv2d`): input `[N, C, H, W]`, weight `[O, C / groups, KH, KW]`,
     /// optional bias `[O]`; output `[N, O, OH, OW]`.
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, win: Window2d, groups: usize) -> Result<Tensor> {
@@ -121,7 +159,7 @@ impl Tensor {
         for g in 0..groups {
             let x = if groups == 1 { self.clone() } else { self.narrow(1, g * cg, cg)? };
             let w = if groups == 1 { weight.clone() } else { weight.narrow(0, g * og, og)? };
-            let cols = x.windows2d(OP, win, 0.0)?.reshape([n, cg * kh * kw, oh * ow])?;
+            let cols = x.im2col(win)?;
             outs.push(w.reshape([og, cg * kh * kw])?.matmul(&cols)?);
         }
         let y = if groups == 1 {
@@ -138,8 +176,25 @@ impl Tensor {
 
     /// 2-D max pooling (padding counts as -inf).
     pub fn max_pool2d(&self, win: Window2d) -> Result<Tensor> {
-        self.float_only("max_pool2d")?;
-        self.windows2d("max_pool2d", win, f64::NEG_INFINITY)?.max(2, false)
+        const OP: &str = "max_pool2d";
+        self.float_only(OP)?;
+        check_4d(OP, self)?;
+        let (oh, ow) = win.output_size(OP, self.shape())?;
+        let d = self.dims();
+        let (n, c, h, w) = (d[0], d[1], d[2], d[3]);
+        let x = crate::no_grad(|| self.contiguous())?;
+        if let Some(s) = self.backend().max_pool2d_indices(x.storage(), x.layout(), &win)? {
+            let idx = Tensor::from_storage(
+                s,
+                crate::Layout::contiguous(Shape::new(&[n, c, oh * ow])),
+                crate::DType::I64,
+                self.device().clone(),
+                None,
+            );
+            // A gather at the argmax: its backward (a scatter-add) is max pooling's.
+            return self.reshape([n, c, h * w])?.gather(2, &idx)?.reshape([n, c, oh, ow]);
+        }
+        self.windows2d(OP, win, f64::NEG_INFINITY)?.max(2, false)
     }
 
     /// 2-D average pooling (padding counts as zeros, PyTorch's `count_include_pad=True`).

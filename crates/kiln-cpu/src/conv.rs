@@ -1,0 +1,183 @@
+//! im2col, its adjoint col2im, and the argmax of max pooling, for contiguous f32/f64 `[N, C, H, W]`
+//! tensors. Other dtypes decline (`None`) and kiln composes them from views.
+//!
+//! Work is split by image (col2im, so that each input element is summed by one thread in a fixed
+//! order) or by column row (im2col, pooling), through `parallel::run_tasks`.
+
+use crate::parallel::run_tasks;
+use crate::storage::CpuStorage;
+use crate::strided::alloc;
+use kiln_tensor::{Layout, Result, Window2d};
+use std::sync::Mutex;
+
+/// The geometry shared by the three kernels.
+#[derive(Clone, Copy)]
+struct Geometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    win: Window2d,
+}
+
+impl Geometry {
+    fn new(dims: [usize; 4], win: &Window2d) -> Option<Geometry> {
+        let [n, c, h, w] = dims;
+        let out = |size: usize, k: usize, s: usize, p: usize, d: usize| -> Option<usize> {
+            let span = d.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
+            Some(size.checked_add(p.checked_mul(2)?)?.checked_sub(span)? / s.max(1) + 1)
+        };
+        let oh = out(h, win.kernel.0, win.stride.0, win.padding.0, win.dilation.0)?;
+        let ow = out(w, win.kernel.1, win.stride.1, win.padding.1, win.dilation.1)?;
+        Some(Geometry { n, c, h, w, oh, ow, win: *win })
+    }
+
+    /// The input row read by output row `o` at kernel row `i`, if inside the input.
+    #[inline(always)]
+    fn in_row(&self, o: usize, i: usize) -> Option<usize> {
+        (o * self.win.stride.0 + i * self.win.dilation.0).checked_sub(self.win.padding.0).filter(|&r| r < self.h)
+    }
+
+    /// The input column read by output column `o` at kernel column `j`, if inside the input.
+    #[inline(always)]
+    fn in_col(&self, o: usize, j: usize) -> Option<usize> {
+        (o * self.win.stride.1 + j * self.win.dilation.1).checked_sub(self.win.padding.1).filter(|&c| c < self.w)
+    }
+}
+
+fn dims4(layout: &Layout) -> Option<[usize; 4]> {
+    <[usize; 4]>::try_from(layout.dims()).ok()
+}
+
+pub(crate) fn im2col(x: &CpuStorage, layout: &Layout, win: &Window2d) -> Result<Option<CpuStorage>> {
+    let (Some((start, end)), Some(dims)) = (layout.contiguous_range(), dims4(layout)) else { return Ok(None) };
+    let Some(g) = Geometry::new(dims, win) else { return Ok(None) };
+    Ok(match x {
+        CpuStorage::F32(v) => Some(CpuStorage::F32(im2col_t(&v[start..end], g)?)),
+        CpuStorage::F64(v) => Some(CpuStorage::F64(im2col_t(&v[start..end], g)?)),
+        _ => None,
+    })
+}
+
+fn im2col_t<T: Copy + Default + Send + Sync>(x: &[T], g: Geometry) -> Result<Vec<T>> {
+    let (kh, kw) = g.win.kernel;
+    let l = g.oh * g.ow;
+    let rows = g.n * g.c * kh * kw;
+    let mut out = alloc(rows * l, T::default())?;
+    // One column row per (image, channel, kernel row, kernel column); tasks take blocks of them.
+    let per_task = (1 << 15) / l.max(1) + 1;
+    let pieces: Vec<Mutex<&mut [T]>> = out.chunks_mut(per_task * l.max(1)).map(Mutex::new).collect();
+    run_tasks(pieces.len(), rayon::current_num_threads(), |t| {
+        let mut piece = pieces[t].lock().unwrap_or_else(|e| e.into_inner());
+        for (r, dst) in piece.chunks_mut(l.max(1)).enumerate() {
+            let row = t * per_task + r;
+            let (j, i, plane) = (row % kw, (row / kw) % kh, row / (kw * kh));
+            let src = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+            for (oy, line) in dst.chunks_mut(g.ow).enumerate() {
+                let Some(iy) = g.in_row(oy, i) else {
+                    line.fill(T::default());
+                    continue;
+                };
+                let src_row = &src[iy * g.w..(iy + 1) * g.w];
+                for (ox, d) in line.iter_mut().enumerate() {
+                    *d = g.in_col(ox, j).map_or(T::default(), |ix| src_row[ix]);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+pub(crate) fn col2im(cols: &CpuStorage, layout: &Layout, dims: [usize; 4], win: &Window2d) -> Result<Option<CpuStorage>> {
+    let Some((start, end)) = layout.contiguous_range() else { return Ok(None) };
+    let Some(g) = Geometry::new(dims, win) else { return Ok(None) };
+    if end - start != g.n * g.c * win.kernel.0 * win.kernel.1 * g.oh * g.ow {
+        return Ok(None);
+    }
+    Ok(match cols {
+        CpuStorage::F32(v) => Some(CpuStorage::F32(col2im_t(&v[start..end], g)?)),
+        CpuStorage::F64(v) => Some(CpuStorage::F64(col2im_t(&v[start..end], g)?)),
+        _ => None,
+    })
+}
+
+fn col2im_t<T: Copy + Default + Send + Sync + std::ops::Add<Output = T>>(cols: &[T], g: Geometry) -> Result<Vec<T>> {
+    let (kh, kw) = g.win.kernel;
+    let (l, plane) = (g.oh * g.ow, g.h * g.w);
+    let mut out = alloc(g.n * g.c * plane, T::default())?;
+    // One task per (image, channel) plane: its sums run in a fixed order on one thread.
+    let pieces: Vec<Mutex<&mut [T]>> = out.chunks_mut(plane.max(1)).map(Mutex::new).collect();
+    run_tasks(pieces.len(), rayon::current_num_threads(), |p| {
+        let mut dst = pieces[p].lock().unwrap_or_else(|e| e.into_inner());
+        for i in 0..kh {
+            for j in 0..kw {
+                let row = &cols[((p * kh + i) * kw + j) * l..((p * kh + i) * kw + j + 1) * l];
+                for oy in 0..g.oh {
+                    let Some(iy) = g.in_row(oy, i) else { continue };
+                    for ox in 0..g.ow {
+                        if let Some(ix) = g.in_col(ox, j) {
+                            dst[iy * g.w + ix] = dst[iy * g.w + ix] + row[oy * g.ow + ox];
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+pub(crate) fn max_pool2d_indices(x: &CpuStorage, layout: &Layout, win: &Window2d) -> Result<Option<CpuStorage>> {
+    let (Some((start, end)), Some(dims)) = (layout.contiguous_range(), dims4(layout)) else { return Ok(None) };
+    let Some(g) = Geometry::new(dims, win) else { return Ok(None) };
+    let idx = match x {
+        CpuStorage::F32(v) => argmax_t(&v[start..end], g)?,
+        CpuStorage::F64(v) => argmax_t(&v[start..end], g)?,
+        _ => None,
+    };
+    Ok(idx.map(CpuStorage::I64))
+}
+
+/// `None` when some window lies entirely in the padding (its maximum is -inf, which a gather
+/// cannot produce; kiln then composes the op).
+fn argmax_t<T: Copy + PartialOrd + Send + Sync>(x: &[T], g: Geometry) -> Result<Option<Vec<i64>>> {
+    let (kh, kw) = g.win.kernel;
+    let (l, plane) = (g.oh * g.ow, g.h * g.w);
+    let mut out = alloc(g.n * g.c * l, 0i64)?;
+    let empty = std::sync::atomic::AtomicBool::new(false);
+    let pieces: Vec<Mutex<&mut [i64]>> = out.chunks_mut(l.max(1)).map(Mutex::new).collect();
+    run_tasks(pieces.len(), rayon::current_num_threads(), |p| {
+        let mut dst = pieces[p].lock().unwrap_or_else(|e| e.into_inner());
+        let src = &x[p * plane..(p + 1) * plane];
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let mut best: Option<(usize, T)> = None;
+                for i in 0..kh {
+                    let Some(iy) = g.in_row(oy, i) else { continue };
+                    for j in 0..kw {
+                        let Some(ix) = g.in_col(ox, j) else { continue };
+                        let v = src[iy * g.w + ix];
+                        // The first maximum wins; a NaN wins over numbers, and the first NaN stays.
+                        #[allow(clippy::eq_op)]
+                        let better = match best {
+                            None => true,
+                            Some((_, b)) => b == b && (v != v || v > b),
+                        };
+                        if better {
+                            best = Some((iy * g.w + ix, v));
+                        }
+                    }
+                }
+                match best {
+                    Some((at, _)) => dst[oy * g.ow + ox] = at as i64,
+                    None => empty.store(true, std::sync::atomic::Ordering::Relaxed),
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok((!empty.into_inner()).then_some(out))
+}
