@@ -5,6 +5,7 @@
 //! order) or by column row (im2col, pooling), through `parallel::run_tasks`.
 
 use crate::parallel::run_tasks;
+use crate::pool::Pooled;
 use crate::storage::CpuStorage;
 use crate::strided::alloc;
 use kiln_tensor::{Layout, Result, Window2d};
@@ -40,11 +41,26 @@ impl Geometry {
         (o * self.win.stride.0 + i * self.win.dilation.0).checked_sub(self.win.padding.0).filter(|&r| r < self.h)
     }
 
+    /// The output columns `lo..hi` whose kernel column `j` falls inside the input (for them the
+    /// input column is `o * sw + j * dw - pw`).
+    #[inline(always)]
+    fn valid_cols(&self, j: usize) -> (usize, usize) {
+        valid_range(self.ow, self.w, self.win.stride.1, j * self.win.dilation.1, self.win.padding.1)
+    }
+
     /// The input column read by output column `o` at kernel column `j`, if inside the input.
     #[inline(always)]
     fn in_col(&self, o: usize, j: usize) -> Option<usize> {
         (o * self.win.stride.1 + j * self.win.dilation.1).checked_sub(self.win.padding.1).filter(|&c| c < self.w)
     }
+}
+
+/// Outputs `o` in `0..out` with `0 <= o * stride + shift - pad < size`, as a range `lo..hi`.
+fn valid_range(out: usize, size: usize, stride: usize, shift: usize, pad: usize) -> (usize, usize) {
+    let stride = stride.max(1);
+    let lo = pad.saturating_sub(shift).div_ceil(stride).min(out);
+    let hi = (size + pad).checked_sub(shift).map_or(0, |room| room.div_ceil(stride)).clamp(lo, out);
+    (lo, hi)
 }
 
 fn dims4(layout: &Layout) -> Option<[usize; 4]> {
@@ -61,7 +77,7 @@ pub(crate) fn im2col(x: &CpuStorage, layout: &Layout, win: &Window2d) -> Result<
     })
 }
 
-fn im2col_t<T: Copy + Default + Send + Sync>(x: &[T], g: Geometry) -> Result<Vec<T>> {
+fn im2col_t<T: Copy + Default + Send + Sync + Pooled>(x: &[T], g: Geometry) -> Result<Vec<T>> {
     let (kh, kw) = g.win.kernel;
     let l = g.oh * g.ow;
     let rows = g.n * g.c * kh * kw;
@@ -75,14 +91,26 @@ fn im2col_t<T: Copy + Default + Send + Sync>(x: &[T], g: Geometry) -> Result<Vec
             let row = t * per_task + r;
             let (j, i, plane) = (row % kw, (row / kw) % kh, row / (kw * kh));
             let src = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+            let (lo, hi) = g.valid_cols(j);
+            let (s, shift) = (g.win.stride.1, j * g.win.dilation.1);
             for (oy, line) in dst.chunks_mut(g.ow).enumerate() {
                 let Some(iy) = g.in_row(oy, i) else {
                     line.fill(T::default());
                     continue;
                 };
                 let src_row = &src[iy * g.w..(iy + 1) * g.w];
-                for (ox, d) in line.iter_mut().enumerate() {
-                    *d = g.in_col(ox, j).map_or(T::default(), |ix| src_row[ix]);
+                line[..lo].fill(T::default());
+                line[hi..].fill(T::default());
+                if lo < hi {
+                    // Input columns lo * s + shift - pad, stepping by s: inside by `valid_cols`.
+                    let first = lo * s + shift - g.win.padding.1;
+                    if s == 1 {
+                        line[lo..hi].copy_from_slice(&src_row[first..first + hi - lo]);
+                    } else {
+                        for (d, x) in line[lo..hi].iter_mut().zip(src_row[first..].iter().step_by(s)) {
+                            *d = *x;
+                        }
+                    }
                 }
             }
         }
@@ -91,7 +119,12 @@ fn im2col_t<T: Copy + Default + Send + Sync>(x: &[T], g: Geometry) -> Result<Vec
     Ok(out)
 }
 
-pub(crate) fn col2im(cols: &CpuStorage, layout: &Layout, dims: [usize; 4], win: &Window2d) -> Result<Option<CpuStorage>> {
+pub(crate) fn col2im(
+    cols: &CpuStorage,
+    layout: &Layout,
+    dims: [usize; 4],
+    win: &Window2d,
+) -> Result<Option<CpuStorage>> {
     let Some((start, end)) = layout.contiguous_range() else { return Ok(None) };
     let Some(g) = Geometry::new(dims, win) else { return Ok(None) };
     if end - start != g.n * g.c * win.kernel.0 * win.kernel.1 * g.oh * g.ow {
@@ -104,7 +137,10 @@ pub(crate) fn col2im(cols: &CpuStorage, layout: &Layout, dims: [usize; 4], win: 
     })
 }
 
-fn col2im_t<T: Copy + Default + Send + Sync + std::ops::Add<Output = T>>(cols: &[T], g: Geometry) -> Result<Vec<T>> {
+fn col2im_t<T: Copy + Default + Send + Sync + Pooled + std::ops::Add<Output = T>>(
+    cols: &[T],
+    g: Geometry,
+) -> Result<Vec<T>> {
     let (kh, kw) = g.win.kernel;
     let (l, plane) = (g.oh * g.ow, g.h * g.w);
     let mut out = alloc(g.n * g.c * plane, T::default())?;
@@ -115,11 +151,23 @@ fn col2im_t<T: Copy + Default + Send + Sync + std::ops::Add<Output = T>>(cols: &
         for i in 0..kh {
             for j in 0..kw {
                 let row = &cols[((p * kh + i) * kw + j) * l..((p * kh + i) * kw + j + 1) * l];
+                let (lo, hi) = g.valid_cols(j);
+                let (s, shift) = (g.win.stride.1, j * g.win.dilation.1);
+                if lo >= hi {
+                    continue;
+                }
+                let first = lo * s + shift - g.win.padding.1;
                 for oy in 0..g.oh {
                     let Some(iy) = g.in_row(oy, i) else { continue };
-                    for ox in 0..g.ow {
-                        if let Some(ix) = g.in_col(ox, j) {
-                            dst[iy * g.w + ix] = dst[iy * g.w + ix] + row[oy * g.ow + ox];
+                    let src = &row[oy * g.ow + lo..oy * g.ow + hi];
+                    let dst_row = &mut dst[iy * g.w + first..];
+                    if s == 1 {
+                        for (d, x) in dst_row.iter_mut().zip(src) {
+                            *d = *d + *x;
+                        }
+                    } else {
+                        for (d, x) in dst_row.iter_mut().step_by(s).zip(src) {
+                            *d = *d + *x;
                         }
                     }
                 }
@@ -152,29 +200,36 @@ fn argmax_t<T: Copy + PartialOrd + Send + Sync>(x: &[T], g: Geometry) -> Result<
     run_tasks(pieces.len(), rayon::current_num_threads(), |p| {
         let mut dst = pieces[p].lock().unwrap_or_else(|e| e.into_inner());
         let src = &x[p * plane..(p + 1) * plane];
+        // The kernel rows valid for each output row, and columns for each output column.
+        let kernel_range = |o: usize, size: usize, k: usize, s: usize, d: usize, p: usize| {
+            let start = o * s;
+            let lo = p.saturating_sub(start).div_ceil(d.max(1)).min(k);
+            let hi = (size + p).saturating_sub(start).div_ceil(d.max(1)).clamp(lo, k);
+            (lo, hi)
+        };
+        let (s, d, p) = (g.win.stride, g.win.dilation, g.win.padding);
         for oy in 0..g.oh {
+            let (i_lo, i_hi) = kernel_range(oy, g.h, kh, s.0, d.0, p.0);
             for ox in 0..g.ow {
-                let mut best: Option<(usize, T)> = None;
-                for i in 0..kh {
-                    let Some(iy) = g.in_row(oy, i) else { continue };
-                    for j in 0..kw {
-                        let Some(ix) = g.in_col(ox, j) else { continue };
-                        let v = src[iy * g.w + ix];
+                let (j_lo, j_hi) = kernel_range(ox, g.w, kw, s.1, d.1, p.1);
+                if i_lo >= i_hi || j_lo >= j_hi {
+                    empty.store(true, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
+                let at = |i: usize, j: usize| (oy * s.0 + i * d.0 - p.0) * g.w + ox * s.1 + j * d.1 - p.1;
+                let (mut best_at, mut best) = (at(i_lo, j_lo), src[at(i_lo, j_lo)]);
+                for i in i_lo..i_hi {
+                    for j in j_lo..j_hi {
+                        let k = at(i, j);
+                        let v = src[k];
                         // The first maximum wins; a NaN wins over numbers, and the first NaN stays.
                         #[allow(clippy::eq_op)]
-                        let better = match best {
-                            None => true,
-                            Some((_, b)) => b == b && (v != v || v > b),
-                        };
-                        if better {
-                            best = Some((iy * g.w + ix, v));
+                        if best == best && (v != v || v > best) {
+                            (best_at, best) = (k, v);
                         }
                     }
                 }
-                match best {
-                    Some((at, _)) => dst[oy * g.ow + ox] = at as i64,
-                    None => empty.store(true, std::sync::atomic::Ordering::Relaxed),
-                }
+                dst[oy * g.ow + ox] = best_at as i64;
             }
         }
         Ok(())

@@ -77,7 +77,7 @@ impl<S: Copy + PartialOrd + Send + Sync> ZipFn<S, u8> for Zip<'_, S> {
 }
 
 /// Integer arithmetic: wrapping, with division by zero an error.
-trait Int: WithDType + Ord + Default {
+trait Int: WithDType + Ord + Default + crate::pool::Pooled {
     fn wadd(self, o: Self) -> Self;
     fn wsub(self, o: Self) -> Self;
     fn wmul(self, o: Self) -> Self;
@@ -181,7 +181,7 @@ pub(crate) fn where_cond(
     Ok(pick!(F32, F64, F16, BF16, I64, U32, U8))
 }
 
-fn cast_to<T: WithDType, U: WithDType + Default>(src: &[T], l: &Layout) -> Result<Vec<U>> {
+fn cast_to<T: WithDType, U: WithDType + Default + crate::pool::Pooled>(src: &[T], l: &Layout) -> Result<Vec<U>> {
     map1(src, l, |x: T| {
         let v = x.to_f64();
         U::from_f64(if v.is_nan() && U::DTYPE.is_int() { 0.0 } else { v })
@@ -202,7 +202,7 @@ pub(crate) fn cast(s: &CpuStorage, l: &Layout, dtype: DType) -> Result<CpuStorag
 }
 
 pub(crate) fn fill(len: usize, dtype: DType, value: f64) -> Result<CpuStorage> {
-    fn f<T: WithDType>(len: usize, value: f64) -> Result<Vec<T>> {
+    fn f<T: WithDType + crate::pool::Pooled>(len: usize, value: f64) -> Result<Vec<T>> {
         alloc(len, T::from_f64(value))
     }
     Ok(match dtype {
@@ -246,7 +246,12 @@ pub(crate) fn copy_strided(src: &CpuStorage, sl: &Layout, dst: &mut CpuStorage, 
     Ok(())
 }
 
-fn copy_into<T: Copy + Send + Sync + Default>(src: &[T], sl: &Layout, dst: &mut [T], dl: &Layout) -> Result<()> {
+fn copy_into<T: Copy + Send + Sync + Default + crate::pool::Pooled>(
+    src: &[T],
+    sl: &Layout,
+    dst: &mut [T],
+    dl: &Layout,
+) -> Result<()> {
     if let Some((a, b)) = dl.contiguous_range() {
         let dst = &mut dst[a..b];
         match sl.contiguous_range() {

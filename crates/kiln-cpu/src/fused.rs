@@ -10,6 +10,7 @@
 
 use crate::gemm::{isa, Isa};
 use crate::parallel::run_tasks;
+use crate::pool::Pooled;
 use crate::storage::CpuStorage;
 use crate::strided::{alloc, CHUNK, PAR_THRESHOLD};
 use kiln_tensor::{AdamStep, Float, Layout, Result};
@@ -40,7 +41,7 @@ pub(crate) fn adam_step(step: &AdamStep, inputs: [(&CpuStorage, &Layout); 4]) ->
     }))
 }
 
-fn run<T: Float + Default>(step: &AdamStep, [p, g, m, v]: [&[T]; 4]) -> Result<[Vec<T>; 3]> {
+fn run<T: Float + Default + Pooled>(step: &AdamStep, [p, g, m, v]: [&[T]; 4]) -> Result<[Vec<T>; 3]> {
     let n = p.len();
     let (mut po, mut mo, mut vo) = (alloc(n, T::default())?, alloc(n, T::default())?, alloc(n, T::default())?);
     let chunk = |start: usize, (po, mo, vo): (&mut [T], &mut [T], &mut [T])| {

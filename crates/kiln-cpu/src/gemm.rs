@@ -37,7 +37,7 @@ const PAR_FLOPS: usize = 1 << 20;
 
 /// Element types the kernel computes in.
 pub(crate) trait Elem:
-    Copy + Default + Send + Sync + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + 'static
+    Copy + Default + Send + Sync + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + crate::pool::Pooled
 {
     fn fma(self, a: Self, b: Self) -> Self;
     /// The AVX-512 register tile: `acc` (8 rows, row-major) `=` A panel `*` B panel.

@@ -22,44 +22,30 @@ fn check_range(op: &'static str, ix: i64, size: usize, dim: usize, shape: &[usiz
     Ok(ix as usize)
 }
 
-/// Calls `f(k, multi_index)` for every position of `dims` in row-major order.
-fn for_each_position(dims: &[usize], mut f: impl FnMut(usize, &[usize]) -> Result<()>) -> Result<()> {
-    let n: usize = dims.iter().product();
-    let mut pos = vec![0; dims.len()];
-    for k in 0..n {
-        f(k, &pos)?;
-        for d in (0..dims.len()).rev() {
-            pos[d] += 1;
-            if pos[d] < dims[d] {
-                break;
-            }
-            pos[d] = 0;
-        }
-    }
-    Ok(())
+/// The offsets in `target` (viewed through `tl`) of the index tensor's positions with the index
+/// itself left out: `base + index * stride_along_dim` is the element an index selects.
+fn base_offsets(tl: &Layout, index_shape: &Shape, dim: usize) -> (Layout, usize) {
+    let mut strides = tl.strides().to_vec();
+    let along = std::mem::replace(&mut strides[dim], 0);
+    (Layout::new(index_shape.clone(), strides, tl.offset()), along)
 }
 
-fn offset_with(l: &Layout, pos: &[usize], dim: usize, ix: usize) -> usize {
-    l.offset()
-        + pos
-            .iter()
-            .zip(l.strides())
-            .enumerate()
-            .map(|(d, (&p, &s))| if d == dim { ix * s } else { p * s })
-            .sum::<usize>()
+/// Checks every index against `size` before any element is touched.
+fn check_all(op: &'static str, ids: &[i64], size: usize, dim: usize, shape: &[usize]) -> Result<()> {
+    match ids.iter().find(|&&ix| ix < 0 || ix as usize >= size) {
+        Some(&bad) => check_range(op, bad, size, dim, shape).map(|_| ()),
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn gather(src: &CpuStorage, sl: &Layout, index: &CpuStorage, il: &Layout, dim: usize) -> Result<CpuStorage> {
     src.check("gather", sl)?;
     let ids = indices("gather", index, il)?;
-    let size = sl.dims()[dim];
-    let mut offs = Vec::with_capacity(ids.len());
-    for_each_position(il.dims(), |k, pos| {
-        let ix = check_range("gather", ids[k], size, dim, sl.dims())?;
-        offs.push(offset_with(sl, pos, dim, ix));
-        Ok(())
-    })?;
-    Ok(crate::storage::map_storage!(src, v => offs.iter().map(|&o| v[o]).collect()))
+    check_all("gather", &ids, sl.dims()[dim], dim, sl.dims())?;
+    let (base, along) = base_offsets(sl, il.shape(), dim);
+    Ok(
+        crate::storage::map_storage!(src, v => ids.iter().zip(base.offsets()).map(|(&ix, b)| v[b + ix as usize * along]).collect()),
+    )
 }
 
 pub(crate) fn scatter_add(
@@ -74,18 +60,14 @@ pub(crate) fn scatter_add(
     dst.check("scatter_add", dl)?;
     src.check("scatter_add", sl)?;
     let ids = indices("scatter_add", index, il)?;
-    let size = dl.dims()[dim];
-    let mut pairs = Vec::with_capacity(ids.len());
-    for_each_position(il.dims(), |k, pos| {
-        let ix = check_range("scatter_add", ids[k], size, dim, dl.dims())?;
-        pairs.push(offset_with(dl, pos, dim, ix));
-        Ok(())
-    })?;
+    check_all("scatter_add", &ids, dl.dims()[dim], dim, dl.dims())?;
+    let (base, along) = base_offsets(dl, il.shape(), dim);
+    let pairs = ids.iter().zip(base.offsets()).map(|(&ix, b)| b + ix as usize * along);
     macro_rules! add {
         ($($v:ident),*) => {
             match (dst, src) {
                 $((CpuStorage::$v(d), CpuStorage::$v(s)) => {
-                    for (&o, so) in pairs.iter().zip(sl.offsets()) {
+                    for (o, so) in pairs.zip(sl.offsets()) {
                         d[o] = add_elem(d[o], s[so]);
                     }
                 })*

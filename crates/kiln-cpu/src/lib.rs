@@ -16,13 +16,14 @@
 //! Module map: `storage` (the `Vec` per dtype), `strided` (parallel loops over layouts),
 //! `elementwise` (unary, binary, where, cast, copy), `reduce`, `matmul`, `index`.
 
-mod elementwise;
 mod conv;
+mod elementwise;
 mod fused;
 mod gemm;
 mod index;
 mod matmul;
 mod parallel;
+mod pool;
 mod reduce;
 mod storage;
 mod strided;

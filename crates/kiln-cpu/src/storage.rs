@@ -49,6 +49,21 @@ macro_rules! with_storage {
 }
 pub(crate) use with_storage;
 
+impl Drop for CpuStorage {
+    fn drop(&mut self) {
+        use crate::pool::Pooled;
+        match self {
+            CpuStorage::F32(v) => f32::pool().give(std::mem::take(v)),
+            CpuStorage::F64(v) => f64::pool().give(std::mem::take(v)),
+            CpuStorage::F16(v) => f16::pool().give(std::mem::take(v)),
+            CpuStorage::BF16(v) => bf16::pool().give(std::mem::take(v)),
+            CpuStorage::I64(v) => i64::pool().give(std::mem::take(v)),
+            CpuStorage::U32(v) => u32::pool().give(std::mem::take(v)),
+            CpuStorage::U8(v) => u8::pool().give(std::mem::take(v)),
+        }
+    }
+}
+
 impl CpuStorage {
     /// The element type.
     pub fn dtype(&self) -> DType {
@@ -103,15 +118,17 @@ impl CpuStorage {
         }
     }
 
-    pub(crate) fn into_host(self) -> HostData {
-        match self {
-            CpuStorage::F32(v) => HostData::F32(v),
-            CpuStorage::F64(v) => HostData::F64(v),
-            CpuStorage::F16(v) => HostData::F16(v),
-            CpuStorage::BF16(v) => HostData::BF16(v),
-            CpuStorage::I64(v) => HostData::I64(v),
-            CpuStorage::U32(v) => HostData::U32(v),
-            CpuStorage::U8(v) => HostData::U8(v),
+    pub(crate) fn into_host(mut self) -> HostData {
+        // Take the vector out, leaving an empty one for `Drop` (which then pools nothing).
+        use std::mem::take;
+        match &mut self {
+            CpuStorage::F32(v) => HostData::F32(take(v)),
+            CpuStorage::F64(v) => HostData::F64(take(v)),
+            CpuStorage::F16(v) => HostData::F16(take(v)),
+            CpuStorage::BF16(v) => HostData::BF16(take(v)),
+            CpuStorage::I64(v) => HostData::I64(take(v)),
+            CpuStorage::U32(v) => HostData::U32(take(v)),
+            CpuStorage::U8(v) => HostData::U8(take(v)),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Element-wise loops over strided layouts, split across rayon threads above a size threshold.
 //! Work is split into fixed-size chunks, so results never depend on the thread count.
 
+use crate::pool::Pooled;
 use kiln_tensor::{Error, Layout, Result};
 
 /// Below this many elements a loop runs on the calling thread (thread hand-off costs more).
@@ -8,8 +9,13 @@ pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
 /// Elements per parallel work item.
 pub(crate) const CHUNK: usize = 1 << 13;
 
-/// A vector of `n` copies of `v`, or an error instead of aborting when memory runs out.
-pub(crate) fn alloc<U: Copy>(n: usize, v: U) -> Result<Vec<U>> {
+/// A vector of `n` copies of `v` (reusing a pooled buffer when one fits), or an error instead of
+/// aborting when memory runs out.
+pub(crate) fn alloc<U: Pooled>(n: usize, v: U) -> Result<Vec<U>> {
+    if let Some(mut out) = U::pool().take(n) {
+        out.fill(v);
+        return Ok(out);
+    }
     let mut out = Vec::new();
     out.try_reserve_exact(n).map_err(|_| Error::Backend {
         backend: "cpu".into(),
@@ -100,7 +106,7 @@ pub(crate) fn runs<const N: usize>(
 pub(crate) fn map1<T, U, F>(src: &[T], l: &Layout, f: F) -> Result<Vec<U>>
 where
     T: Copy + Send + Sync,
-    U: Copy + Default + Send + Sync,
+    U: Copy + Default + Send + Sync + Pooled,
     F: Fn(T) -> U + Send + Sync,
 {
     let mut out = alloc(l.elem_count(), U::default())?;
@@ -130,7 +136,7 @@ where
 pub(crate) fn map2<T, U, F>(a: &[T], la: &Layout, b: &[T], lb: &Layout, f: F) -> Result<Vec<U>>
 where
     T: Copy + Send + Sync,
-    U: Copy + Default + Send + Sync,
+    U: Copy + Default + Send + Sync + Pooled,
     F: Fn(T, T) -> U + Send + Sync,
 {
     let mut out = alloc(la.elem_count(), U::default())?;
@@ -161,7 +167,7 @@ pub(crate) fn map3<A, T, U, F>(a: &[A], la: &Layout, b: &[T], lb: &Layout, c: &[
 where
     A: Copy + Send + Sync,
     T: Copy + Send + Sync,
-    U: Copy + Default + Send + Sync,
+    U: Copy + Default + Send + Sync + Pooled,
     F: Fn(A, T, T) -> U + Send + Sync,
 {
     let mut out = alloc(la.elem_count(), U::default())?;

@@ -138,9 +138,13 @@ pub(crate) fn grads(ctx: &mut Ctx) {
     });
     // Convolution and pooling, through the backend's im2col/col2im and pooling argmax if it has them.
     let win = kiln_tensor::Window2d { kernel: (3, 2), stride: (2, 1), padding: (1, 1), dilation: (1, 2) };
-    let conv = [f64_input(&[2, 2, 5, 6], (-1.0, 1.0), View::Contiguous), f64_input(&[3, 2, 3, 2], (-1.0, 1.0), View::Strided)];
+    let conv =
+        [f64_input(&[2, 2, 5, 6], (-1.0, 1.0), View::Contiguous), f64_input(&[3, 2, 3, 2], (-1.0, 1.0), View::Strided)];
     ctx.grad_check("conv2d strided padded dilated".into(), &conv, H, move |t| t[0].conv2d(&t[1], None, win, 1));
-    let conv_groups = [f64_input(&[1, 4, 5, 5], (-1.0, 1.0), View::Transposed), f64_input(&[2, 2, 3, 3], (-1.0, 1.0), View::Contiguous)];
+    let conv_groups = [
+        f64_input(&[1, 4, 5, 5], (-1.0, 1.0), View::Transposed),
+        f64_input(&[2, 2, 3, 3], (-1.0, 1.0), View::Contiguous),
+    ];
     ctx.grad_check("conv2d groups 2".into(), &conv_groups, H, |t| {
         t[0].conv2d(&t[1], None, kiln_tensor::Window2d::square(3), 2)
     });

@@ -130,11 +130,16 @@ pub(crate) fn composite(ctx: &mut Ctx) {
                 Input::new(&ws, dtype, (-1.0, 1.0), View::Contiguous),
                 Input::new(&[ws[0]], dtype, (-1.0, 1.0), View::Contiguous),
             ];
-            ctx.check(format!("conv2d {dtype} {xs:?}{xv:?} w {ws:?} {win:?} groups {groups}"), &inputs, tol, move |t| {
-                t[0].conv2d(&t[1], Some(&t[2]), win, groups)
-            });
+            ctx.check(
+                format!("conv2d {dtype} {xs:?}{xv:?} w {ws:?} {win:?} groups {groups}"),
+                &inputs,
+                tol,
+                move |t| t[0].conv2d(&t[1], Some(&t[2]), win, groups),
+            );
         }
-        for win in [Window2d::square(2), Window2d { kernel: (3, 3), stride: (2, 2), padding: (1, 1), dilation: (1, 1) }, odd] {
+        for win in
+            [Window2d::square(2), Window2d { kernel: (3, 3), stride: (2, 2), padding: (1, 1), dilation: (1, 1) }, odd]
+        {
             let x = Input::new(&[2, 3, 7, 6], dtype, (-1.0, 1.0), View::Strided);
             ctx.check(format!("max_pool2d {dtype} {win:?}"), &[x.clone()], tol, move |t| t[0].max_pool2d(win));
             ctx.check(format!("im2col {dtype} {win:?}"), &[x], tol, move |t| t[0].im2col(win));

@@ -102,7 +102,12 @@ impl Tensor {
         let rows = c * win.kernel.0 * win.kernel.1;
         let x = crate::no_grad(|| self.contiguous())?;
         if let Some(s) = self.backend().im2col(x.storage(), x.layout(), &win)? {
-            return Ok(self.result(s, Shape::new(&[n, rows, oh * ow]), self.dtype(), Some(Op::Im2col(self.clone(), win))));
+            return Ok(self.result(
+                s,
+                Shape::new(&[n, rows, oh * ow]),
+                self.dtype(),
+                Some(Op::Im2col(self.clone(), win)),
+            ));
         }
         self.windows2d(OP, win, 0.0)?.reshape([n, rows, oh * ow])
     }
@@ -120,7 +125,8 @@ impl Tensor {
         let grads = with_grad(|| -> Result<_> {
             let (n, c) = (d[0], d[1]);
             let (oh, ow) = win.output_size("col2im", input)?;
-            let cols = x.as_tensor().windows2d("col2im", win, 0.0)?.reshape([n, c * win.kernel.0 * win.kernel.1, oh * ow])?;
+            let cols =
+                x.as_tensor().windows2d("col2im", win, 0.0)?.reshape([n, c * win.kernel.0 * win.kernel.1, oh * ow])?;
             cols.backward_with(g.clone())
         })?;
         match grads.get(&x) {
