@@ -47,12 +47,6 @@ impl Geometry {
     fn valid_cols(&self, j: usize) -> (usize, usize) {
         valid_range(self.ow, self.w, self.win.stride.1, j * self.win.dilation.1, self.win.padding.1)
     }
-
-    /// The input column read by output column `o` at kernel column `j`, if inside the input.
-    #[inline(always)]
-    fn in_col(&self, o: usize, j: usize) -> Option<usize> {
-        (o * self.win.stride.1 + j * self.win.dilation.1).checked_sub(self.win.padding.1).filter(|&c| c < self.w)
-    }
 }
 
 /// Outputs `o` in `0..out` with `0 <= o * stride + shift - pad < size`, as a range `lo..hi`.

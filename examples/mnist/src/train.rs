@@ -32,10 +32,11 @@ fn name(d: DatasetKind, m: ModelKind) -> String {
     format!("{}-{m}", dataset_name(d))
 }
 
-/// Accuracy (%) and the confusion matrix of `model` on `data`, in batches of 1,000.
+/// Accuracy (%) and the confusion matrix of `model` on `data`, in batches of 200 (the CNN's
+/// im2col columns take 0.66 MB per image; 200 keep them in the CPU backend's buffer pool).
 pub fn evaluate(model: &dyn Module, data: Arc<dyn Dataset>, dev: &Device) -> Result<(f64, Vec<[u64; 10]>)> {
     model.eval();
-    let loader = DataLoader::new(data, 1000, dev)?;
+    let loader = DataLoader::new(data, 200, dev)?;
     let mut confusion = vec![[0u64; 10]; 10];
     let (mut correct, mut total) = (0u64, 0u64);
     for batch in loader.epoch(0) {

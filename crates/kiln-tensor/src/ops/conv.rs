@@ -104,7 +104,7 @@ impl Tensor {
         if let Some(s) = self.backend().im2col(x.storage(), x.layout(), &win)? {
             return Ok(self.result(
                 s,
-                Shape::new(&[n, rows, oh * ow]),
+                Shape::new([n, rows, oh * ow]),
                 self.dtype(),
                 Some(Op::Im2col(self.clone(), win)),
             ));
@@ -192,7 +192,7 @@ impl Tensor {
         if let Some(s) = self.backend().max_pool2d_indices(x.storage(), x.layout(), &win)? {
             let idx = Tensor::from_storage(
                 s,
-                crate::Layout::contiguous(Shape::new(&[n, c, oh * ow])),
+                crate::Layout::contiguous(Shape::new([n, c, oh * ow])),
                 crate::DType::I64,
                 self.device().clone(),
                 None,
