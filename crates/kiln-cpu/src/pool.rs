@@ -5,7 +5,8 @@
 //! page fault per 4 KiB on first touch: for a CNN layer's 40 MB im2col buffer that was half the
 //! layer's time. Buffers of at least [`MIN_BYTES`] are kept here when their storage is dropped
 //! (`CpuStorage`'s `Drop`) and handed out again for the same length, most recent first. At most
-//! `KILN_CPU_POOL_MB` MiB (default 1024) are kept; `KILN_CPU_POOL_MB=0` turns the pool off.
+//! `KILN_CPU_POOL_MB` MiB (default 1024) are kept per dtype; when full, buffers of other lengths
+//! are freed first. `KILN_CPU_POOL_MB=0` turns the pool off.
 
 use half::{bf16, f16};
 use std::collections::HashMap;
@@ -59,9 +60,18 @@ impl<T: Copy> Pool<T> {
         if bytes < MIN_BYTES || v.len() != v.capacity() {
             return;
         }
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.bytes + bytes > limit_bytes() {
+        let limit = limit_bytes();
+        if bytes > limit {
             return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // Full: free buffers of other lengths (the workload has moved on to new shapes).
+        while inner.bytes + bytes > limit {
+            let Some(&len) = inner.free.keys().find(|&&l| l != v.len()).or_else(|| inner.free.keys().next()) else {
+                break;
+            };
+            let freed = inner.free.remove(&len).unwrap_or_default();
+            inner.bytes -= freed.iter().map(|b| b.capacity() * std::mem::size_of::<T>()).sum::<usize>();
         }
         inner.bytes += bytes;
         inner.free.entry(v.len()).or_default().push(v);
@@ -79,3 +89,32 @@ macro_rules! pooled {
     )*};
 }
 pooled!(f32, f64, f16, bf16, i64, u32, u8);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_buffers_come_back_and_small_ones_do_not() {
+        let pool: Pool<f32> = Pool::new();
+        let len = MIN_BYTES / 4 + 7;
+        let v = vec![1f32; len];
+        let ptr = v.as_ptr();
+        pool.give(v);
+        let again = pool.take(len).expect("a pooled buffer of the same length");
+        assert_eq!(again.as_ptr(), ptr);
+        assert!(pool.take(len).is_none(), "each buffer is handed out once");
+        pool.give(vec![0f32; 16]);
+        assert!(pool.take(16).is_none(), "small buffers are not pooled");
+    }
+
+    #[test]
+    fn a_full_pool_frees_other_lengths_first() {
+        let pool: Pool<u8> = Pool::new();
+        let (a, b) = (limit_bytes() / 2 + 1, limit_bytes() / 2);
+        pool.give(vec![0u8; a]);
+        pool.give(vec![0u8; b]);
+        assert!(pool.take(a).is_none(), "the older length made room for the newer");
+        assert!(pool.take(b).is_some());
+    }
+}
