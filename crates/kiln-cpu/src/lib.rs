@@ -25,6 +25,7 @@ mod matmul;
 mod parallel;
 mod pool;
 mod reduce;
+mod simd;
 mod storage;
 mod strided;
 

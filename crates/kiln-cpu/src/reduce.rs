@@ -4,6 +4,7 @@
 //! logical elements `i * r .. (i + 1) * r` of that view. Long reductions are split into blocks of
 //! a fixed size, combined in order, so the result is the same at every thread count.
 
+use crate::simd::vectorized;
 use crate::storage::CpuStorage;
 use crate::strided::{CHUNK, PAR_THRESHOLD};
 use half::{bf16, f16};
@@ -61,6 +62,60 @@ fn better<T: Acc>(op: ReduceOp, cand: T, best: T) -> bool {
     match op {
         ReduceOp::Max | ReduceOp::ArgMax => cand > best,
         _ => cand < best,
+    }
+}
+
+/// Lanes of a contiguous reduction: independent accumulators the compiler keeps in vector
+/// registers, combined in a fixed order (so the result does not depend on threads either).
+const LANES: usize = 16;
+
+/// The sum of a contiguous row, in `LANES` interleaved partial sums.
+#[inline]
+fn sum_lanes<T: Acc>(row: &[T]) -> T::Sum {
+    let mut lanes = [T::zero(); LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l = T::add(*l, x);
+        }
+    }
+    let acc = lanes.into_iter().fold(T::zero(), T::merge);
+    chunks.remainder().iter().fold(acc, |a, &x| T::add(a, x))
+}
+
+/// The max (or min) of a contiguous, non-empty row with `better`'s NaN rule (a NaN wins and
+/// stays), in lanes written as selects so that they vectorize.
+#[inline]
+fn best_lanes<T: Acc>(op: ReduceOp, row: &[T]) -> T {
+    #[allow(clippy::eq_op)]
+    fn lanes<T: Acc>(row: &[T], wins: impl Fn(T, T) -> bool) -> T {
+        let mut chunks = row.chunks_exact(LANES);
+        let mut best = row[0];
+        if let Some(first) = chunks.next() {
+            let mut lanes: [T; LANES] = std::array::from_fn(|i| first[i]);
+            for c in &mut chunks {
+                for (l, &x) in lanes.iter_mut().zip(c) {
+                    let take = (*l == *l) & ((x != x) | wins(x, *l));
+                    *l = if take { x } else { *l };
+                }
+            }
+            best = lanes[0];
+            for &l in &lanes[1..] {
+                if best == best && (l != l || wins(l, best)) {
+                    best = l;
+                }
+            }
+        }
+        for &x in chunks.remainder() {
+            if best == best && (x != x || wins(x, best)) {
+                best = x;
+            }
+        }
+        best
+    }
+    match op {
+        ReduceOp::Max => lanes(row, |x, b| x > b),
+        _ => lanes(row, |x, b| x < b),
     }
 }
 
@@ -149,7 +204,17 @@ fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> 
             kept.iter().map(|&d| l.strides()[d]).collect(),
             l.offset(),
         );
+        // Rows that are contiguous in memory (the last dims, reduced): lane-parallel loops.
+        let contiguous = rel.iter().enumerate().all(|(i, &o)| o == i);
         let one = |base: usize| -> (T, usize) {
+            if contiguous && r > 0 {
+                let row = &src[base..base + r];
+                match op {
+                    ReduceOp::Sum => return (T::finish(sum_lanes(row)), 0),
+                    ReduceOp::Max | ReduceOp::Min => return (best_lanes(op, row), 0),
+                    _ => {}
+                }
+            }
             match op {
                 ReduceOp::Sum => (T::finish(rel.iter().fold(T::zero(), |acc, &o| T::add(acc, src[base + o]))), 0),
                 _ => {
@@ -164,16 +229,19 @@ fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> 
             }
         };
         let mut results = vec![(T::default(), 0usize); outs];
-        if per_output_par {
-            results.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-                for (slot, base) in chunk.iter_mut().zip(kept_l.offsets_from(c * CHUNK)) {
+        // Few rows per chunk when rows are long, so both threads get work.
+        let rows_per_task = (CHUNK / r.max(1)).max(1);
+        let run = |c: usize, chunk: &mut [(T, usize)]| {
+            vectorized(|| {
+                for (slot, base) in chunk.iter_mut().zip(kept_l.offsets_from(c * rows_per_task)) {
                     *slot = one(base);
                 }
-            });
+            })
+        };
+        if per_output_par {
+            crate::parallel::for_each_chunk_mut(&mut results, rows_per_task, run);
         } else {
-            for (slot, base) in results.iter_mut().zip(kept_l.offsets()) {
-                *slot = one(base);
-            }
+            run(0, &mut results);
         }
         return Ok(if op.is_arg() {
             (Vec::new(), results.into_iter().map(|(_, k)| k as i64).collect())

@@ -25,15 +25,25 @@ pub(crate) fn alloc<U: Pooled>(n: usize, v: U) -> Result<Vec<U>> {
     Ok(out)
 }
 
+/// Like [`alloc`] for a buffer the caller overwrites entirely: a pooled buffer is handed out as it
+/// is (no fill pass), a fresh one is filled with `v`.
+pub(crate) fn alloc_for_overwrite<U: Pooled>(n: usize, v: U) -> Result<Vec<U>> {
+    match U::pool().take(n) {
+        Some(out) => Ok(out),
+        None => alloc(n, v),
+    }
+}
+
 /// Runs `f(first_logical_index, chunk)` over `out`, in parallel chunks when it is large.
 fn fill<U: Send, F>(out: &mut [U], f: F)
 where
     F: Fn(usize, &mut [U]) + Sync + Send,
 {
+    use crate::simd::vectorized;
     if out.len() >= PAR_THRESHOLD {
-        crate::parallel::for_each_chunk_mut(out, CHUNK, |c, chunk| f(c * CHUNK, chunk));
+        crate::parallel::for_each_chunk_mut(out, CHUNK, |c, chunk| vectorized(|| f(c * CHUNK, chunk)));
     } else {
-        f(0, out);
+        vectorized(|| f(0, out));
     }
 }
 
@@ -109,7 +119,7 @@ where
     U: Copy + Default + Send + Sync + Pooled,
     F: Fn(T) -> U + Send + Sync,
 {
-    let mut out = alloc(l.elem_count(), U::default())?;
+    let mut out = alloc_for_overwrite(l.elem_count(), U::default())?;
     match l.contiguous_range() {
         Some((s, e)) => {
             let src = &src[s..e];
@@ -139,7 +149,7 @@ where
     U: Copy + Default + Send + Sync + Pooled,
     F: Fn(T, T) -> U + Send + Sync,
 {
-    let mut out = alloc(la.elem_count(), U::default())?;
+    let mut out = alloc_for_overwrite(la.elem_count(), U::default())?;
     match (la.contiguous_range(), lb.contiguous_range()) {
         (Some((sa, ea)), Some((sb, eb))) => {
             let (a, b) = (&a[sa..ea], &b[sb..eb]);

@@ -22,6 +22,10 @@ pub(crate) fn reduce(ctx: &mut Ctx) {
         (vec![4, 1, 6], View::Broadcast, vec![-1]),
         (vec![0, 3], View::Contiguous, vec![1]),
         (vec![], View::Contiguous, vec![]),
+        // Rows long enough for lane-parallel loops, with a remainder; an offset (unaligned) start.
+        (vec![5, 37], View::Contiguous, vec![1]),
+        (vec![3, 2, 40], View::Offset, vec![2]),
+        (vec![70, 300], View::Contiguous, vec![-1]),
     ];
     for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min] {
         for dtype in DType::ALL {
@@ -41,6 +45,15 @@ pub(crate) fn reduce(ctx: &mut Ctx) {
                 );
             }
         }
+    }
+    // NaN wins max and min wherever it sits in a long row (in a lane or in the remainder).
+    for dtype in [DType::F32, DType::F64] {
+        let mut values: Vec<f64> = (0..3 * 37).map(|i| ((i * 7919) % 101) as f64 / 10.0 - 5.0).collect();
+        values[3] = f64::NAN;
+        values[37 + 35] = f64::NAN;
+        let input = Input::values(&[3, 37], dtype, values);
+        ctx.check(format!("max {dtype} rows with NaN"), &[input.clone()], None, |t| t[0].max(-1, false));
+        ctx.check(format!("min {dtype} rows with NaN"), &[input], None, |t| t[0].min(-1, false));
     }
     for dtype in DType::ALL {
         for (shape, view, dim) in
