@@ -75,5 +75,28 @@ fn conv(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group! { name = benches; config = kiln_benches::criterion(); targets = elementwise, reductions, overhead, conv }
+/// One fused Adam step over the MLP's 101,770 parameters with ordinary values, with moments and
+/// gradients in the denormal range, and the latter with FTZ/DAZ on (kiln's policy question).
+fn denormals(c: &mut Criterion) {
+    let dev = kiln::kiln_cpu::cpu();
+    let n = 101_770;
+    let step =
+        kiln::AdamStep { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false, t: 10 };
+    let p = Tensor::randn(0.0, 0.1, [n], DType::F32, 1, &dev).unwrap();
+    let mut g = c.benchmark_group("denormals");
+    for (name, scale, ftz) in [("normal", 1e-3, false), ("denormal", 1e-20, false), ("denormal_ftz", 1e-20, true)] {
+        // Gradients near 1e-20 square to ~1e-40: below f32's smallest normal (1.2e-38).
+        let grad = Tensor::randn(0.0, scale, [n], DType::F32, 2, &dev).unwrap();
+        let m = grad.mul_scalar(0.1).unwrap();
+        let v = grad.sqr().unwrap();
+        kiln::kiln_cpu::set_flush_denormal(ftz);
+        g.bench_function(format!("adam_step/f32/{name}"), |b| {
+            b.iter(|| black_box(p.adam_step(&grad, &m, &v, &step).unwrap()))
+        });
+        kiln::kiln_cpu::set_flush_denormal(false);
+    }
+    g.finish();
+}
+
+criterion_group! { name = benches; config = kiln_benches::criterion(); targets = elementwise, reductions, overhead, conv, denormals }
 criterion_main!(benches);

@@ -29,6 +29,7 @@ mod simd;
 mod storage;
 mod strided;
 
+pub use simd::set_flush_denormal;
 pub use storage::CpuStorage;
 
 use kiln_tensor::{AdamStep, Backend, BinaryOp, DType, Device, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d};

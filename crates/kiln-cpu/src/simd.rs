@@ -35,3 +35,36 @@ unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
 unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
+
+/// Turns flush-to-zero and denormals-are-zero on or off for kiln's CPU kernels (PyTorch's
+/// `torch.set_flush_denormal`): on every thread of rayon's global pool and on the calling thread.
+/// Returns `false` where the CPU has no such mode (non-x86-64), changing nothing.
+///
+/// Off by default: results then follow IEEE 754, as PyTorch's do by default. With it on, values
+/// below f32's smallest normal (1.2e-38) and f64's (2.2e-308) read and compute as zero, which
+/// changes results wherever such tiny values occur. What it buys on the machine in
+/// BENCHMARKS.md: a fused Adam step whose moments are denormal runs 1.33x slower than on
+/// ordinary values, and at ordinary speed with this on.
+pub fn set_flush_denormal(on: bool) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[allow(deprecated)]
+        fn apply(on: bool) {
+            use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
+            // SAFETY: only the FTZ (bit 15) and DAZ (bit 6) bits of this thread's MXCSR change;
+            // SSE2, which has them, is part of x86-64.
+            unsafe {
+                let csr = _mm_getcsr();
+                _mm_setcsr(if on { csr | 0x8040 } else { csr & !0x8040 });
+            }
+        }
+        rayon::broadcast(|_| apply(on));
+        apply(on);
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = on;
+        false
+    }
+}
