@@ -14,7 +14,7 @@ fn mlp_step(c: &mut Criterion) {
     let dev = kiln::kiln_cpu::cpu();
     let mut g = c.benchmark_group("train");
     for batch in [32usize, 128] {
-        let model = kiln_benches::mlp(&dev).unwrap();
+        let model = kiln::nn::zoo::mnist_mlp(&dev).unwrap();
         let mut opt = Adam::new(model.parameters(), AdamConfig::lr(1e-3));
         let x = Tensor::randn(0.0, 1.0, [batch, 784], DType::F32, 7, &dev).unwrap();
         let y = labels(batch, &dev);
@@ -27,7 +27,7 @@ fn mlp_step(c: &mut Criterion) {
             })
         });
     }
-    let model = kiln_benches::cnn(&dev).unwrap();
+    let model = kiln::nn::zoo::mnist_cnn(&dev).unwrap();
     let mut opt = Adadelta::new(model.parameters(), AdadeltaConfig::default());
     let x = Tensor::randn(0.0, 1.0, [64, 1, 28, 28], DType::F32, 8, &dev).unwrap();
     let y = labels(64, &dev);
@@ -45,7 +45,7 @@ fn mlp_step(c: &mut Criterion) {
 
 fn mlp_inference(c: &mut Criterion) {
     let dev = kiln::kiln_cpu::cpu();
-    let model = kiln_benches::mlp(&dev).unwrap();
+    let model = kiln::nn::zoo::mnist_mlp(&dev).unwrap();
     let x = Tensor::randn(0.0, 1.0, [10_000, 784], DType::F32, 9, &dev).unwrap();
     let mut g = c.benchmark_group("infer");
     g.throughput(Throughput::Elements(10_000));

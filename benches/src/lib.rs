@@ -46,32 +46,6 @@ pub fn mnk(&(m, k, n): &(usize, usize, usize)) -> String {
 /// Element counts of the element-wise benches, with their labels.
 pub const ELEMENTWISE_SIZES: &[(usize, &str)] = &[(1 << 10, "1K"), (1 << 16, "64K"), (1 << 20, "1M"), (1 << 24, "16M")];
 
-/// The MLP of `cargo run -p mnist` (784-128-ReLU-10).
-pub fn mlp(device: &kiln::Device) -> kiln::Result<kiln_nn::Sequential> {
-    use kiln_nn::{Activation, LinearConfig, Sequential};
-    Ok(Sequential::new()
-        .add(LinearConfig::new(784, 128).init(device)?)
-        .add(Activation::ReLU)
-        .add(LinearConfig::new(128, 10).init(device)?))
-}
-
-/// The CNN of `cargo run -p mnist -- --model cnn` (PyTorch's MNIST example).
-pub fn cnn(device: &kiln::Device) -> kiln::Result<kiln_nn::Sequential> {
-    use kiln_nn::{Activation, Conv2dConfig, Dropout, Flatten, LinearConfig, MaxPool2d, Sequential};
-    Ok(Sequential::new()
-        .add(Conv2dConfig::new(1, 32, 3).init(device)?)
-        .add(Activation::ReLU)
-        .add(Conv2dConfig::new(32, 64, 3).init(device)?)
-        .add(Activation::ReLU)
-        .add(MaxPool2d::new(2))
-        .add(Dropout::new(0.25)?)
-        .add(Flatten::default())
-        .add(LinearConfig::new(9216, 128).init(device)?)
-        .add(Activation::ReLU)
-        .add(Dropout::new(0.5)?)
-        .add(LinearConfig::new(128, 10).init(device)?))
-}
-
 /// Whether `cargo xtask bench --compare` asked for the peers (the `gemm` crate) too.
 pub fn peers() -> bool {
     std::env::var_os("KILN_BENCH_PEERS").is_some()

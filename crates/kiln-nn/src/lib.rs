@@ -32,6 +32,7 @@ mod module;
 pub mod optim;
 pub mod scheduler;
 mod summary;
+pub mod zoo;
 
 pub use init::{manual_seed, Init};
 pub use layers::*;
