@@ -132,8 +132,15 @@ where
         None => fill(&mut out, |start, chunk| {
             let mut k = 0;
             runs([l], start, chunk.len(), |[o], [s], n| {
-                for (t, dst) in chunk[k..k + n].iter_mut().enumerate() {
-                    *dst = f(src[o + t * s]);
+                let dst = &mut chunk[k..k + n];
+                if s == 1 {
+                    for (d, &x) in dst.iter_mut().zip(&src[o..o + n]) {
+                        *d = f(x);
+                    }
+                } else {
+                    for (t, d) in dst.iter_mut().enumerate() {
+                        *d = f(src[o + t * s]);
+                    }
                 }
                 k += n;
             });
@@ -162,8 +169,32 @@ where
         _ => fill(&mut out, |start, chunk| {
             let mut k = 0;
             runs([la, lb], start, chunk.len(), |[oa, ob], [sa, sb], n| {
-                for (t, dst) in chunk[k..k + n].iter_mut().enumerate() {
-                    *dst = f(a[oa + t * sa], b[ob + t * sb]);
+                let dst = &mut chunk[k..k + n];
+                // Slices for unit and zero strides (a row against a broadcast row or scalar), so
+                // the common broadcasts vectorize; index arithmetic for the rest.
+                match (sa, sb) {
+                    (1, 1) => {
+                        for ((d, &x), &y) in dst.iter_mut().zip(&a[oa..oa + n]).zip(&b[ob..ob + n]) {
+                            *d = f(x, y);
+                        }
+                    }
+                    (1, 0) => {
+                        let y = b[ob];
+                        for (d, &x) in dst.iter_mut().zip(&a[oa..oa + n]) {
+                            *d = f(x, y);
+                        }
+                    }
+                    (0, 1) => {
+                        let x = a[oa];
+                        for (d, &y) in dst.iter_mut().zip(&b[ob..ob + n]) {
+                            *d = f(x, y);
+                        }
+                    }
+                    _ => {
+                        for (t, d) in dst.iter_mut().enumerate() {
+                            *d = f(a[oa + t * sa], b[ob + t * sb]);
+                        }
+                    }
                 }
                 k += n;
             });
