@@ -69,9 +69,9 @@ fn conv(c: &mut Criterion) {
     }
     let x = Tensor::randn(0.0, 1.0, [64, 64, 24, 24], DType::F32, 6, &dev).unwrap();
     g.throughput(Throughput::Bytes((4 * x.elem_count() * 5 / 4) as u64));
-    g.bench_function("max_pool2d_fwd/f32/b64_64x24x24", |b| {
-        b.iter(|| black_box(x.max_pool2d(Window2d::square(2)).unwrap()))
-    });
+    // PyTorch's `F.max_pool2d(x, 2)`: stride equal to the window.
+    let pool = Window2d { stride: (2, 2), ..Window2d::square(2) };
+    g.bench_function("max_pool2d_fwd/f32/b64_64x24x24", |b| b.iter(|| black_box(x.max_pool2d(pool).unwrap())));
     g.finish();
 }
 

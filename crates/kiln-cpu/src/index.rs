@@ -40,12 +40,49 @@ fn check_all(op: &'static str, ids: &[i64], size: usize, dim: usize, shape: &[us
 
 pub(crate) fn gather(src: &CpuStorage, sl: &Layout, index: &CpuStorage, il: &Layout, dim: usize) -> Result<CpuStorage> {
     src.check("gather", sl)?;
+    if let Some(out) = gather_rows(src, sl, index, il, dim)? {
+        return Ok(out);
+    }
     let ids = indices("gather", index, il)?;
     check_all("gather", &ids, sl.dims()[dim], dim, sl.dims())?;
     let (base, along) = base_offsets(sl, il.shape(), dim);
     Ok(
         crate::storage::map_storage!(src, v => ids.iter().zip(base.offsets()).map(|(&ix, b)| v[b + ix as usize * along]).collect()),
     )
+}
+
+/// `gather` along the last dim of contiguous tensors with i64 indices (max pooling, the
+/// cross-entropy pick): row slices, no offset arithmetic. `None` for any other case.
+fn gather_rows(
+    src: &CpuStorage,
+    sl: &Layout,
+    index: &CpuStorage,
+    il: &Layout,
+    dim: usize,
+) -> Result<Option<CpuStorage>> {
+    let (Some((s0, s1)), Some((i0, i1)), CpuStorage::I64(iv)) = (sl.contiguous_range(), il.contiguous_range(), index)
+    else {
+        return Ok(None);
+    };
+    let rank = sl.dims().len();
+    if dim + 1 != rank || sl.dims()[..dim] != il.dims()[..dim] || il.elem_count() == 0 {
+        return Ok(None);
+    }
+    let (ns, ni) = (sl.dims()[dim], il.dims()[dim]);
+    let ids = &iv[i0..i1];
+    check_all("gather", ids, ns, dim, sl.dims())?;
+    macro_rules! rows {
+        ($v:expr) => {{
+            let v = &$v[s0..s1];
+            let mut out = Vec::with_capacity(ids.len());
+            for (r, row_ids) in ids.chunks(ni).enumerate() {
+                let row = &v[r * ns..(r + 1) * ns];
+                out.extend(row_ids.iter().map(|&ix| row[ix as usize]));
+            }
+            out
+        }};
+    }
+    Ok(Some(crate::storage::map_storage!(src, v => rows!(v))))
 }
 
 pub(crate) fn scatter_add(
