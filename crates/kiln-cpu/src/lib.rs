@@ -52,7 +52,7 @@ impl Backend for CpuBackend {
         "cpu".into()
     }
     fn upload(&self, data: &HostData) -> Result<CpuStorage> {
-        Ok(CpuStorage::from_host(data))
+        CpuStorage::from_host(data)
     }
     fn download(&self, s: &CpuStorage, l: &Layout) -> Result<HostData> {
         Ok(elementwise::contiguous(s, l)?.into_host())

@@ -106,16 +106,23 @@ impl CpuStorage {
         Ok(())
     }
 
-    pub(crate) fn from_host(data: &HostData) -> CpuStorage {
-        match data {
-            HostData::F32(v) => CpuStorage::F32(v.clone()),
-            HostData::F64(v) => CpuStorage::F64(v.clone()),
-            HostData::F16(v) => CpuStorage::F16(v.clone()),
-            HostData::BF16(v) => CpuStorage::BF16(v.clone()),
-            HostData::I64(v) => CpuStorage::I64(v.clone()),
-            HostData::U32(v) => CpuStorage::U32(v.clone()),
-            HostData::U8(v) => CpuStorage::U8(v.clone()),
+    /// A copy of host data, in a pooled buffer when one of that length is free (a data loader
+    /// uploads same-sized batches every step).
+    pub(crate) fn from_host(data: &HostData) -> Result<CpuStorage> {
+        fn copy<T: crate::pool::Pooled + Default>(v: &[T]) -> Result<Vec<T>> {
+            let mut out = crate::strided::alloc_for_overwrite(v.len(), T::default())?;
+            out.copy_from_slice(v);
+            Ok(out)
         }
+        Ok(match data {
+            HostData::F32(v) => CpuStorage::F32(copy(v)?),
+            HostData::F64(v) => CpuStorage::F64(copy(v)?),
+            HostData::F16(v) => CpuStorage::F16(copy(v)?),
+            HostData::BF16(v) => CpuStorage::BF16(copy(v)?),
+            HostData::I64(v) => CpuStorage::I64(copy(v)?),
+            HostData::U32(v) => CpuStorage::U32(copy(v)?),
+            HostData::U8(v) => CpuStorage::U8(copy(v)?),
+        })
     }
 
     pub(crate) fn into_host(mut self) -> HostData {
