@@ -8,7 +8,7 @@ use crate::parallel::run_tasks;
 use crate::pool::Pooled;
 use crate::storage::CpuStorage;
 use crate::strided::alloc;
-use kiln_tensor::{Layout, Result, Window2d};
+use kiln_tensor::{Layout, Result, Shape, Window2d};
 use std::sync::Mutex;
 
 /// The geometry shared by the three kernels.
@@ -24,14 +24,10 @@ struct Geometry {
 }
 
 impl Geometry {
+    /// `None` when the window does not fit (kiln-tensor has already reported that as an error).
     fn new(dims: [usize; 4], win: &Window2d) -> Option<Geometry> {
         let [n, c, h, w] = dims;
-        let out = |size: usize, k: usize, s: usize, p: usize, d: usize| -> Option<usize> {
-            let span = d.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
-            Some(size.checked_add(p.checked_mul(2)?)?.checked_sub(span)? / s.max(1) + 1)
-        };
-        let oh = out(h, win.kernel.0, win.stride.0, win.padding.0, win.dilation.0)?;
-        let ow = out(w, win.kernel.1, win.stride.1, win.padding.1, win.dilation.1)?;
+        let (oh, ow) = win.output_size("conv", &Shape::new(dims)).ok()?;
         Some(Geometry { n, c, h, w, oh, ow, win: *win })
     }
 

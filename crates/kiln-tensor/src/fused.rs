@@ -30,21 +30,27 @@ pub struct AdamStep {
 }
 
 impl AdamStep {
-    /// The constants of the update, each rounded to `T` as a scalar operand would be.
-    fn constants<T: Float>(&self) -> [T; 8] {
-        let (b1, b2) = (self.beta1, self.beta2);
+    /// The bias corrections `(1 - beta1^t, 1 - beta2^t)`.
+    fn bias_corrections(&self) -> (f64, f64) {
         let t = self.t.min(i32::MAX as u64) as i32;
-        let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-        [
+        (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t))
+    }
+
+    /// The constants for [`AdamStep::apply`], each rounded to `T` as a scalar operand of the
+    /// composed form is: `(k, eps)`.
+    pub fn prepare<T: Float>(&self) -> ([T; 8], T) {
+        let (bc1, bc2) = self.bias_corrections();
+        let k = [
             T::c(1.0 - self.lr * self.weight_decay),
             T::c(self.weight_decay),
-            T::c(b1),
-            T::c(1.0 - b1),
-            T::c(b2),
-            T::c(1.0 - b2),
+            T::c(self.beta1),
+            T::c(1.0 - self.beta1),
+            T::c(self.beta2),
+            T::c(1.0 - self.beta2),
             T::c(bc2.sqrt()),
             T::c(self.lr / bc1),
-        ]
+        ];
+        (k, T::c(self.eps))
     }
 
     /// The update of one element: `(p, g, m, v) -> (p', m', v')`, rounding after every operation
@@ -60,11 +66,6 @@ impl AdamStep {
         let denom = v.sqrt() / sqrt_bc2 + eps;
         (p - (m / denom) * step, m, v)
     }
-
-    /// The constants for [`AdamStep::apply`] in `T`: `(k, eps)`.
-    pub fn prepare<T: Float>(&self) -> ([T; 8], T) {
-        (self.constants(), T::c(self.eps))
-    }
 }
 
 impl Tensor {
@@ -78,38 +79,19 @@ impl Tensor {
         v: &Tensor,
         step: &AdamStep,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        for (what, t) in [("grad", grad), ("exp_avg", m), ("exp_avg_sq", v)] {
+        const OP: &str = "adam_step";
+        self.float_only(OP)?;
+        for t in [grad, m, v] {
             if t.dims() != self.dims() {
                 return Err(Error::ShapeMismatch {
-                    op: "adam_step",
+                    op: OP,
                     lhs: self.shape().clone(),
                     rhs: t.shape().clone(),
-                    hint: format!("the parameter and its {what} must have equal shapes"),
+                    hint: "; the parameter, its gradient and its two moments must have equal shapes".into(),
                 });
             }
-            if t.dtype() != self.dtype() {
-                return Err(Error::DTypeMismatch {
-                    op: "adam_step",
-                    lhs: self.dtype(),
-                    rhs: t.dtype(),
-                    shapes: format!("parameter {:?}, {what} {:?}", self.dims(), t.dims()),
-                });
-            }
-            if t.device() != self.device() {
-                return Err(Error::DeviceMismatch {
-                    op: "adam_step",
-                    lhs: self.device().location(),
-                    rhs: t.device().location(),
-                    shapes: format!("parameter {:?}, {what} {:?}", self.dims(), t.dims()),
-                });
-            }
-        }
-        if !self.dtype().is_float() {
-            return Err(Error::UnsupportedDType {
-                op: "adam_step",
-                dtype: self.dtype(),
-                supported: "f32, f64, f16, bf16",
-            });
+            self.same_dtype(OP, t)?;
+            self.same_device(OP, t)?;
         }
         // Gradients often arrive as transposed views (that of `x @ w.t()`); one copy makes every
         // operand a flat slice for the kernel.
@@ -136,8 +118,7 @@ impl Tensor {
 
 /// The update from primitive ops, for backends without a fused kernel.
 fn composed(s: &AdamStep, p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-    let t = s.t.min(i32::MAX as u64) as i32;
-    let (bc1, bc2) = (1.0 - s.beta1.powi(t), 1.0 - s.beta2.powi(t));
+    let (bc1, bc2) = s.bias_corrections();
     let p = if s.decoupled && s.weight_decay != 0.0 { p.mul_scalar(1.0 - s.lr * s.weight_decay)? } else { p.detach() };
     let g = if !s.decoupled && s.weight_decay != 0.0 { g.add(&p.mul_scalar(s.weight_decay)?)? } else { g.detach() };
     let m = m.mul_scalar(s.beta1)?.add(&g.mul_scalar(1.0 - s.beta1)?)?;
