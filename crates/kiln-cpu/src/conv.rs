@@ -9,6 +9,7 @@ use crate::pool::Pooled;
 use crate::storage::CpuStorage;
 use crate::strided::alloc;
 use kiln_tensor::{Layout, Result, Shape, Window2d};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// The geometry shared by the three kernels.
@@ -179,70 +180,119 @@ pub(crate) fn max_pool2d_indices(x: &CpuStorage, layout: &Layout, win: &Window2d
     Ok(idx.map(CpuStorage::I64))
 }
 
+/// Whether `(v, k)` comes before `(best, at)` in max pooling's order: larger first, a NaN before
+/// any number, and on ties the smaller flat index (row-major window order), so the first maximum
+/// and the first NaN win whatever order the candidates are visited in.
+#[inline(always)]
+#[allow(clippy::eq_op)]
+fn beats<T: PartialOrd>(v: T, k: u32, best: T, at: u32) -> bool {
+    let (v_nan, b_nan) = (v != v, best != best);
+    let earlier = k < at;
+    (b_nan & v_nan & earlier) | (!b_nan & (v_nan | (v > best) | ((v == best) & earlier)))
+}
+
+/// The argmax of every window of one plane when no window reaches into padding, in two
+/// branch-free passes per output row: down the kernel rows over whole input rows (contiguous, so
+/// the compare-and-selects vectorize), then across each window's columns. On real activations
+/// which element is larger is a coin flip, so a branch per comparison mispredicts half the time.
+/// Returns `false` (and writes nothing) when the plane is too large for `u32` indices.
+fn argmax_unpadded<T: Copy + PartialOrd>(src: &[T], dst: &mut [i64], g: &Geometry) -> bool {
+    const MAX_W: usize = 256;
+    let ((kh, kw), (sy, sx), (dy, dx)) = (g.win.kernel, g.win.stride, g.win.dilation);
+    if g.w > MAX_W || u32::try_from(g.h * g.w).is_err() {
+        return false;
+    }
+    let mut col_best = [src[0]; MAX_W];
+    let mut col_at = [0u32; MAX_W];
+    let (col_best, col_at) = (&mut col_best[..g.w], &mut col_at[..g.w]);
+    for (oy, out_row) in dst.chunks_mut(g.ow).enumerate() {
+        let top = oy * sy * g.w;
+        col_best.copy_from_slice(&src[top..top + g.w]);
+        for (x, a) in col_at.iter_mut().enumerate() {
+            *a = (top + x) as u32;
+        }
+        for i in 1..kh {
+            let start = top + i * dy * g.w;
+            let row = &src[start..start + g.w];
+            // Later rows have larger indices, so only a strictly larger value or a first NaN wins.
+            for (x, ((b, a), &v)) in col_best.iter_mut().zip(col_at.iter_mut()).zip(row).enumerate() {
+                #[allow(clippy::eq_op)]
+                let take = (*b == *b) & ((v != v) | (v > *b));
+                *b = std::hint::select_unpredictable(take, v, *b);
+                *a = std::hint::select_unpredictable(take, (start + x) as u32, *a);
+            }
+        }
+        for (ox, o) in out_row.iter_mut().enumerate() {
+            let x0 = ox * sx;
+            let (mut best, mut at) = (col_best[x0], col_at[x0]);
+            for j in 1..kw {
+                let (v, k) = (col_best[x0 + j * dx], col_at[x0 + j * dx]);
+                let take = beats(v, k, best, at);
+                best = std::hint::select_unpredictable(take, v, best);
+                at = std::hint::select_unpredictable(take, k, at);
+            }
+            *o = i64::from(at);
+        }
+    }
+    true
+}
+
 /// `None` when some window lies entirely in the padding (its maximum is -inf, which a gather
 /// cannot produce; kiln then composes the op).
 fn argmax_t<T: Copy + PartialOrd + Send + Sync>(x: &[T], g: Geometry) -> Result<Option<Vec<i64>>> {
-    let (kh, kw) = g.win.kernel;
     let (l, plane) = (g.oh * g.ow, g.h * g.w);
     let mut out = alloc(g.n * g.c * l, 0i64)?;
-    let empty = std::sync::atomic::AtomicBool::new(false);
-    let pieces: Vec<Mutex<&mut [i64]>> = out.chunks_mut(l.max(1)).map(Mutex::new).collect();
-    run_tasks(pieces.len(), rayon::current_num_threads(), |p| {
-        let mut dst = pieces[p].lock().unwrap_or_else(|e| e.into_inner());
-        let src = &x[p * plane..(p + 1) * plane];
-        // The kernel rows valid for each output row, and columns for each output column.
-        let kernel_range = |o: usize, size: usize, k: usize, s: usize, d: usize, p: usize| {
-            let start = o * s;
-            let lo = p.saturating_sub(start).div_ceil(d.max(1)).min(k);
-            let hi = (size + p).saturating_sub(start).div_ceil(d.max(1)).clamp(lo, k);
-            (lo, hi)
-        };
-        let (s, d, p) = (g.win.stride, g.win.dilation, g.win.padding);
-        if p == (0, 0) && d == (1, 1) {
-            // Every window lies inside the input: plain loops over its rows.
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    let base = oy * s.0 * g.w + ox * s.1;
-                    let (mut best_at, mut best) = (base, src[base]);
-                    for i in 0..kh {
-                        let row = &src[base + i * g.w..base + i * g.w + kw];
-                        for (j, &v) in row.iter().enumerate() {
-                            #[allow(clippy::eq_op)]
-                            if best == best && (v != v || v > best) {
-                                (best_at, best) = (base + i * g.w + j, v);
-                            }
-                        }
-                    }
-                    dst[oy * g.ow + ox] = best_at as i64;
-                }
-            }
-            return Ok(());
-        }
-        for oy in 0..g.oh {
-            let (i_lo, i_hi) = kernel_range(oy, g.h, kh, s.0, d.0, p.0);
-            for ox in 0..g.ow {
-                let (j_lo, j_hi) = kernel_range(ox, g.w, kw, s.1, d.1, p.1);
-                if i_lo >= i_hi || j_lo >= j_hi {
-                    empty.store(true, std::sync::atomic::Ordering::Relaxed);
-                    continue;
-                }
-                let at = |i: usize, j: usize| (oy * s.0 + i * d.0 - p.0) * g.w + ox * s.1 + j * d.1 - p.1;
-                let (mut best_at, mut best) = (at(i_lo, j_lo), src[at(i_lo, j_lo)]);
-                for i in i_lo..i_hi {
-                    for j in j_lo..j_hi {
-                        let k = at(i, j);
-                        let v = src[k];
-                        // The first maximum wins; a NaN wins over numbers, and the first NaN stays.
-                        #[allow(clippy::eq_op)]
-                        if best == best && (v != v || v > best) {
-                            (best_at, best) = (k, v);
-                        }
-                    }
-                }
-                dst[oy * g.ow + ox] = best_at as i64;
-            }
+    let empty = AtomicBool::new(false);
+    // Tasks of several planes (about 32K inputs): a task per small plane costs more than its work.
+    let planes_per_task = (1 << 15) / plane.max(1) + 1;
+    let pieces: Vec<Mutex<&mut [i64]>> = out.chunks_mut(l.max(1) * planes_per_task).map(Mutex::new).collect();
+    run_tasks(pieces.len(), rayon::current_num_threads(), |t| {
+        let mut task_out = pieces[t].lock().unwrap_or_else(|e| e.into_inner());
+        for (q, dst) in task_out.chunks_mut(l.max(1)).enumerate() {
+            let p = t * planes_per_task + q;
+            argmax_plane(&x[p * plane..(p + 1) * plane], dst, &g, &empty);
         }
         Ok(())
     })?;
     Ok((!empty.into_inner()).then_some(out))
+}
+
+/// The argmax of every window of one plane (`dst` holds its outputs); sets `empty` when a
+/// window lies entirely in the padding.
+fn argmax_plane<T: Copy + PartialOrd>(src: &[T], dst: &mut [i64], g: &Geometry, empty: &AtomicBool) {
+    let ((kh, kw), s, d, p) = (g.win.kernel, g.win.stride, g.win.dilation, g.win.padding);
+    if p == (0, 0) && argmax_unpadded(src, dst, g) {
+        return;
+    }
+    // The kernel rows valid for each output row, and columns for each output column.
+    let kernel_range = |o: usize, size: usize, k: usize, s: usize, d: usize, p: usize| {
+        let start = o * s;
+        let lo = p.saturating_sub(start).div_ceil(d.max(1)).min(k);
+        let hi = (size + p).saturating_sub(start).div_ceil(d.max(1)).clamp(lo, k);
+        (lo, hi)
+    };
+    for oy in 0..g.oh {
+        let (i_lo, i_hi) = kernel_range(oy, g.h, kh, s.0, d.0, p.0);
+        for ox in 0..g.ow {
+            let (j_lo, j_hi) = kernel_range(ox, g.w, kw, s.1, d.1, p.1);
+            if i_lo >= i_hi || j_lo >= j_hi {
+                empty.store(true, Ordering::Relaxed);
+                continue;
+            }
+            let at = |i: usize, j: usize| (oy * s.0 + i * d.0 - p.0) * g.w + ox * s.1 + j * d.1 - p.1;
+            let (mut best_at, mut best) = (at(i_lo, j_lo), src[at(i_lo, j_lo)]);
+            for i in i_lo..i_hi {
+                for j in j_lo..j_hi {
+                    let k = at(i, j);
+                    let v = src[k];
+                    // The first maximum wins; a NaN wins over numbers, and the first NaN stays.
+                    #[allow(clippy::eq_op)]
+                    if best == best && (v != v || v > best) {
+                        (best_at, best) = (k, v);
+                    }
+                }
+            }
+            dst[oy * g.ow + ox] = best_at as i64;
+        }
+    }
 }

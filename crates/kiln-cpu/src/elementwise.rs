@@ -3,7 +3,7 @@
 use crate::storage::{map_storage, with_storage, CpuStorage};
 use crate::strided::{alloc, map1, map2, map3};
 use half::{bf16, f16};
-use kiln_tensor::backend::unsupported;
+use kiln_tensor::backend::{unsupported, Distribution};
 use kiln_tensor::{BinaryOp, DType, Error, Layout, MapFn, Result, UnaryOp, WithDType, ZipFn};
 
 struct Unary<'a, S> {
@@ -213,6 +213,28 @@ pub(crate) fn fill(len: usize, dtype: DType, value: f64) -> Result<CpuStorage> {
         DType::I64 => CpuStorage::I64(f(len, value)?),
         DType::U32 => CpuStorage::U32(f(len, value)?),
         DType::U8 => CpuStorage::U8(f(len, value)?),
+    })
+}
+
+/// `len` elements of kiln's random stream ([`kiln_tensor::random`]), filled in parallel chunks
+/// whose starts are multiples of four, so no Philox block is split between threads.
+pub(crate) fn random(dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<CpuStorage> {
+    fn f<T: WithDType + crate::pool::Pooled + Default>(dist: Distribution, len: usize, seed: u64) -> Result<Vec<T>> {
+        const CHUNK: usize = 1 << 14;
+        let mut out = crate::strided::alloc_for_overwrite(len, T::default())?;
+        crate::parallel::for_each_chunk_mut(&mut out, CHUNK, |i, chunk| {
+            kiln_tensor::random::fill(dist, seed, (i * CHUNK) as u64, chunk)
+        });
+        Ok(out)
+    }
+    Ok(match dtype {
+        DType::F32 => CpuStorage::F32(f(dist, len, seed)?),
+        DType::F64 => CpuStorage::F64(f(dist, len, seed)?),
+        DType::F16 => CpuStorage::F16(f(dist, len, seed)?),
+        DType::BF16 => CpuStorage::BF16(f(dist, len, seed)?),
+        DType::I64 => CpuStorage::I64(f(dist, len, seed)?),
+        DType::U32 => CpuStorage::U32(f(dist, len, seed)?),
+        DType::U8 => CpuStorage::U8(f(dist, len, seed)?),
     })
 }
 

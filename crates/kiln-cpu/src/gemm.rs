@@ -301,10 +301,13 @@ pub(crate) fn isa() -> Isa {
     })
 }
 
-/// `c[m, n] += A[m, k] @ B[k, n]`, `c` contiguous; `widen` converts stored elements to `T`.
+/// A batch of products `c[i] += A[i] @ B[i]`: matrix `i` of A starts at `offsets[i].0`, of B at
+/// `offsets[i].1`; `c` holds the `m x n` results back to back. `widen` converts stored elements
+/// to `T`.
 pub(crate) fn gemm<S: Copy + Send + Sync, T: Elem>(
     a: (&[S], View),
     b: (&[S], View),
+    offsets: &[(usize, usize)],
     c: &mut [T],
     mkn: (usize, usize, usize),
     widen: impl Fn(S) -> T + Send + Sync + Copy,
@@ -312,33 +315,36 @@ pub(crate) fn gemm<S: Copy + Send + Sync, T: Elem>(
     let wide = std::mem::size_of::<T>() == 8;
     // Register tiles: 16 accumulators on AVX-512 (of 32 registers), 8 on AVX2 (of 16).
     match (isa(), wide) {
-        (Isa::Avx512, false) => blocked::<S, T, 8, 32>(a, b, c, mkn, widen, Isa::Avx512),
-        (Isa::Avx512, true) => blocked::<S, T, 8, 16>(a, b, c, mkn, widen, Isa::Avx512),
-        (Isa::Avx2, false) => blocked::<S, T, 4, 16>(a, b, c, mkn, widen, Isa::Avx2),
-        (Isa::Avx2, true) => blocked::<S, T, 4, 8>(a, b, c, mkn, widen, Isa::Avx2),
-        (Isa::Portable, _) => blocked::<S, T, 4, 16>(a, b, c, mkn, widen, Isa::Portable),
+        (Isa::Avx512, false) => blocked::<S, T, 8, 32>(a, b, offsets, c, mkn, widen, Isa::Avx512),
+        (Isa::Avx512, true) => blocked::<S, T, 8, 16>(a, b, offsets, c, mkn, widen, Isa::Avx512),
+        (Isa::Avx2, false) => blocked::<S, T, 4, 16>(a, b, offsets, c, mkn, widen, Isa::Avx2),
+        (Isa::Avx2, true) => blocked::<S, T, 4, 8>(a, b, offsets, c, mkn, widen, Isa::Avx2),
+        (Isa::Portable, _) => blocked::<S, T, 4, 16>(a, b, offsets, c, mkn, widen, Isa::Portable),
     }
 }
 
 fn blocked<S: Copy + Send + Sync, T: Elem, const MR: usize, const NR: usize>(
     (a, av): (&[S], View),
     (b, bv): (&[S], View),
+    offsets: &[(usize, usize)],
     c: &mut [T],
     (m, k, n): (usize, usize, usize),
     widen: impl Fn(S) -> T + Send + Sync + Copy,
     isa: Isa,
 ) -> Result<()> {
-    if m == 0 || n == 0 || k == 0 {
+    let batch = offsets.len();
+    if m == 0 || n == 0 || k == 0 || batch == 0 {
         return Ok(());
     }
-    if c.len() != m * n {
-        return Err(Error::invalid("matmul", format!("output holds {} elements, expected {m}x{n}", c.len())));
+    if c.len() != batch * m * n {
+        return Err(Error::invalid("matmul", format!("output holds {} elements, expected {batch} x {m}x{n}", c.len())));
     }
-    let threads = if m * n * k >= PAR_FLOPS { rayon::current_num_threads() } else { 1 };
-    // At least one block per thread. A new row block re-packs B and a new column block re-packs
+    let threads = if batch * m * n * k >= PAR_FLOPS { rayon::current_num_threads() } else { 1 };
+    // One task grid over the whole batch (one parallel region, however small each product), with
+    // at least one block per thread. A new row block re-packs B and a new column block re-packs
     // A, so split whichever dimension has the taller blocks; then balance the block sizes.
     let (mut rb, mut cb) = (m.div_ceil(MC), n.div_ceil(NC));
-    while rb * cb < threads {
+    while batch * rb * cb < threads {
         let (h, w) = (m / rb, n / cb);
         if h >= 2 * MR && (h >= w || w < 2 * NR) {
             rb += 1;
@@ -350,8 +356,14 @@ fn blocked<S: Copy + Send + Sync, T: Elem, const MR: usize, const NR: usize>(
     }
     let (mc, nc) = (m.div_ceil(rb).next_multiple_of(MR), n.div_ceil(cb).next_multiple_of(NR));
     let (row_blocks, col_blocks) = (m.div_ceil(mc), n.div_ceil(nc));
-    let out = Out { ptr: c.as_mut_ptr(), m, n };
+    let per_matrix = row_blocks * col_blocks;
+    let c_ptr = SendPtr(c.as_mut_ptr());
     let task = |t: usize| -> Result<()> {
+        let (i, t) = (t / per_matrix, t % per_matrix);
+        let (a_off, b_off) = offsets[i];
+        let (av, bv) = (View { offset: a_off, ..av }, View { offset: b_off, ..bv });
+        // SAFETY: matrix i's output is the i-th `m x n` slice of `c`, which outlives the tasks.
+        let out = Out { ptr: unsafe { c_ptr.get().add(i * m * n) }, m, n };
         let (row, col) = ((t / col_blocks) * mc, (t % col_blocks) * nc);
         let (rows, cols) = (mc.min(m - row), nc.min(n - col));
         let (a_len, b_len) = (rows.div_ceil(MR) * MR * KC, cols.div_ceil(NR) * NR * KC);
@@ -375,7 +387,19 @@ fn blocked<S: Copy + Send + Sync, T: Elem, const MR: usize, const NR: usize>(
             }
         })
     };
-    crate::parallel::run_tasks(row_blocks * col_blocks, threads, task)
+    crate::parallel::run_tasks(batch * per_matrix, threads, task)
+}
+
+/// The output's base pointer, shared by the tasks (see `Out` for why the writes are disjoint).
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+// SAFETY: only used to derive `Out`s, whose rectangles are disjoint per task.
+unsafe impl<T: Send> Send for SendPtr<T> {}
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+impl<T> SendPtr<T> {
+    fn get(self) -> *mut T {
+        self.0
+    }
 }
 
 /// Packs `B[p0..p0+kc, col..col+cols]` into `NR`-column micro-panels, each `kc x NR` row-major.

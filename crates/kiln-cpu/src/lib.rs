@@ -32,6 +32,7 @@ mod strided;
 pub use simd::set_flush_denormal;
 pub use storage::CpuStorage;
 
+use kiln_tensor::backend::Distribution;
 use kiln_tensor::{AdamStep, Backend, BinaryOp, DType, Device, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d};
 use std::sync::OnceLock;
 
@@ -59,6 +60,9 @@ impl Backend for CpuBackend {
     }
     fn fill(&self, len: usize, dtype: DType, value: f64) -> Result<CpuStorage> {
         elementwise::fill(len, dtype, value)
+    }
+    fn random(&self, dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<CpuStorage> {
+        elementwise::random(dist, len, dtype, seed)
     }
     fn copy_strided(&self, src: &CpuStorage, sl: &Layout, dst: &mut CpuStorage, dl: &Layout) -> Result<()> {
         elementwise::copy_strided(src, sl, dst, dl)

@@ -33,11 +33,10 @@ fn batched<S: Copy + Send + Sync, T: Elem>(
     if m * n == 0 {
         return Ok(out);
     }
-    for ((&a_off, &b_off), c) in oa.iter().zip(&ob).zip(out.chunks_mut(m * n)) {
-        let av = View { offset: a_off, rs: sa[r - 2], cs: sa[r - 1] };
-        let bv = View { offset: b_off, rs: sb[r - 2], cs: sb[r - 1] };
-        gemm((a, av), (b, bv), c, (m, k, n), widen)?;
-    }
+    let offsets: Vec<(usize, usize)> = oa.into_iter().zip(ob).collect();
+    let av = View { offset: 0, rs: sa[r - 2], cs: sa[r - 1] };
+    let bv = View { offset: 0, rs: sb[r - 2], cs: sb[r - 1] };
+    gemm((a, av), (b, bv), &offsets, &mut out, (m, k, n), widen)?;
     Ok(out)
 }
 

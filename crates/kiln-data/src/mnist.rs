@@ -112,9 +112,28 @@ impl Kind {
     }
 }
 
+/// How pixels (0..=255) become input values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scaling {
+    /// `x / 255`, in [0, 1] (Keras' classic MLP setup).
+    UnitRange,
+    /// `(x / 255 - mean) / std` with [`Kind::normalization`]'s constants (PyTorch's MNIST example).
+    Standardized,
+}
+
+impl Scaling {
+    /// The `(mean, std)` that `(x / 255 - mean) / std` uses for `kind`.
+    pub fn mean_std(self, kind: Kind) -> (f32, f32) {
+        match self {
+            Scaling::UnitRange => (0.0, 1.0),
+            Scaling::Standardized => kind.normalization(),
+        }
+    }
+}
+
 /// Reads one split (`train` or `t10k`) from IDX files in `dir`, validating that images and
-/// labels agree, normalised with `kind`'s constants.
-pub fn load_split(dir: &Path, split: &str, kind: Kind) -> Result<InMemory> {
+/// labels agree, and scales the pixels once.
+pub fn load_split(dir: &Path, split: &str, kind: Kind, scaling: Scaling) -> Result<InMemory> {
     let images_path = dir.join(format!("{split}-images-idx3-ubyte"));
     let labels_path = dir.join(format!("{split}-labels-idx1-ubyte"));
     let images = idx::read(&images_path)?;
@@ -146,13 +165,13 @@ pub fn load_split(dir: &Path, split: &str, kind: Kind) -> Result<InMemory> {
     if let Some(bad) = labels.data.iter().find(|&&l| l > 9) {
         return Err(Error::invalid("mnist", format!("{} holds label {bad}; classes are 0..9", labels_path.display())));
     }
-    let (mean, std) = kind.normalization();
+    let (mean, std) = scaling.mean_std(kind);
     let shape = vec![1, images.dims[1], images.dims[2]];
     InMemory::from_u8(&images.data, labels.data.iter().map(|&l| l as i64).collect(), shape, mean, std)
 }
 
 /// Fetches (if needed) and loads the training and test sets.
-pub fn load(kind: Kind) -> Result<(InMemory, InMemory)> {
+pub fn load(kind: Kind, scaling: Scaling) -> Result<(InMemory, InMemory)> {
     let dir = fetch(&kind.spec())?;
-    Ok((load_split(&dir, "train", kind)?, load_split(&dir, "t10k", kind)?))
+    Ok((load_split(&dir, "train", kind, scaling)?, load_split(&dir, "t10k", kind, scaling)?))
 }

@@ -1,7 +1,7 @@
 //! IDX parsing of small generated files, raw and gzip, and every malformed-file case.
 
 use kiln_data::idx;
-use kiln_data::mnist::{load_split, Kind};
+use kiln_data::mnist::{load_split, Kind, Scaling};
 use std::io::Write;
 use std::path::Path;
 
@@ -63,12 +63,13 @@ fn mismatched_image_and_label_counts_and_bad_labels_are_errors() {
     let dir = tempfile::tempdir().expect("temp dir");
     write(dir.path(), "train-images-idx3-ubyte", &idx::encode(&[3, 2, 2], &[0; 12]));
     write(dir.path(), "train-labels-idx1-ubyte", &idx::encode(&[2], &[1, 2]));
-    let err = load_split(dir.path(), "train", Kind::Mnist).expect_err("count mismatch").to_string();
+    let err =
+        load_split(dir.path(), "train", Kind::Mnist, Scaling::Standardized).expect_err("count mismatch").to_string();
     assert!(err.contains("holds 3 images") && err.contains("holds 2 labels"), "{err}");
     write(dir.path(), "train-labels-idx1-ubyte", &gzip(&idx::encode(&[3], &[1, 12, 2])));
-    let err = load_split(dir.path(), "train", Kind::Mnist).expect_err("label 12").to_string();
+    let err = load_split(dir.path(), "train", Kind::Mnist, Scaling::Standardized).expect_err("label 12").to_string();
     assert!(err.contains("label 12"), "{err}");
     write(dir.path(), "train-labels-idx1-ubyte", &idx::encode(&[3], &[1, 9, 2]));
-    let ok = load_split(dir.path(), "train", Kind::Mnist).expect("valid split");
+    let ok = load_split(dir.path(), "train", Kind::Mnist, Scaling::Standardized).expect("valid split");
     assert_eq!(ok.labels(), [1, 9, 2]);
 }

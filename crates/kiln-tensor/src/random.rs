@@ -3,7 +3,7 @@
 //! or how the work is split.
 
 use crate::backend::Distribution;
-use crate::{DType, HostData};
+use crate::{DType, HostData, WithDType};
 
 const M0: u32 = 0xD251_1F53;
 const M1: u32 = 0xCD9E_8D57;
@@ -31,15 +31,19 @@ fn unit(x: u32) -> f64 {
     x as f64 * (1.0 / 4_294_967_296.0)
 }
 
-/// Element `i` of the stream for `seed` under `dist`.
-pub fn sample_one(dist: Distribution, seed: u64, i: u64) -> f64 {
+/// How many consecutive elements one Philox block feeds.
+fn per_block(dist: Distribution) -> u64 {
     match dist {
-        Distribution::Uniform { low, high } => {
-            let w = block(seed, i / 4)[(i % 4) as usize];
-            low + (high - low) * unit(w)
-        }
+        Distribution::Uniform { .. } => 4,
+        Distribution::Normal { .. } => 2,
+    }
+}
+
+/// Element `i` of the stream, given its block's words.
+fn from_block(dist: Distribution, b: [u32; 4], i: u64) -> f64 {
+    match dist {
+        Distribution::Uniform { low, high } => low + (high - low) * unit(b[(i % 4) as usize]),
         Distribution::Normal { mean, std } => {
-            let b = block(seed, i / 2);
             let (a, c) = if i.is_multiple_of(2) { (b[0], b[1]) } else { (b[2], b[3]) };
             let u1 = 1.0 - unit(a); // (0, 1]: ln never sees 0
             let u2 = unit(c);
@@ -49,24 +53,58 @@ pub fn sample_one(dist: Distribution, seed: u64, i: u64) -> f64 {
     }
 }
 
+/// Element `i` of the stream for `seed` under `dist`.
+pub fn sample_one(dist: Distribution, seed: u64, i: u64) -> f64 {
+    let per = per_block(dist);
+    from_block(dist, block(seed, i / per), i)
+}
+
 /// The first `len` elements of the stream for `seed` under `dist`.
 pub fn sample(dist: Distribution, len: usize, seed: u64) -> Vec<f64> {
     (0..len as u64).map(|i| sample_one(dist, seed, i)).collect()
 }
 
-/// The stream rounded to `dtype`, keeping uniform draws below `high` (rounding to a short
-/// mantissa could otherwise produce `high` itself).
-pub fn sample_as(dist: Distribution, len: usize, seed: u64, dtype: DType) -> HostData {
-    let values: Vec<f64> = (0..len as u64)
-        .map(|i| {
-            let v = dtype.round_f64(sample_one(dist, seed, i));
-            match dist {
-                Distribution::Uniform { high, .. } if v >= high => below(dtype, high),
-                _ => v,
+/// Elements `start..start + out.len()` of the stream for `seed` under `dist`, rounded to `T`
+/// exactly as [`sample_as`] rounds them. Each Philox block is computed once, so a backend can
+/// fill disjoint ranges on different threads and get the bits of one sequential pass.
+pub fn fill<T: WithDType>(dist: Distribution, seed: u64, start: u64, out: &mut [T]) {
+    let per = per_block(dist);
+    let mut cached: Option<(u64, [u32; 4])> = None;
+    for (i, o) in (start..).zip(out) {
+        let index = i / per;
+        let words = match cached {
+            Some((at, words)) if at == index => words,
+            _ => {
+                let words = block(seed, index);
+                cached = Some((index, words));
+                words
             }
-        })
-        .collect();
-    HostData::from_f64_slice(dtype, &values)
+        };
+        let v = T::DTYPE.round_f64(from_block(dist, words, i));
+        *o = T::from_f64(match dist {
+            // Rounding to a short mantissa could otherwise produce `high` itself.
+            Distribution::Uniform { high, .. } if v >= high => below(T::DTYPE, high),
+            _ => v,
+        });
+    }
+}
+
+/// The stream rounded to `dtype`, keeping uniform draws below `high`.
+pub fn sample_as(dist: Distribution, len: usize, seed: u64, dtype: DType) -> HostData {
+    fn filled<T: WithDType + Default>(dist: Distribution, len: usize, seed: u64) -> HostData {
+        let mut v = vec![T::default(); len];
+        fill(dist, seed, 0, &mut v);
+        T::into_host(v)
+    }
+    match dtype {
+        DType::F32 => filled::<f32>(dist, len, seed),
+        DType::F64 => filled::<f64>(dist, len, seed),
+        DType::F16 => filled::<half::f16>(dist, len, seed),
+        DType::BF16 => filled::<half::bf16>(dist, len, seed),
+        DType::I64 => filled::<i64>(dist, len, seed),
+        DType::U32 => filled::<u32>(dist, len, seed),
+        DType::U8 => filled::<u8>(dist, len, seed),
+    }
 }
 
 /// The smallest positive value of `dtype`.

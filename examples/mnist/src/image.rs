@@ -131,7 +131,7 @@ pub fn predict(args: &PredictArgs, dev: &Device) -> kiln::Result<()> {
     } else {
         kiln_data::mnist::Kind::Fashion
     };
-    let (mean, std) = kind.normalization();
+    let (mean, std) = c.scaling().mean_std(kind);
     let classes = kind.classes();
     for path in &args.images {
         let input = to_input(&read(path)?, mean, std);

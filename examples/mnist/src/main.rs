@@ -63,6 +63,15 @@ pub enum DatasetKind {
     Fashion,
 }
 
+/// How pixels become inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScalingKind {
+    /// x / 255, in [0, 1] (the MLP's default, as in Keras' classic setup).
+    Unit,
+    /// (x / 255 - mean) / std with the dataset's constants (the CNN's default, as in PyTorch's example).
+    Standardized,
+}
+
 /// Options shared by every command.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
@@ -78,6 +87,20 @@ pub struct Common {
     /// Worker threads for the CPU backend (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Input scaling (default: unit for the MLP, standardized for the CNN); evaluation and
+    /// prediction must use the scaling the model was trained with.
+    #[arg(long, value_enum)]
+    pub scaling: Option<ScalingKind>,
+}
+
+impl Common {
+    /// The input scaling: `--scaling`, else the model's default.
+    pub fn scaling(&self) -> kiln_data::mnist::Scaling {
+        match (self.scaling, self.model) {
+            (Some(ScalingKind::Unit), _) | (None, ModelKind::Mlp) => kiln_data::mnist::Scaling::UnitRange,
+            (Some(ScalingKind::Standardized), _) | (None, ModelKind::Cnn) => kiln_data::mnist::Scaling::Standardized,
+        }
+    }
 }
 
 /// Options of `mnist train`.

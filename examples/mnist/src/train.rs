@@ -69,7 +69,7 @@ pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stat
         .clone()
         .unwrap_or_else(|| PathBuf::from("target/mnist").join(format!("{}.safetensors", name(c.dataset, c.model))));
 
-    let (train_set, test_set) = kiln_data::mnist::load(kind(c.dataset))?;
+    let (train_set, test_set) = kiln_data::mnist::load(kind(c.dataset), c.scaling())?;
     let train_set: InMemory = match args.limit {
         Some(n) => train_set.truncate(n),
         None => train_set,
@@ -163,7 +163,7 @@ pub fn eval(args: &EvalArgs, dev: &Device) -> Result<()> {
     let c = &args.common;
     let model = model::build(c.model, dev)?;
     checkpoint::load(&model, &args.load, true)?;
-    let (_, test_set) = kiln_data::mnist::load(kind(c.dataset))?;
+    let (_, test_set) = kiln_data::mnist::load(kind(c.dataset), c.scaling())?;
     let (acc, confusion) = evaluate(&model, Arc::new(test_set), dev)?;
     println!("test accuracy {acc:.2} %\n{}", confusion_matrix(&confusion, &kind(c.dataset).classes()));
     Ok(())

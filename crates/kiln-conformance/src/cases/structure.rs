@@ -152,12 +152,33 @@ pub(crate) fn composite(ctx: &mut Ctx) {
                 move |t| t[0].conv2d(&t[1], Some(&t[2]), win, groups),
             );
         }
-        for win in
-            [Window2d::square(2), Window2d { kernel: (3, 3), stride: (2, 2), padding: (1, 1), dilation: (1, 1) }, odd]
-        {
+        for win in [
+            Window2d::square(2),
+            Window2d { stride: (2, 2), ..Window2d::square(2) },
+            Window2d { kernel: (2, 3), stride: (1, 2), padding: (0, 0), dilation: (2, 1) },
+            Window2d { kernel: (3, 3), stride: (2, 2), padding: (1, 1), dilation: (1, 1) },
+            odd,
+        ] {
             let x = Input::new(&[2, 3, 7, 6], dtype, (-1.0, 1.0), View::Strided);
             ctx.check(format!("max_pool2d {dtype} {win:?}"), &[x.clone()], tol, move |t| t[0].max_pool2d(win));
             ctx.check(format!("im2col {dtype} {win:?}"), &[x], tol, move |t| t[0].im2col(win));
+        }
+        // Ties and NaNs: the gradient shows which element each window picked (the first maximum,
+        // a NaN over any number, the first NaN).
+        #[rustfmt::skip]
+        let ties = vec![
+            1.0, 1.0, 1.0, 1.0, 3.0,
+            1.0, 1.0, 0.5, 1.0, 3.0,
+            2.0, f64::NAN, 2.0, 2.0, 0.0,
+            f64::NAN, f64::NAN, 0.0, 2.0, 0.0,
+        ];
+        for win in [Window2d::square(2), Window2d { stride: (2, 2), ..Window2d::square(2) }] {
+            let x = Input::values(&[1, 1, 4, 5], dtype, ties.clone());
+            ctx.check(format!("max_pool2d {dtype} ties and NaNs {win:?} gradient"), &[x], None, move |t| {
+                let x = kiln_tensor::Var::new(t[0].clone());
+                let grads = x.as_tensor().max_pool2d(win)?.sum((), false)?.backward()?;
+                grads.get(&x).cloned().ok_or_else(|| kiln_tensor::Error::Msg("no gradient".into()))
+            });
         }
         // A window that lies entirely in the padding: its maximum is -inf.
         let all_pad = Window2d { kernel: (2, 2), stride: (1, 1), padding: (1, 1), dilation: (3, 3) };
@@ -313,6 +334,9 @@ pub(crate) fn creation(ctx: &mut Ctx) {
             ("eye", Box::new(move |d| Tensor::eye(4, dtype, d))),
             ("rand_uniform", Box::new(move |d| Tensor::rand_uniform(-2.0, 2.0, [3, 7], dtype, 11, d))),
             ("randn", Box::new(move |d| Tensor::randn(0.5, 2.0, [64], dtype, 12, d))),
+            // Long enough for a backend to fill in parallel pieces, with ragged ends.
+            ("rand_uniform long", Box::new(move |d| Tensor::rand_uniform(0.0, 1.0, [40_003], dtype, 13, d))),
+            ("randn long", Box::new(move |d| Tensor::randn(0.0, 1.0, [33_335], dtype, 14, d))),
         ];
         for (name, make) in cases {
             // A marker input on each side tells the closure which device to build on.

@@ -200,7 +200,17 @@ impl Tensor {
             // A gather at the argmax: its backward (a scatter-add) is max pooling's.
             return self.reshape([n, c, h * w])?.gather(2, &idx)?.reshape([n, c, oh, ow]);
         }
-        self.windows2d(OP, win, f64::NEG_INFINITY)?.max(2, false)
+        // The element at each window's argmax (the first maximum, as the backends pick it), so
+        // the gradient goes to that one element, not shared among ties.
+        let windows = self.windows2d(OP, win, f64::NEG_INFINITY)?;
+        let k = windows.dims()[2];
+        let picked = crate::no_grad(|| -> Result<Tensor> {
+            let at = windows.argmax(2, true)?;
+            let pos = Tensor::arange(0.0, k as f64, crate::DType::I64, self.device())?.reshape([1, 1, k, 1, 1])?;
+            pos.binary(crate::BinaryOp::Eq, &at)
+        })?;
+        let zero = Tensor::zeros([1], self.dtype(), self.device())?;
+        picked.where_cond(&windows, &zero)?.sum(2, false)
     }
 
     /// 2-D average pooling (padding counts as zeros, PyTorch's `count_include_pad=True`).
