@@ -1,4 +1,4 @@
-//! One matrix product `C += A @ B` on strided f32/f64 operands: a packed, cache-blocked GEMM in
+//! Matrix products `C = A @ B` on strided f32/f64 operands: a packed, cache-blocked GEMM in
 //! the BLIS style, with one parallel region per call and runtime dispatch to AVX-512, AVX2+FMA
 //! or portable code.
 //!
@@ -175,20 +175,26 @@ unsafe impl<T: Send> Send for Out<T> {}
 unsafe impl<T: Send> Sync for Out<T> {}
 
 impl<T: Elem> Out<T> {
-    /// `C[row.., col..] += acc` for the first `rows x cols` of the tile.
+    /// `C[row.., col..] = acc` (the first block of `k`) or `+= acc` (the others) for the first
+    /// `rows x cols` of the tile. Storing the first block spares zeroing C beforehand.
     #[inline(always)]
     fn add_tile<const MR: usize, const NR: usize>(
         &self,
         (row, col): (usize, usize),
         (rows, cols): (usize, usize),
         acc: &[[T; NR]; MR],
+        first: bool,
     ) {
         assert!(row + rows <= self.m && col + cols <= self.n && rows <= MR && cols <= NR);
         for (r, acc_row) in acc.iter().enumerate().take(rows) {
             // SAFETY: in bounds by the assert above; this task owns the rectangle (see `Out`).
             let dst = unsafe { std::slice::from_raw_parts_mut(self.ptr.add((row + r) * self.n + col), cols) };
-            for (d, v) in dst.iter_mut().zip(acc_row) {
-                *d = *d + *v;
+            if first {
+                dst.copy_from_slice(&acc_row[..cols]);
+            } else {
+                for (d, v) in dst.iter_mut().zip(acc_row) {
+                    *d = *d + *v;
+                }
             }
         }
     }
@@ -230,6 +236,7 @@ fn block<T: Elem, const MR: usize, const NR: usize, const K: u8>(
     b: &[T],
     out: Out<T>,
     (row, col, rows, cols): (usize, usize, usize, usize),
+    first: bool,
 ) {
     // B micro-panel outer: it stays in L1 while every A micro-panel passes over it.
     for (jp, bp) in b.chunks_exact(kc * NR).enumerate().take(cols.div_ceil(NR)) {
@@ -243,7 +250,7 @@ fn block<T: Elem, const MR: usize, const NR: usize, const K: u8>(
                 FMA => tile::<T, MR, NR, true>(kc, ap, bp, &mut acc),
                 _ => tile::<T, MR, NR, false>(kc, ap, bp, &mut acc),
             }
-            out.add_tile((row + ip * MR, col + jp * NR), (MR.min(rows - ip * MR), c_cols), &acc);
+            out.add_tile((row + ip * MR, col + jp * NR), (MR.min(rows - ip * MR), c_cols), &acc, first);
         }
     }
 }
@@ -256,8 +263,9 @@ unsafe fn block_avx512<T: Elem, const MR: usize, const NR: usize>(
     b: &[T],
     out: Out<T>,
     at: (usize, usize, usize, usize),
+    first: bool,
 ) {
-    block::<T, MR, NR, AVX512>(kc, a, b, out, at)
+    block::<T, MR, NR, AVX512>(kc, a, b, out, at, first)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -268,8 +276,9 @@ unsafe fn block_avx2<T: Elem, const MR: usize, const NR: usize>(
     b: &[T],
     out: Out<T>,
     at: (usize, usize, usize, usize),
+    first: bool,
 ) {
-    block::<T, MR, NR, FMA>(kc, a, b, out, at)
+    block::<T, MR, NR, FMA>(kc, a, b, out, at, first)
 }
 
 /// The instruction set the kernels run with, detected once.
@@ -301,7 +310,7 @@ pub(crate) fn isa() -> Isa {
     })
 }
 
-/// A batch of products `c[i] += A[i] @ B[i]`: matrix `i` of A starts at `offsets[i].0`, of B at
+/// A batch of products `c[i] = A[i] @ B[i]`: matrix `i` of A starts at `offsets[i].0`, of B at
 /// `offsets[i].1`; `c` holds the `m x n` results back to back. `widen` converts stored elements
 /// to `T`.
 pub(crate) fn gemm<S: Copy + Send + Sync, T: Elem>(
@@ -333,12 +342,18 @@ fn blocked<S: Copy + Send + Sync, T: Elem, const MR: usize, const NR: usize>(
     isa: Isa,
 ) -> Result<()> {
     let batch = offsets.len();
-    if m == 0 || n == 0 || k == 0 || batch == 0 {
-        return Ok(());
-    }
     if c.len() != batch * m * n {
         return Err(Error::invalid("matmul", format!("output holds {} elements, expected {batch} x {m}x{n}", c.len())));
     }
+    if k == 0 {
+        c.fill(T::default());
+    }
+    if m == 0 || n == 0 || k == 0 || batch == 0 {
+        return Ok(());
+    }
+    // Equal blocks of `k`, about KC deep (at most 1.5 KC): k = 288 runs as 2 x 144, not
+    // 128 + 128 + 32.
+    let kc_step = k.div_ceil(((k + KC / 2) / KC).max(1));
     let threads = if batch * m * n * k >= PAR_FLOPS { rayon::current_num_threads() } else { 1 };
     // One task grid over the whole batch (one parallel region, however small each product), with
     // at least one block per thread. A new row block re-packs B and a new column block re-packs
@@ -366,10 +381,10 @@ fn blocked<S: Copy + Send + Sync, T: Elem, const MR: usize, const NR: usize>(
         let out = Out { ptr: unsafe { c_ptr.get().add(i * m * n) }, m, n };
         let (row, col) = ((t / col_blocks) * mc, (t % col_blocks) * nc);
         let (rows, cols) = (mc.min(m - row), nc.min(n - col));
-        let (a_len, b_len) = (rows.div_ceil(MR) * MR * KC, cols.div_ceil(NR) * NR * KC);
+        let (a_len, b_len) = (rows.div_ceil(MR) * MR * kc_step, cols.div_ceil(NR) * NR * kc_step);
         T::with_scratch(a_len, b_len, |a_pack, b_pack| {
-            for p0 in (0..k).step_by(KC) {
-                let kc = KC.min(k - p0);
+            for p0 in (0..k).step_by(kc_step) {
+                let (kc, first) = (kc_step.min(k - p0), p0 == 0);
                 let b_now = &mut b_pack[..cols.div_ceil(NR) * NR * kc];
                 pack_b::<S, T, NR>(b, bv, (p0, kc), (col, cols), b_now, widen);
                 let a_now = &mut a_pack[..rows.div_ceil(MR) * MR * kc];
@@ -378,11 +393,11 @@ fn blocked<S: Copy + Send + Sync, T: Elem, const MR: usize, const NR: usize>(
                 match isa {
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: `isa()` returns Avx512 only after detecting avx512f, avx512vl, fma.
-                    Isa::Avx512 => unsafe { block_avx512::<T, MR, NR>(kc, a_now, b_now, out, at) },
+                    Isa::Avx512 => unsafe { block_avx512::<T, MR, NR>(kc, a_now, b_now, out, at, first) },
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: `isa()` returns Avx2 only after detecting avx2 and fma.
-                    Isa::Avx2 => unsafe { block_avx2::<T, MR, NR>(kc, a_now, b_now, out, at) },
-                    _ => block::<T, MR, NR, PLAIN>(kc, a_now, b_now, out, at),
+                    Isa::Avx2 => unsafe { block_avx2::<T, MR, NR>(kc, a_now, b_now, out, at, first) },
+                    _ => block::<T, MR, NR, PLAIN>(kc, a_now, b_now, out, at, first),
                 }
             }
         })

@@ -4,7 +4,7 @@
 
 use crate::gemm::{gemm, Elem, View};
 use crate::storage::CpuStorage;
-use crate::strided::alloc;
+use crate::strided::alloc_for_overwrite;
 use half::{bf16, f16};
 use kiln_tensor::backend::unsupported;
 use kiln_tensor::{Error, Layout, Result, Shape};
@@ -29,7 +29,8 @@ fn batched<S: Copy + Send + Sync, T: Elem>(
     let (m, k, n) = (da[r - 2], da[r - 1], db[r - 1]);
     let (sa, sb) = (la.strides(), lb.strides());
     let (oa, ob) = (matrix_offsets(la), matrix_offsets(lb));
-    let mut out = alloc(oa.len() * m * n, T::default())?;
+    // Every element is stored by the GEMM (zeros when k = 0): no need to clear the buffer.
+    let mut out = alloc_for_overwrite(oa.len() * m * n, T::default())?;
     if m * n == 0 {
         return Ok(out);
     }
