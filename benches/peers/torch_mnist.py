@@ -1,7 +1,7 @@
 """PyTorch twin of `cargo run --release -p mnist` (MLP 784-128-ReLU-10, Adam lr 1e-3, batch 32).
 
 Reads the IDX files kiln's fetcher cached, so both frameworks see the same bytes:
-    python3 benches/peers/torch_mnist.py --seed 1 [--epochs 10] [--threads 2]
+    python3 benches/peers/torch_mnist.py --seed 1 [--epochs 10] [--threads 2] [--scaling unit|standardized]
 Prints one line per epoch: epoch, train loss, test accuracy, seconds.
 """
 import argparse, gzip, os, pathlib, struct, time
@@ -27,12 +27,13 @@ def idx(path):
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def load(split):
+def load(split, scaling):
     d = cache_dir() / "mnist"
     prefix = "train" if split == "train" else "t10k"
     x = idx(d / f"{prefix}-images-idx3-ubyte").astype(np.float32) / 255.0
     y = idx(d / f"{prefix}-labels-idx1-ubyte").astype(np.int64)
-    x = (x - 0.1307) / 0.3081
+    if scaling == "standardized":
+        x = (x - 0.1307) / 0.3081
     return torch.from_numpy(x.reshape(len(x), 784)), torch.from_numpy(y)
 
 
@@ -41,11 +42,12 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--scaling", choices=["unit", "standardized"], default="unit")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
-    xtr, ytr = load("train")
-    xte, yte = load("test")
+    xtr, ytr = load("train", a.scaling)
+    xte, yte = load("test", a.scaling)
     model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for epoch in range(1, a.epochs + 1):
