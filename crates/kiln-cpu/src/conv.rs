@@ -12,21 +12,21 @@ use kiln_tensor::{Layout, Result, Shape, Window2d};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-/// The geometry shared by the three kernels.
+/// The geometry shared by the kernels.
 #[derive(Clone, Copy)]
-struct Geometry {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    oh: usize,
-    ow: usize,
-    win: Window2d,
+pub(crate) struct Geometry {
+    pub(crate) n: usize,
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
+    pub(crate) win: Window2d,
 }
 
 impl Geometry {
     /// `None` when the window does not fit (kiln-tensor has already reported that as an error).
-    fn new(dims: [usize; 4], win: &Window2d) -> Option<Geometry> {
+    pub(crate) fn new(dims: [usize; 4], win: &Window2d) -> Option<Geometry> {
         let [n, c, h, w] = dims;
         let (oh, ow) = win.output_size("conv", &Shape::new(dims)).ok()?;
         Some(Geometry { n, c, h, w, oh, ow, win: *win })
@@ -54,7 +54,7 @@ fn valid_range(out: usize, size: usize, stride: usize, shift: usize, pad: usize)
     (lo, hi)
 }
 
-fn dims4(layout: &Layout) -> Option<[usize; 4]> {
+pub(crate) fn dims4(layout: &Layout) -> Option<[usize; 4]> {
     <[usize; 4]>::try_from(layout.dims()).ok()
 }
 
@@ -79,35 +79,48 @@ fn im2col_t<T: Copy + Default + Send + Sync + Pooled>(x: &[T], g: Geometry) -> R
     run_tasks(pieces.len(), rayon::current_num_threads(), |t| {
         let mut piece = pieces[t].lock().unwrap_or_else(|e| e.into_inner());
         for (r, dst) in piece.chunks_mut(l.max(1)).enumerate() {
-            let row = t * per_task + r;
-            let (j, i, plane) = (row % kw, (row / kw) % kh, row / (kw * kh));
-            let src = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
-            let (lo, hi) = g.valid_cols(j);
-            let (s, shift) = (g.win.stride.1, j * g.win.dilation.1);
-            for (oy, line) in dst.chunks_mut(g.ow).enumerate() {
-                let Some(iy) = g.in_row(oy, i) else {
-                    line.fill(T::default());
-                    continue;
-                };
-                let src_row = &src[iy * g.w..(iy + 1) * g.w];
-                line[..lo].fill(T::default());
-                line[hi..].fill(T::default());
-                if lo < hi {
-                    // Input columns lo * s + shift - pad, stepping by s: inside by `valid_cols`.
-                    let first = lo * s + shift - g.win.padding.1;
-                    if s == 1 {
-                        line[lo..hi].copy_from_slice(&src_row[first..first + hi - lo]);
-                    } else {
-                        for (d, x) in line[lo..hi].iter_mut().zip(src_row[first..].iter().step_by(s)) {
-                            *d = *x;
-                        }
-                    }
-                }
-            }
+            im2col_row(x, t * per_task + r, dst, &g);
         }
         Ok(())
     })?;
     Ok(out)
+}
+
+/// The im2col columns of one image (`x` holds its `C` planes) into `out` (`C * KH * KW` rows of
+/// `OH * OW`).
+pub(crate) fn im2col_image<T: Copy + Default>(x: &[T], out: &mut [T], g: &Geometry) {
+    for (row, dst) in out.chunks_mut((g.oh * g.ow).max(1)).enumerate() {
+        im2col_row(x, row, dst, g);
+    }
+}
+
+/// Column row `row` = (plane, kernel row, kernel column) of the planes in `x`, into `dst`.
+fn im2col_row<T: Copy + Default>(x: &[T], row: usize, dst: &mut [T], g: &Geometry) {
+    let (kh, kw) = g.win.kernel;
+    let (j, i, plane) = (row % kw, (row / kw) % kh, row / (kw * kh));
+    let src = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+    let (lo, hi) = g.valid_cols(j);
+    let (s, shift) = (g.win.stride.1, j * g.win.dilation.1);
+    for (oy, line) in dst.chunks_mut(g.ow).enumerate() {
+        let Some(iy) = g.in_row(oy, i) else {
+            line.fill(T::default());
+            continue;
+        };
+        let src_row = &src[iy * g.w..(iy + 1) * g.w];
+        line[..lo].fill(T::default());
+        line[hi..].fill(T::default());
+        if lo < hi {
+            // Input columns lo * s + shift - pad, stepping by s: inside by `valid_cols`.
+            let first = lo * s + shift - g.win.padding.1;
+            if s == 1 {
+                line[lo..hi].copy_from_slice(&src_row[first..first + hi - lo]);
+            } else {
+                for (d, x) in line[lo..hi].iter_mut().zip(src_row[first..].iter().step_by(s)) {
+                    *d = *x;
+                }
+            }
+        }
+    }
 }
 
 pub(crate) fn col2im(
@@ -139,34 +152,41 @@ fn col2im_t<T: Copy + Default + Send + Sync + Pooled + std::ops::Add<Output = T>
     let pieces: Vec<Mutex<&mut [T]>> = out.chunks_mut(plane.max(1)).map(Mutex::new).collect();
     run_tasks(pieces.len(), rayon::current_num_threads(), |p| {
         let mut dst = pieces[p].lock().unwrap_or_else(|e| e.into_inner());
-        for i in 0..kh {
-            for j in 0..kw {
-                let row = &cols[((p * kh + i) * kw + j) * l..((p * kh + i) * kw + j + 1) * l];
-                let (lo, hi) = g.valid_cols(j);
-                let (s, shift) = (g.win.stride.1, j * g.win.dilation.1);
-                if lo >= hi {
-                    continue;
-                }
-                let first = lo * s + shift - g.win.padding.1;
-                for oy in 0..g.oh {
-                    let Some(iy) = g.in_row(oy, i) else { continue };
-                    let src = &row[oy * g.ow + lo..oy * g.ow + hi];
-                    let dst_row = &mut dst[iy * g.w + first..];
-                    if s == 1 {
-                        for (d, x) in dst_row.iter_mut().zip(src) {
-                            *d = *d + *x;
-                        }
-                    } else {
-                        for (d, x) in dst_row.iter_mut().step_by(s).zip(src) {
-                            *d = *d + *x;
-                        }
+        col2im_plane(&cols[p * kh * kw * l..(p + 1) * kh * kw * l], &mut dst, &g);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Sums one plane's `KH * KW` column rows into `dst` (which the caller has initialised).
+pub(crate) fn col2im_plane<T: Copy + std::ops::Add<Output = T>>(cols: &[T], dst: &mut [T], g: &Geometry) {
+    let (kh, kw) = g.win.kernel;
+    let l = g.oh * g.ow;
+    for i in 0..kh {
+        for j in 0..kw {
+            let row = &cols[(i * kw + j) * l..(i * kw + j + 1) * l];
+            let (lo, hi) = g.valid_cols(j);
+            let (s, shift) = (g.win.stride.1, j * g.win.dilation.1);
+            if lo >= hi {
+                continue;
+            }
+            let first = lo * s + shift - g.win.padding.1;
+            for oy in 0..g.oh {
+                let Some(iy) = g.in_row(oy, i) else { continue };
+                let src = &row[oy * g.ow + lo..oy * g.ow + hi];
+                let dst_row = &mut dst[iy * g.w + first..];
+                if s == 1 {
+                    for (d, x) in dst_row.iter_mut().zip(src) {
+                        *d = *d + *x;
+                    }
+                } else {
+                    for (d, x) in dst_row.iter_mut().step_by(s).zip(src) {
+                        *d = *d + *x;
                     }
                 }
             }
         }
-        Ok(())
-    })?;
-    Ok(out)
+    }
 }
 
 pub(crate) fn max_pool2d_indices(x: &CpuStorage, layout: &Layout, win: &Window2d) -> Result<Option<CpuStorage>> {

@@ -190,7 +190,11 @@ impl<T: Elem> Out<T> {
             // SAFETY: in bounds by the assert above; this task owns the rectangle (see `Out`).
             let dst = unsafe { std::slice::from_raw_parts_mut(self.ptr.add((row + r) * self.n + col), cols) };
             if first {
-                dst.copy_from_slice(&acc_row[..cols]);
+                match <&mut [T; NR]>::try_from(&mut *dst) {
+                    // Fixed-size: vector stores, not a call to memmove per row.
+                    Ok(full) => *full = *acc_row,
+                    Err(_) => dst.copy_from_slice(&acc_row[..cols]),
+                }
             } else {
                 for (d, v) in dst.iter_mut().zip(acc_row) {
                     *d = *d + *v;
@@ -312,7 +316,8 @@ pub(crate) fn isa() -> Isa {
 
 /// A batch of products `c[i] = A[i] @ B[i]`: matrix `i` of A starts at `offsets[i].0`, of B at
 /// `offsets[i].1`; `c` holds the `m x n` results back to back. `widen` converts stored elements
-/// to `T`.
+/// to `T`. With `parallel` false everything runs on the calling thread (for callers that are
+/// already one task among many).
 pub(crate) fn gemm<S: Copy + Send + Sync, T: Elem>(
     a: (&[S], View),
     b: (&[S], View),
@@ -320,15 +325,16 @@ pub(crate) fn gemm<S: Copy + Send + Sync, T: Elem>(
     c: &mut [T],
     mkn: (usize, usize, usize),
     widen: impl Fn(S) -> T + Send + Sync + Copy,
+    parallel: bool,
 ) -> Result<()> {
     let wide = std::mem::size_of::<T>() == 8;
     // Register tiles: 16 accumulators on AVX-512 (of 32 registers), 8 on AVX2 (of 16).
     match (isa(), wide) {
-        (Isa::Avx512, false) => blocked::<S, T, 8, 32>(a, b, offsets, c, mkn, widen, Isa::Avx512),
-        (Isa::Avx512, true) => blocked::<S, T, 8, 16>(a, b, offsets, c, mkn, widen, Isa::Avx512),
-        (Isa::Avx2, false) => blocked::<S, T, 4, 16>(a, b, offsets, c, mkn, widen, Isa::Avx2),
-        (Isa::Avx2, true) => blocked::<S, T, 4, 8>(a, b, offsets, c, mkn, widen, Isa::Avx2),
-        (Isa::Portable, _) => blocked::<S, T, 4, 16>(a, b, offsets, c, mkn, widen, Isa::Portable),
+        (Isa::Avx512, false) => blocked::<S, T, 8, 32>(a, b, offsets, c, mkn, widen, (Isa::Avx512, parallel)),
+        (Isa::Avx512, true) => blocked::<S, T, 8, 16>(a, b, offsets, c, mkn, widen, (Isa::Avx512, parallel)),
+        (Isa::Avx2, false) => blocked::<S, T, 4, 16>(a, b, offsets, c, mkn, widen, (Isa::Avx2, parallel)),
+        (Isa::Avx2, true) => blocked::<S, T, 4, 8>(a, b, offsets, c, mkn, widen, (Isa::Avx2, parallel)),
+        (Isa::Portable, _) => blocked::<S, T, 4, 16>(a, b, offsets, c, mkn, widen, (Isa::Portable, parallel)),
     }
 }
 
@@ -339,7 +345,7 @@ fn blocked<S: Copy + Send + Sync, T: Elem, const MR: usize, const NR: usize>(
     c: &mut [T],
     (m, k, n): (usize, usize, usize),
     widen: impl Fn(S) -> T + Send + Sync + Copy,
-    isa: Isa,
+    (isa, parallel): (Isa, bool),
 ) -> Result<()> {
     let batch = offsets.len();
     if c.len() != batch * m * n {
@@ -354,7 +360,7 @@ fn blocked<S: Copy + Send + Sync, T: Elem, const MR: usize, const NR: usize>(
     // Equal blocks of `k`, about KC deep (at most 1.5 KC): k = 288 runs as 2 x 144, not
     // 128 + 128 + 32.
     let kc_step = k.div_ceil(((k + KC / 2) / KC).max(1));
-    let threads = if batch * m * n * k >= PAR_FLOPS { rayon::current_num_threads() } else { 1 };
+    let threads = if parallel && batch * m * n * k >= PAR_FLOPS { rayon::current_num_threads() } else { 1 };
     // One task grid over the whole batch (one parallel region, however small each product), with
     // at least one block per thread. A new row block re-packs B and a new column block re-packs
     // A, so split whichever dimension has the taller blocks; then balance the block sizes.
@@ -430,7 +436,15 @@ fn pack_b<S: Copy, T: Elem, const NR: usize>(
         let (c0, width) = (col + jp * NR, NR.min(cols - jp * NR));
         for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
             let start = bv.offset + (p0 + p) * bv.rs + c0 * bv.cs;
-            if bv.cs == 1 {
+            if let (1, Ok(d), Some(Ok(src))) =
+                (bv.cs, <&mut [T; NR]>::try_from(&mut d[..]), b.get(start..start + NR).map(<&[S; NR]>::try_from))
+            {
+                // A whole row of the panel: a fixed-size copy compiles to a few vector moves, where
+                // a copy of run-time length became a call to memmove per row.
+                for (d, &x) in d.iter_mut().zip(src) {
+                    *d = widen(x);
+                }
+            } else if bv.cs == 1 {
                 for (d, &x) in d[..width].iter_mut().zip(&b[start..start + width]) {
                     *d = widen(x);
                 }

@@ -17,6 +17,7 @@
 //! `elementwise` (unary, binary, where, cast, copy), `reduce`, `matmul`, `index`.
 
 mod conv;
+mod conv_fused;
 mod elementwise;
 mod fused;
 mod gemm;
@@ -119,6 +120,24 @@ impl Backend for CpuBackend {
     }
     fn col2im(&self, c: &CpuStorage, l: &Layout, dims: [usize; 4], win: &Window2d) -> Result<Option<CpuStorage>> {
         conv::col2im(c, l, dims, win)
+    }
+    fn conv2d(
+        &self,
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        win: &Window2d,
+    ) -> Result<Option<CpuStorage>> {
+        conv_fused::conv2d(x, w, win)
+    }
+    fn conv2d_backward(
+        &self,
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        g: (&CpuStorage, &Layout),
+        win: &Window2d,
+        need_dx: bool,
+    ) -> Result<Option<kiln_tensor::backend::ConvGrads<CpuStorage>>> {
+        conv_fused::conv2d_backward(x, w, g, win, need_dx)
     }
     fn max_pool2d_indices(&self, x: &CpuStorage, l: &Layout, win: &Window2d) -> Result<Option<CpuStorage>> {
         conv::max_pool2d_indices(x, l, win)

@@ -37,7 +37,7 @@ fn batched<S: Copy + Send + Sync, T: Elem>(
     let offsets: Vec<(usize, usize)> = oa.into_iter().zip(ob).collect();
     let av = View { offset: 0, rs: sa[r - 2], cs: sa[r - 1] };
     let bv = View { offset: 0, rs: sb[r - 2], cs: sb[r - 1] };
-    gemm((a, av), (b, bv), &offsets, &mut out, (m, k, n), widen)?;
+    gemm((a, av), (b, bv), &offsets, &mut out, (m, k, n), widen, true)?;
     Ok(out)
 }
 

@@ -85,6 +85,10 @@ pub enum Distribution {
     },
 }
 
+/// The gradients of a convolution from [`Backend::conv2d_backward`]: the input's (when asked
+/// for) and the weight's.
+pub type ConvGrads<S> = (Option<S>, S);
+
 /// What a device implements. See the [module docs](self) for the contract.
 pub trait Backend: Send + Sync + 'static {
     /// A flat buffer of elements of one dtype, owned by this backend.
@@ -235,6 +239,36 @@ pub trait Backend: Send + Sync + 'static {
         win: &Window2d,
     ) -> Result<Option<Self::Storage>> {
         let _ = (cols, layout, input_dims, win);
+        Ok(None)
+    }
+
+    /// A whole 2-D convolution (one group, no bias): `x` `[N, C, H, W]` and `weight` `[O, C * KH * KW]`,
+    /// both contiguous; returns `y` `[N, O, OH, OW]`, image by image `weight @ im2col(x)` (see
+    /// [`Backend::im2col`] for the column order). A backend fuses this to keep each image's columns
+    /// in cache instead of writing the whole batch's to memory. Default: `None` (im2col + matmul).
+    fn conv2d(
+        &self,
+        x: (&Self::Storage, &Layout),
+        weight: (&Self::Storage, &Layout),
+        win: &Window2d,
+    ) -> Result<Option<Self::Storage>> {
+        let _ = (x, weight, win);
+        Ok(None)
+    }
+
+    /// The gradients of [`Backend::conv2d`] for the contiguous output gradient `grad`
+    /// `[N, O, OH, OW]`: `(dx, dweight)`, `dx` `[N, C, H, W]` only when `need_dx`, `dweight`
+    /// `[O, C * KH * KW]`. The sum over images must run in an order that does not depend on the
+    /// number of threads. Default: `None` (composed from im2col, matmul and col2im).
+    fn conv2d_backward(
+        &self,
+        x: (&Self::Storage, &Layout),
+        weight: (&Self::Storage, &Layout),
+        grad: (&Self::Storage, &Layout),
+        win: &Window2d,
+        need_dx: bool,
+    ) -> Result<Option<ConvGrads<Self::Storage>>> {
+        let _ = (x, weight, grad, win, need_dx);
         Ok(None)
     }
 

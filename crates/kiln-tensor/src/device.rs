@@ -1,7 +1,7 @@
 //! `Device`: a backend value with its type erased, so tensors carry their device at run time
 //! and model code never names a backend type. Registration is open: `Device::new(any_backend)`.
 
-use crate::backend::{Backend, Distribution};
+use crate::backend::{Backend, ConvGrads, Distribution};
 use crate::{AdamStep, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d};
 use std::any::Any;
 use std::fmt;
@@ -101,6 +101,20 @@ pub(crate) trait DynBackend: Send + Sync {
     fn adam_step(&self, step: &AdamStep, inputs: [(&AnyStorage, &Layout); 4]) -> Result<Option<[AnyStorage; 3]>>;
     fn im2col(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<AnyStorage>>;
     fn col2im(&self, c: &AnyStorage, l: &Layout, dims: [usize; 4], win: &Window2d) -> Result<Option<AnyStorage>>;
+    fn conv2d(
+        &self,
+        x: (&AnyStorage, &Layout),
+        w: (&AnyStorage, &Layout),
+        win: &Window2d,
+    ) -> Result<Option<AnyStorage>>;
+    fn conv2d_backward(
+        &self,
+        x: (&AnyStorage, &Layout),
+        w: (&AnyStorage, &Layout),
+        g: (&AnyStorage, &Layout),
+        win: &Window2d,
+        need_dx: bool,
+    ) -> Result<Option<ConvGrads<AnyStorage>>>;
     fn max_pool2d_indices(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<AnyStorage>>;
     fn synchronize(&self) -> Result<()>;
 }
@@ -206,6 +220,33 @@ impl<B: Backend> DynBackend for B {
     }
     fn col2im(&self, c: &AnyStorage, l: &Layout, dims: [usize; 4], win: &Window2d) -> Result<Option<AnyStorage>> {
         Ok(Backend::col2im(self, get(self, c)?, l, dims, win)?.map(|s| Box::new(s) as AnyStorage))
+    }
+    fn conv2d(
+        &self,
+        (x, xl): (&AnyStorage, &Layout),
+        (w, wl): (&AnyStorage, &Layout),
+        win: &Window2d,
+    ) -> Result<Option<AnyStorage>> {
+        let y = Backend::conv2d(self, (get(self, x)?, xl), (get(self, w)?, wl), win)?;
+        Ok(y.map(|s| Box::new(s) as AnyStorage))
+    }
+    fn conv2d_backward(
+        &self,
+        (x, xl): (&AnyStorage, &Layout),
+        (w, wl): (&AnyStorage, &Layout),
+        (g, gl): (&AnyStorage, &Layout),
+        win: &Window2d,
+        need_dx: bool,
+    ) -> Result<Option<ConvGrads<AnyStorage>>> {
+        let grads = Backend::conv2d_backward(
+            self,
+            (get(self, x)?, xl),
+            (get(self, w)?, wl),
+            (get(self, g)?, gl),
+            win,
+            need_dx,
+        )?;
+        Ok(grads.map(|(dx, dw)| (dx.map(|s| Box::new(s) as AnyStorage), Box::new(dw) as AnyStorage)))
     }
     fn max_pool2d_indices(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<AnyStorage>> {
         Ok(Backend::max_pool2d_indices(self, get(self, x)?, l, win)?.map(|s| Box::new(s) as AnyStorage))

@@ -192,6 +192,26 @@ impl<B: Backend> Backend for Profiled<B> {
     fn col2im(&self, c: &B::Storage, l: &Layout, dims: [usize; 4], win: &Window2d) -> Result<Option<B::Storage>> {
         self.timed(|| "col2im".into(), self.bytes(c, l), || self.inner.col2im(c, l, dims, win))
     }
+    fn conv2d(
+        &self,
+        x: (&B::Storage, &Layout),
+        w: (&B::Storage, &Layout),
+        win: &Window2d,
+    ) -> Result<Option<B::Storage>> {
+        let bytes = self.bytes(x.0, x.1) + self.bytes(w.0, w.1);
+        self.timed(|| "conv2d".into(), bytes, || self.inner.conv2d(x, w, win))
+    }
+    fn conv2d_backward(
+        &self,
+        x: (&B::Storage, &Layout),
+        w: (&B::Storage, &Layout),
+        g: (&B::Storage, &Layout),
+        win: &Window2d,
+        need_dx: bool,
+    ) -> Result<Option<kiln_tensor::backend::ConvGrads<B::Storage>>> {
+        let bytes = self.bytes(x.0, x.1) + self.bytes(w.0, w.1) + self.bytes(g.0, g.1);
+        self.timed(|| "conv2d_backward".into(), bytes, || self.inner.conv2d_backward(x, w, g, win, need_dx))
+    }
     fn max_pool2d_indices(&self, x: &B::Storage, l: &Layout, win: &Window2d) -> Result<Option<B::Storage>> {
         self.timed(|| "max_pool2d_indices".into(), self.bytes(x, l), || self.inner.max_pool2d_indices(x, l, win))
     }

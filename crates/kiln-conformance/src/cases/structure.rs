@@ -151,6 +151,22 @@ pub(crate) fn composite(ctx: &mut Ctx) {
                 tol,
                 move |t| t[0].conv2d(&t[1], Some(&t[2]), win, groups),
             );
+            // Both gradients (a backend may fuse the whole backward pass), as one flat tensor.
+            ctx.check(
+                format!("conv2d {dtype} {xs:?}{xv:?} w {ws:?} {win:?} groups {groups} gradients"),
+                &inputs,
+                tol,
+                move |t| {
+                    let (x, w) = (kiln_tensor::Var::new(t[0].clone()), kiln_tensor::Var::new(t[1].clone()));
+                    let y = x.as_tensor().conv2d(&w.as_tensor(), Some(&t[2]), win, groups)?;
+                    let grads = y.mul(&y)?.sum((), false)?.backward()?;
+                    let flat = |v: &kiln_tensor::Var| -> kiln_tensor::Result<Tensor> {
+                        let g = grads.get(v).ok_or_else(|| kiln_tensor::Error::Msg("no gradient".into()))?;
+                        g.reshape([g.elem_count()])
+                    };
+                    Tensor::cat(&[&flat(&x)?, &flat(&w)?], 0)
+                },
+            );
         }
         for win in [
             Window2d::square(2),

@@ -28,10 +28,17 @@ pub(crate) enum Op {
     Copy(Tensor),
     Reshape(Tensor),
     Permute(Tensor, Vec<usize>),
-    Narrow { input: Tensor, dim: usize, start: usize, step: usize },
+    Narrow {
+        input: Tensor,
+        dim: usize,
+        start: usize,
+        step: usize,
+    },
     Broadcast(Tensor),
     Cat(Vec<Tensor>, usize),
     Im2col(Tensor, crate::Window2d),
+    /// A fused convolution of `x` with the weight as `[O, C * KH * KW]`.
+    Conv2d(Tensor, Tensor, crate::Window2d),
 }
 
 impl Op {
@@ -50,7 +57,7 @@ impl Op {
             | Op::Gather(x, _, _)
             | Op::IndexSelect(x, _, _)
             | Op::Im2col(x, _) => vec![x],
-            Op::Binary(a, b, _) | Op::Matmul(a, b) => vec![a, b],
+            Op::Binary(a, b, _) | Op::Matmul(a, b) | Op::Conv2d(a, b, _) => vec![a, b],
             Op::Where(_, t, f) => vec![t, f],
             Op::ScatterAdd(base, _, src, _) => vec![base, src],
             Op::Cat(xs, _) => xs.iter().collect(),

@@ -143,6 +143,14 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
         }
         Op::Broadcast(x) => vec![(x.clone(), sum_to_shape(g, x.shape())?)],
         Op::Im2col(x, win) => vec![(x.clone(), g.col2im(x.shape(), *win)?)],
+        Op::Conv2d(x, w, win) => {
+            let (dx, dw) = crate::ops::conv::conv2d_grads(&x.detach(), &w.detach(), g, *win, need(x))?;
+            let mut out = vec![(w.clone(), dw)];
+            if let Some(dx) = dx {
+                out.push((x.clone(), dx));
+            }
+            out
+        }
         Op::Cat(xs, dim) => {
             let mut at = 0;
             let mut out = Vec::with_capacity(xs.len());

@@ -160,6 +160,14 @@ impl Tensor {
         }
         let win = Window2d { kernel: (kh, kw), ..win };
         let (oh, ow) = win.output_size(OP, self.shape())?;
+        if groups == 1 {
+            if let Some(y) = self.conv2d_fused(&weight.reshape([o, c * kh * kw])?, win, (oh, ow))? {
+                return match bias {
+                    Some(b) => y.add(&b.reshape([1, o, 1, 1])?),
+                    None => Ok(y),
+                };
+            }
+        }
         let og = o / groups;
         let mut outs = Vec::with_capacity(groups);
         for g in 0..groups {
@@ -178,6 +186,18 @@ impl Tensor {
             Some(b) => y.add(&b.reshape([1, o, 1, 1])?),
             None => Ok(y),
         }
+    }
+
+    /// The backend's fused convolution of `self` with `w` `[O, C * KH * KW]`, if it has one.
+    fn conv2d_fused(&self, w: &Tensor, win: Window2d, (oh, ow): (usize, usize)) -> Result<Option<Tensor>> {
+        self.same_device("conv2d", w)?;
+        self.same_dtype("conv2d", w)?;
+        let (x, wc) = crate::no_grad(|| Ok::<_, Error>((self.contiguous()?, w.contiguous()?)))?;
+        let Some(s) = self.backend().conv2d((x.storage(), x.layout()), (wc.storage(), wc.layout()), &win)? else {
+            return Ok(None);
+        };
+        let shape = Shape::new([self.dims()[0], w.dims()[0], oh, ow]);
+        Ok(Some(self.result(s, shape, self.dtype(), Some(Op::Conv2d(self.clone(), w.clone(), win)))))
     }
 
     /// 2-D max pooling (padding counts as -inf).
@@ -243,4 +263,38 @@ impl Tensor {
         }
         Tensor::cat(&rows.iter().collect::<Vec<_>>(), 2)
     }
+}
+
+/// The gradients of a one-group convolution of `x` with `w` `[O, C * KH * KW]` for the output
+/// gradient `g`: `(dx if need_dx, dw)`, from the backend's fused kernel or composed from im2col,
+/// matmul and col2im.
+pub(crate) fn conv2d_grads(
+    x: &Tensor,
+    w: &Tensor,
+    g: &Tensor,
+    win: Window2d,
+    need_dx: bool,
+) -> Result<(Option<Tensor>, Tensor)> {
+    let (x, w, g) = (x.contiguous()?, w.contiguous()?, g.contiguous()?);
+    let grads = x.backend().conv2d_backward(
+        (x.storage(), x.layout()),
+        (w.storage(), w.layout()),
+        (g.storage(), g.layout()),
+        &win,
+        need_dx,
+    )?;
+    if let Some((dx, dw)) = grads {
+        let dx = dx.map(|s| x.result(s, x.shape().clone(), x.dtype(), None));
+        return Ok((dx, w.result(dw, w.shape().clone(), w.dtype(), None)));
+    }
+    let (n, o) = (g.dims()[0], g.dims()[1]);
+    let l = g.dims()[2] * g.dims()[3];
+    let g = g.reshape([n, o, l])?;
+    let cols = x.im2col(win)?;
+    let dw = g.matmul(&cols.transpose(1, 2)?)?.sum(0, false)?;
+    let dx = match need_dx {
+        true => Some(w.t()?.matmul(&g)?.col2im(x.shape(), win)?),
+        false => None,
+    };
+    Ok((dx, dw))
 }

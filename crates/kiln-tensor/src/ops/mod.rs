@@ -2,7 +2,7 @@
 //! dtypes, devices, dims), calls the backend once, and records itself for autograd.
 
 mod binary;
-mod conv;
+pub(crate) mod conv;
 mod convert;
 mod creation;
 mod indexing;
