@@ -434,6 +434,21 @@ fn pack_b<S: Copy, T: Elem, const NR: usize>(
 ) {
     for (jp, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
         let (c0, width) = (col + jp * NR, NR.min(cols - jp * NR));
+        if bv.rs == 1 && bv.cs != 1 {
+            // A transposed B (`x @ w.t()`): each column is contiguous along k, so read columns
+            // as streams and scatter them into the panel, which sits in L1; row by row, every
+            // element would come from a different cache line.
+            for j in 0..width {
+                let start = bv.offset + p0 + (c0 + j) * bv.cs;
+                for (d, &x) in panel.iter_mut().skip(j).step_by(NR).zip(&b[start..start + kc]) {
+                    *d = widen(x);
+                }
+            }
+            for d in panel.chunks_exact_mut(NR) {
+                d[width..].fill(T::default());
+            }
+            continue;
+        }
         for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
             let start = bv.offset + (p0 + p) * bv.rs + c0 * bv.cs;
             if let (1, Ok(d), Some(Ok(src))) =

@@ -74,10 +74,13 @@ fn gather_rows(
     macro_rules! rows {
         ($v:expr) => {{
             let v = &$v[s0..s1];
-            let mut out = Vec::with_capacity(ids.len());
-            for (r, row_ids) in ids.chunks(ni).enumerate() {
+            // Pooled: a fresh large buffer would page-fault every 4 KiB.
+            let mut out = crate::strided::alloc_for_overwrite(ids.len(), Default::default())?;
+            for (r, (row_ids, out_row)) in ids.chunks(ni).zip(out.chunks_mut(ni)).enumerate() {
                 let row = &v[r * ns..(r + 1) * ns];
-                out.extend(row_ids.iter().map(|&ix| row[ix as usize]));
+                for (o, &ix) in out_row.iter_mut().zip(row_ids) {
+                    *o = row[ix as usize];
+                }
             }
             out
         }};
@@ -96,6 +99,9 @@ pub(crate) fn scatter_add(
 ) -> Result<()> {
     dst.check("scatter_add", dl)?;
     src.check("scatter_add", sl)?;
+    if scatter_add_rows(dst, dl, index, il, src, sl, dim)? {
+        return Ok(());
+    }
     let ids = indices("scatter_add", index, il)?;
     check_all("scatter_add", &ids, dl.dims()[dim], dim, dl.dims())?;
     let (base, along) = base_offsets(dl, il.shape(), dim);
@@ -114,6 +120,54 @@ pub(crate) fn scatter_add(
     }
     add!(F32, F64, F16, BF16, I64, U32, U8);
     Ok(())
+}
+
+/// `scatter_add` along the last dim of contiguous tensors with i64 indices (the backward of max
+/// pooling's gather): row slices, rows in parallel (each destination row is summed by one task,
+/// in index order). `false` for any other case.
+fn scatter_add_rows(
+    dst: &mut CpuStorage,
+    dl: &Layout,
+    index: &CpuStorage,
+    il: &Layout,
+    src: &CpuStorage,
+    sl: &Layout,
+    dim: usize,
+) -> Result<bool> {
+    let (Some((d0, d1)), Some((i0, i1)), Some((s0, s1)), CpuStorage::I64(iv)) =
+        (dl.contiguous_range(), il.contiguous_range(), sl.contiguous_range(), index)
+    else {
+        return Ok(false);
+    };
+    let rank = dl.dims().len();
+    if dim + 1 != rank || dl.dims()[..dim] != il.dims()[..dim] || il.dims() != sl.dims() || il.elem_count() == 0 {
+        return Ok(false);
+    }
+    let (nd, ni) = (dl.dims()[dim], il.dims()[dim]);
+    let ids = &iv[i0..i1];
+    check_all("scatter_add", ids, nd, dim, dl.dims())?;
+    // About 32K index entries per task.
+    let rows_per_task = (1 << 15) / ni.max(1) + 1;
+    macro_rules! rows {
+        ($($v:ident),*) => {
+            match (dst, src) {
+                $((CpuStorage::$v(d), CpuStorage::$v(s)) => {
+                    let s = &s[s0..s1];
+                    crate::parallel::for_each_chunk_mut(&mut d[d0..d1], rows_per_task * nd, |t, rows| {
+                        for (r, row) in rows.chunks_mut(nd).enumerate() {
+                            let at = (t * rows_per_task + r) * ni;
+                            for (&ix, &x) in ids[at..at + ni].iter().zip(&s[at..at + ni]) {
+                                row[ix as usize] = add_elem(row[ix as usize], x);
+                            }
+                        }
+                    });
+                })*
+                (d, s) => return Err(Error::DTypeMismatch { op: "scatter_add", lhs: d.dtype(), rhs: s.dtype(), shapes: String::new() }),
+            }
+        };
+    }
+    rows!(F32, F64, F16, BF16, I64, U32, U8);
+    Ok(true)
 }
 
 /// Addition as `scatter_add` does it: floats add (half types through f32), integers wrap.
