@@ -135,27 +135,47 @@ fn best_run<T: Acc>(op: ReduceOp, src: &[T], view: &Layout, start: usize, len: u
     best
 }
 
+/// The longest run of trailing logical elements of `view` that is contiguous in memory and
+/// divides `r` (the reduced dims are the view's last ones), and the view of the runs' starts.
+fn contiguous_runs(view: &Layout, r: usize) -> (usize, Layout) {
+    let (dims, strides) = (view.dims(), view.strides());
+    let (mut run, mut keep) = (1, dims.len());
+    while keep > 0 && (strides[keep - 1] == run || dims[keep - 1] == 1) && run * dims[keep - 1] <= r {
+        run *= dims[keep - 1];
+        keep -= 1;
+    }
+    let outer = Layout::new(kiln_tensor::Shape::new(&dims[..keep]), strides[..keep].to_vec(), view.offset());
+    (run, outer)
+}
+
 /// Reduces logical elements `start..start + r` of `view`.
 fn reduce_one<T: Acc>(op: ReduceOp, src: &[T], view: &Layout, start: usize, r: usize, par: bool) -> (T, usize) {
     let blocks = r.div_ceil(CHUNK).max(1);
     let block = |b: usize| (start + b * CHUNK, CHUNK.min(r - b * CHUNK));
     match op {
         ReduceOp::Sum => {
+            // Sums over contiguous runs (a bias gradient's H x W planes) use the vectorized row
+            // sum, in blocks of whole runs; the blocks depend on the shape only, not on threads.
+            let (run, outer) = contiguous_runs(view, r);
+            let step = if run > 1 && run <= CHUNK { (CHUNK / run) * run } else { CHUNK };
+            let blocks = r.div_ceil(step).max(1);
+            let sum_block = |b: usize| {
+                let (s, n) = (start + b * step, step.min(r - b * step));
+                if run > 1 && run <= CHUNK {
+                    vectorized(|| {
+                        outer
+                            .offsets_from(s / run)
+                            .take(n / run)
+                            .fold(T::zero(), |acc, o| T::merge(acc, sum_lanes(&src[o..o + run])))
+                    })
+                } else {
+                    sum_run(src, view, s, n)
+                }
+            };
             let partial: Vec<T::Sum> = if par && blocks > 1 {
-                (0..blocks)
-                    .into_par_iter()
-                    .map(|b| {
-                        let (s, n) = block(b);
-                        sum_run(src, view, s, n)
-                    })
-                    .collect()
+                (0..blocks).into_par_iter().map(sum_block).collect()
             } else {
-                (0..blocks)
-                    .map(|b| {
-                        let (s, n) = block(b);
-                        sum_run(src, view, s, n)
-                    })
-                    .collect()
+                (0..blocks).map(sum_block).collect()
             };
             (T::finish(partial.into_iter().fold(T::zero(), T::merge)), 0)
         }

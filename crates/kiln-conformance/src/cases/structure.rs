@@ -81,6 +81,17 @@ pub(crate) fn reduce(ctx: &mut Ctx) {
         ctx.check(format!("max f32 large {view:?} all"), &[input.clone()], None, |t| t[0].max((), false));
         ctx.check(format!("argmax f32 large {view:?} dim 1"), &[input], None, |t| t[0].argmax(1, false));
     }
+    // A bias gradient's sum: every dim but the channels, longer than a block, over contiguous
+    // planes (and over strided ones), in the float dtypes.
+    for dtype in DType::FLOATS {
+        for view in [View::Contiguous, View::Strided, View::Offset] {
+            let input = Input::new(&[40, 3, 15, 17], dtype, (-1.0, 1.0), view);
+            let tol = Tolerance::for_dtype(dtype).scaled(4.0);
+            ctx.check(format!("sum {dtype} [40, 3, 15, 17] {view:?} dims [0, 2, 3]"), &[input], Some(tol), |t| {
+                t[0].sum([0, 2, 3], false)
+            });
+        }
+    }
     let empty = Input::new(&[0, 3], DType::F32, (0.0, 1.0), View::Contiguous);
     ctx.check("max over an empty dim (error)".into(), &[empty], None, |t| t[0].max(0, false));
 }
