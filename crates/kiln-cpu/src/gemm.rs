@@ -27,6 +27,8 @@ use std::cell::RefCell;
 
 /// Depth of one packed block: a B micro-panel (`KC x NR`) is 16 KiB for f32 with NR = 32.
 const KC: usize = 128;
+/// The deepest block of `k` (blocks are about `KC` deep, see `blocked`).
+const KC_MAX: usize = KC + KC / 2;
 /// Rows of a task's block of C (its packed A, `MC x KC`, stays in L2).
 const MC: usize = 256;
 /// Columns of a task's block of C.
@@ -48,6 +50,10 @@ pub(crate) trait Elem:
     unsafe fn tile_avx512(kc: usize, a: &[Self], b: &[Self], acc: &mut [Self]);
     /// Runs `f` with this thread's packing scratch for A and B, grown to the lengths asked.
     fn with_scratch<R>(a_len: usize, b_len: usize, f: impl FnOnce(&mut [Self], &mut [Self]) -> R) -> Result<R>;
+    /// Grows the scratch of every thread of rayon's pool, once: which threads take a product's
+    /// tasks is a race, and a thread that first packs in the middle of training would make a
+    /// system allocation in a steady-state step.
+    fn grow_all_scratch();
 }
 
 macro_rules! elem {
@@ -71,10 +77,20 @@ macro_rules! elem {
                     // rayon work), so the borrow is always free.
                     let mut s = s.borrow_mut();
                     let (a, b) = &mut *s;
-                    grow(a, a_len)?;
-                    grow(b, b_len)?;
+                    // Grown to the largest block at once: which thread runs which task varies
+                    // from call to call, and a thread growing its scratch late would be a
+                    // system allocation in a steady-state training step.
+                    grow(a, a_len.max(MC * KC_MAX))?;
+                    grow(b, b_len.max(NC * KC_MAX))?;
                     Ok(f(&mut a[..a_len], &mut b[..b_len]))
                 })
+            }
+            fn grow_all_scratch() {
+                static ONCE: std::sync::Once = std::sync::Once::new();
+                ONCE.call_once(|| {
+                    // An allocation failure here resurfaces as an error at the first product.
+                    rayon::broadcast(|_| drop(Self::with_scratch(0, 0, |_, _| ())));
+                });
             }
         }
     };
@@ -361,6 +377,9 @@ fn blocked<S: Copy + Send + Sync, T: Elem, const MR: usize, const NR: usize>(
     // 128 + 128 + 32.
     let kc_step = k.div_ceil(((k + KC / 2) / KC).max(1));
     let threads = if parallel && batch * m * n * k >= PAR_FLOPS { rayon::current_num_threads() } else { 1 };
+    if threads > 1 {
+        T::grow_all_scratch();
+    }
     // One task grid over the whole batch (one parallel region, however small each product), with
     // at least one block per thread. A new row block re-packs B and a new column block re-packs
     // A, so split whichever dimension has the taller blocks; then balance the block sizes.
