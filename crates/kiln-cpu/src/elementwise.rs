@@ -39,6 +39,7 @@ impl MapFn<f32> for Unary<'_, bf16> {
 pub(crate) fn unary(op: UnaryOp, s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
     s.check(op.name(), l)?;
     Ok(match s {
+        CpuStorage::F32(v) if op == UnaryOp::Exp => CpuStorage::F32(map1(v, l, crate::math::exp_f32)?),
         CpuStorage::F32(v) => CpuStorage::F32(op.map(Unary { src: v, layout: l })?),
         CpuStorage::F64(v) => CpuStorage::F64(op.map(Unary { src: v, layout: l })?),
         CpuStorage::F16(v) => CpuStorage::F16(op.map(Unary { src: v, layout: l })?),

@@ -22,6 +22,7 @@ mod elementwise;
 mod fused;
 mod gemm;
 mod index;
+mod math;
 mod matmul;
 mod parallel;
 mod pool;
