@@ -28,6 +28,7 @@ mod parallel;
 mod pool;
 mod reduce;
 mod simd;
+mod softmax;
 mod storage;
 mod strided;
 
@@ -121,6 +122,9 @@ impl Backend for CpuBackend {
     }
     fn col2im(&self, c: &CpuStorage, l: &Layout, dims: [usize; 4], win: &Window2d) -> Result<Option<CpuStorage>> {
         conv::col2im(c, l, dims, win)
+    }
+    fn softmax_last(&self, x: &CpuStorage, l: &Layout, log: bool) -> Result<Option<CpuStorage>> {
+        softmax::softmax_last(x, l, log)
     }
     fn conv2d(
         &self,

@@ -12,7 +12,7 @@ use kiln_tensor::{Error, Layout, ReduceOp, Result, WithDType};
 use rayon::prelude::*;
 
 /// How one element type accumulates.
-trait Acc: WithDType + PartialOrd + Default {
+pub(crate) trait Acc: WithDType + PartialOrd + Default {
     /// The accumulator for sums: f64 for floats, wrapping native for integers.
     type Sum: Copy + Send + Sync;
     fn zero() -> Self::Sum;
@@ -71,7 +71,7 @@ const LANES: usize = 16;
 
 /// The sum of a contiguous row, in `LANES` interleaved partial sums.
 #[inline]
-fn sum_lanes<T: Acc>(row: &[T]) -> T::Sum {
+pub(crate) fn sum_lanes<T: Acc>(row: &[T]) -> T::Sum {
     let mut lanes = [T::zero(); LANES];
     let mut chunks = row.chunks_exact(LANES);
     for c in &mut chunks {
@@ -86,7 +86,7 @@ fn sum_lanes<T: Acc>(row: &[T]) -> T::Sum {
 /// The max (or min) of a contiguous, non-empty row with `better`'s NaN rule (a NaN wins and
 /// stays), in lanes written as selects so that they vectorize.
 #[inline]
-fn best_lanes<T: Acc>(op: ReduceOp, row: &[T]) -> T {
+pub(crate) fn best_lanes<T: Acc>(op: ReduceOp, row: &[T]) -> T {
     #[allow(clippy::eq_op)]
     fn lanes<T: Acc>(row: &[T], wins: impl Fn(T, T) -> bool) -> T {
         let mut chunks = row.chunks_exact(LANES);

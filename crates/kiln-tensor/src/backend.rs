@@ -242,6 +242,15 @@ pub trait Backend: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Softmax (or, with `log`, log-softmax) over the last dim of a contiguous float input, each
+    /// row shifted by its maximum (a non-finite maximum counts as 0, as in the composed form:
+    /// a row of -inf gives NaN, not a division by zero that hides). Default: `None` (composed
+    /// from max, exp, sum and a division or log).
+    fn softmax_last(&self, x: &Self::Storage, layout: &Layout, log: bool) -> Result<Option<Self::Storage>> {
+        let _ = (x, layout, log);
+        Ok(None)
+    }
+
     /// A whole 2-D convolution (one group, no bias): `x` `[N, C, H, W]` and `weight` `[O, C * KH * KW]`,
     /// both contiguous; returns `y` `[N, O, OH, OW]`, image by image `weight @ im2col(x)` (see
     /// [`Backend::im2col`] for the column order). A backend fuses this to keep each image's columns

@@ -101,6 +101,7 @@ pub(crate) trait DynBackend: Send + Sync {
     fn adam_step(&self, step: &AdamStep, inputs: [(&AnyStorage, &Layout); 4]) -> Result<Option<[AnyStorage; 3]>>;
     fn im2col(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<AnyStorage>>;
     fn col2im(&self, c: &AnyStorage, l: &Layout, dims: [usize; 4], win: &Window2d) -> Result<Option<AnyStorage>>;
+    fn softmax_last(&self, x: &AnyStorage, l: &Layout, log: bool) -> Result<Option<AnyStorage>>;
     fn conv2d(
         &self,
         x: (&AnyStorage, &Layout),
@@ -220,6 +221,9 @@ impl<B: Backend> DynBackend for B {
     }
     fn col2im(&self, c: &AnyStorage, l: &Layout, dims: [usize; 4], win: &Window2d) -> Result<Option<AnyStorage>> {
         Ok(Backend::col2im(self, get(self, c)?, l, dims, win)?.map(|s| Box::new(s) as AnyStorage))
+    }
+    fn softmax_last(&self, x: &AnyStorage, l: &Layout, log: bool) -> Result<Option<AnyStorage>> {
+        Ok(Backend::softmax_last(self, get(self, x)?, l, log)?.map(|s| Box::new(s) as AnyStorage))
     }
     fn conv2d(
         &self,

@@ -192,6 +192,10 @@ impl<B: Backend> Backend for Profiled<B> {
     fn col2im(&self, c: &B::Storage, l: &Layout, dims: [usize; 4], win: &Window2d) -> Result<Option<B::Storage>> {
         self.timed(|| "col2im".into(), self.bytes(c, l), || self.inner.col2im(c, l, dims, win))
     }
+    fn softmax_last(&self, x: &B::Storage, l: &Layout, log: bool) -> Result<Option<B::Storage>> {
+        let name = if log { "log_softmax" } else { "softmax" };
+        self.timed(|| name.into(), self.bytes(x, l), || self.inner.softmax_last(x, l, log))
+    }
     fn conv2d(
         &self,
         x: (&B::Storage, &Layout),

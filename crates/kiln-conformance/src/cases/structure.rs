@@ -212,6 +212,36 @@ pub(crate) fn composite(ctx: &mut Ctx) {
         let x = Input::new(&[1, 2, 2, 2], dtype, (-1.0, 1.0), View::Contiguous);
         ctx.check(format!("max_pool2d {dtype} window in the padding"), &[x], None, move |t| t[0].max_pool2d(all_pad));
     }
+    // Rows with -inf, +inf and NaN (a backend may fuse softmax over the last dim), and both
+    // gradients compared with the oracle's.
+    #[rustfmt::skip]
+    let odd_rows = vec![
+        f64::NEG_INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY,
+        1.0, f64::INFINITY, 2.0,
+        0.5, f64::NAN, -1.0,
+        f64::NEG_INFINITY, 3.0, -2.0,
+    ];
+    for dtype in DType::FLOATS {
+        let x = Input::values(&[4, 3], dtype, odd_rows.clone());
+        ctx.check(format!("softmax {dtype} rows with inf and NaN"), &[x.clone()], None, |t| t[0].softmax(-1));
+        ctx.check(format!("log_softmax {dtype} rows with inf and NaN"), &[x], None, |t| t[0].log_softmax(-1));
+        let tol = Some(Tolerance::for_dtype(dtype).scaled(4.0));
+        for log in [false, true] {
+            let x = Input::new(&[5, 37], dtype, (-4.0, 4.0), View::Offset);
+            ctx.check(
+                format!("{} {dtype} gradient", if log { "log_softmax" } else { "softmax" }),
+                &[x],
+                tol,
+                move |t| {
+                    let x = kiln_tensor::Var::new(t[0].clone());
+                    let y = if log { x.as_tensor().log_softmax(-1)? } else { x.as_tensor().softmax(-1)? };
+                    let weights = Tensor::arange(0.0, 37.0, t[0].dtype(), t[0].device())?;
+                    let grads = y.mul(&weights)?.sum((), false)?.backward()?;
+                    grads.get(&x).cloned().ok_or_else(|| kiln_tensor::Error::Msg("no gradient".into()))
+                },
+            );
+        }
+    }
     // Extreme logits stay finite.
     let big = Input::values(&[2, 3], DType::F32, vec![1e4, -1e4, 0.0, -1e4, -1e4, -1e4]);
     ctx.check("log_softmax of +-1e4".into(), &[big.clone()], None, |t| t[0].log_softmax(-1));

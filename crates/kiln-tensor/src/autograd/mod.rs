@@ -37,6 +37,8 @@ pub(crate) enum Op {
     Broadcast(Tensor),
     Cat(Vec<Tensor>, usize),
     Im2col(Tensor, crate::Window2d),
+    /// A fused softmax (`true`: log-softmax) over the last dim.
+    Softmax(Tensor, bool),
     /// A fused convolution of `x` with the weight as `[O, C * KH * KW]`.
     Conv2d(Tensor, Tensor, crate::Window2d),
 }
@@ -56,7 +58,8 @@ impl Op {
             | Op::Broadcast(x)
             | Op::Gather(x, _, _)
             | Op::IndexSelect(x, _, _)
-            | Op::Im2col(x, _) => vec![x],
+            | Op::Im2col(x, _)
+            | Op::Softmax(x, _) => vec![x],
             Op::Binary(a, b, _) | Op::Matmul(a, b) | Op::Conv2d(a, b, _) => vec![a, b],
             Op::Where(_, t, f) => vec![t, f],
             Op::ScatterAdd(base, _, src, _) => vec![base, src],

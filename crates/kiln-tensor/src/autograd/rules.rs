@@ -143,6 +143,18 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
         }
         Op::Broadcast(x) => vec![(x.clone(), sum_to_shape(g, x.shape())?)],
         Op::Im2col(x, win) => vec![(x.clone(), g.col2im(x.shape(), *win)?)],
+        Op::Softmax(x, log) => {
+            let y = node.detach();
+            let dx = if *log {
+                // The probabilities from x, not exp(y): y = x - lse has lost the low bits of x
+                // when |x| is large (at 1e4, exp(y) gave 0.49985 for an even split).
+                let p = x.detach().softmax(-1)?;
+                g.sub(&p.mul(&g.sum(-1, true)?)?)?
+            } else {
+                y.mul(&g.sub(&g.mul(&y)?.sum(-1, true)?)?)?
+            };
+            vec![(x.clone(), dx)]
+        }
         Op::Conv2d(x, w, win) => {
             let (dx, dw) = crate::ops::conv::conv2d_grads(&x.detach(), &w.detach(), g, *win, need(x))?;
             let mut out = vec![(w.clone(), dw)];

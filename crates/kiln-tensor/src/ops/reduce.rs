@@ -171,7 +171,10 @@ impl Tensor {
     /// Softmax along `dim`.
     pub fn softmax(&self, dim: isize) -> Result<Tensor> {
         self.float_only("softmax")?;
-        resolve_dim("softmax", dim, self.shape())?;
+        let d = resolve_dim("softmax", dim, self.shape())?;
+        if let Some(y) = self.softmax_fused(d, false)? {
+            return Ok(y);
+        }
         let m = self.max(dim, true)?.detach().where_finite()?;
         let e = self.sub(&m)?.exp()?;
         e.div(&e.sum(dim, true)?)
@@ -180,8 +183,23 @@ impl Tensor {
     /// Log-softmax along `dim`.
     pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
         self.float_only("log_softmax")?;
-        resolve_dim("log_softmax", dim, self.shape())?;
+        let d = resolve_dim("log_softmax", dim, self.shape())?;
+        if let Some(y) = self.softmax_fused(d, true)? {
+            return Ok(y);
+        }
         self.sub(&self.logsumexp(dim, true)?)
+    }
+
+    /// The backend's fused (log-)softmax over the last dim `dim`, if it has one.
+    fn softmax_fused(&self, dim: usize, log: bool) -> Result<Option<Tensor>> {
+        if dim + 1 != self.rank() || self.elem_count() == 0 {
+            return Ok(None);
+        }
+        let x = crate::no_grad(|| self.contiguous())?;
+        Ok(self
+            .backend()
+            .softmax_last(x.storage(), x.layout(), log)?
+            .map(|s| self.result(s, self.shape().clone(), self.dtype(), Some(Op::Softmax(self.clone(), log)))))
     }
 
     /// Replaces non-finite elements by 0 (keeps stable shifts from producing inf - inf).
