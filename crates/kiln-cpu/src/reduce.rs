@@ -70,7 +70,8 @@ fn better<T: Acc>(op: ReduceOp, cand: T, best: T) -> bool {
 const LANES: usize = 16;
 
 /// The sum of a contiguous row, in `LANES` interleaved partial sums.
-#[inline]
+// Always inlined: callers run it inside `vectorized`, whose wide registers it must share.
+#[inline(always)]
 pub(crate) fn sum_lanes<T: Acc>(row: &[T]) -> T::Sum {
     let mut lanes = [T::zero(); LANES];
     let mut chunks = row.chunks_exact(LANES);
@@ -85,9 +86,10 @@ pub(crate) fn sum_lanes<T: Acc>(row: &[T]) -> T::Sum {
 
 /// The max (or min) of a contiguous, non-empty row with `better`'s NaN rule (a NaN wins and
 /// stays), in lanes written as selects so that they vectorize.
-#[inline]
+#[inline(always)]
 pub(crate) fn best_lanes<T: Acc>(op: ReduceOp, row: &[T]) -> T {
     #[allow(clippy::eq_op)]
+    #[inline(always)]
     fn lanes<T: Acc>(row: &[T], wins: impl Fn(T, T) -> bool) -> T {
         let mut chunks = row.chunks_exact(LANES);
         let mut best = row[0];
