@@ -12,7 +12,13 @@ use crate::gemm::{isa, Isa};
 use crate::parallel::run_tasks;
 use crate::pool::Pooled;
 use crate::storage::CpuStorage;
-use crate::strided::{alloc, CHUNK, PAR_THRESHOLD};
+use crate::strided::alloc;
+
+/// Parameters per parallel piece, and the size below which one thread does it all: an Adam
+/// update does a square root and a division per element, so it pays to split earlier than a
+/// plain element-wise loop.
+const CHUNK: usize = 1 << 13;
+const PAR_THRESHOLD: usize = 1 << 15;
 use kiln_tensor::{AdamStep, Float, Layout, Result};
 use std::sync::Mutex;
 

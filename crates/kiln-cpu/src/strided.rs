@@ -4,10 +4,11 @@
 use crate::pool::Pooled;
 use kiln_tensor::{Error, Layout, Result};
 
-/// Below this many elements a loop runs on the calling thread (thread hand-off costs more).
-pub(crate) const PAR_THRESHOLD: usize = 1 << 15;
-/// Elements per parallel work item.
-pub(crate) const CHUNK: usize = 1 << 13;
+/// Below this many elements a loop runs on the calling thread: waking a helper costs more (at
+/// 64K f32 elements one thread ran an add in 8 µs where two took 16 to 22).
+pub(crate) const PAR_THRESHOLD: usize = 1 << 17;
+/// Elements per parallel work item (128 KiB of f32: smaller pieces cost more in hand-offs).
+pub(crate) const CHUNK: usize = 1 << 15;
 
 /// A vector of `n` copies of `v` (reusing a pooled buffer when one fits), or an error instead of
 /// aborting when memory runs out.

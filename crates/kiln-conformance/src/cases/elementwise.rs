@@ -18,8 +18,8 @@ pub(crate) fn shapes_and_views(large: bool) -> Vec<(Vec<usize>, View)> {
         (vec![5, 4], View::Offset),
     ];
     if large {
-        v.push((vec![300, 257], View::Contiguous));
-        v.push((vec![257, 300], View::Transposed));
+        v.push((vec![520, 257], View::Contiguous));
+        v.push((vec![257, 520], View::Transposed));
     }
     v
 }

@@ -69,7 +69,7 @@ pub(crate) fn reduce(ctx: &mut Ctx) {
         }
     }
     // Long reductions that cross the parallel threshold, and an empty max (an error on both).
-    for (shape, view) in [(vec![300, 257], View::Contiguous), (vec![257, 300], View::Transposed)] {
+    for (shape, view) in [(vec![520, 257], View::Contiguous), (vec![257, 520], View::Transposed)] {
         let input = Input::new(&shape, DType::F32, (-1.0, 1.0), view);
         ctx.check(
             format!("sum f32 large {view:?} all"),
