@@ -7,7 +7,7 @@
 use crate::parallel::run_tasks;
 use crate::pool::Pooled;
 use crate::storage::CpuStorage;
-use crate::strided::alloc;
+use crate::strided::{alloc, alloc_for_overwrite};
 use kiln_tensor::{Layout, Result, Shape, Window2d};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -72,7 +72,8 @@ fn im2col_t<T: Copy + Default + Send + Sync + Pooled>(x: &[T], g: Geometry) -> R
     let (kh, kw) = g.win.kernel;
     let l = g.oh * g.ow;
     let rows = g.n * g.c * kh * kw;
-    let mut out = alloc(rows * l, T::default())?;
+    // Every element is written (zeros where the window is outside the input).
+    let mut out = alloc_for_overwrite(rows * l, T::default())?;
     // One column row per (image, channel, kernel row, kernel column); tasks take blocks of them.
     let per_task = (1 << 15) / l.max(1) + 1;
     let pieces: Vec<Mutex<&mut [T]>> = out.chunks_mut(per_task * l.max(1)).map(Mutex::new).collect();
@@ -261,7 +262,8 @@ fn argmax_unpadded<T: Copy + PartialOrd>(src: &[T], dst: &mut [i64], g: &Geometr
 /// cannot produce; kiln then composes the op).
 fn argmax_t<T: Copy + PartialOrd + Send + Sync>(x: &[T], g: Geometry) -> Result<Option<Vec<i64>>> {
     let (l, plane) = (g.oh * g.ow, g.h * g.w);
-    let mut out = alloc(g.n * g.c * l, 0i64)?;
+    // Every index is written, unless a window is all padding, and then the result is dropped.
+    let mut out = alloc_for_overwrite(g.n * g.c * l, 0i64)?;
     let empty = AtomicBool::new(false);
     // Tasks of several planes (about 32K inputs): a task per small plane costs more than its work.
     let planes_per_task = (1 << 15) / plane.max(1) + 1;

@@ -1,6 +1,6 @@
 //! Unary and binary element-wise kernels, `where_cond`, casts, fills and strided copies.
 
-use crate::storage::{map_storage, with_storage, CpuStorage};
+use crate::storage::{map_storage, storage_of, with_storage, CpuStorage};
 use crate::strided::{alloc, map1, map2, map3};
 use half::{bf16, f16};
 use kiln_tensor::backend::{unsupported, Distribution};
@@ -191,34 +191,15 @@ fn cast_to<T: WithDType, U: WithDType + Default + crate::pool::Pooled>(src: &[T]
 
 pub(crate) fn cast(s: &CpuStorage, l: &Layout, dtype: DType) -> Result<CpuStorage> {
     s.check("to_dtype", l)?;
-    Ok(with_storage!(s, v => match dtype {
-        DType::F32 => CpuStorage::F32(cast_to(v, l)?),
-        DType::F64 => CpuStorage::F64(cast_to(v, l)?),
-        DType::F16 => CpuStorage::F16(cast_to(v, l)?),
-        DType::BF16 => CpuStorage::BF16(cast_to(v, l)?),
-        DType::I64 => CpuStorage::I64(cast_to(v, l)?),
-        DType::U32 => CpuStorage::U32(cast_to(v, l)?),
-        DType::U8 => CpuStorage::U8(cast_to(v, l)?),
-    }))
+    Ok(with_storage!(s, v => storage_of!(dtype, U => cast_to::<_, U>(v, l)?)))
 }
 
 pub(crate) fn fill(len: usize, dtype: DType, value: f64) -> Result<CpuStorage> {
-    fn f<T: WithDType + crate::pool::Pooled>(len: usize, value: f64) -> Result<Vec<T>> {
-        alloc(len, T::from_f64(value))
-    }
-    Ok(match dtype {
-        DType::F32 => CpuStorage::F32(f(len, value)?),
-        DType::F64 => CpuStorage::F64(f(len, value)?),
-        DType::F16 => CpuStorage::F16(f(len, value)?),
-        DType::BF16 => CpuStorage::BF16(f(len, value)?),
-        DType::I64 => CpuStorage::I64(f(len, value)?),
-        DType::U32 => CpuStorage::U32(f(len, value)?),
-        DType::U8 => CpuStorage::U8(f(len, value)?),
-    })
+    Ok(storage_of!(dtype, T => alloc(len, T::from_f64(value))?))
 }
 
-/// `len` elements of kiln's random stream ([`kiln_tensor::random`]), filled in parallel chunks
-/// whose starts are multiples of four, so no Philox block is split between threads.
+/// `len` elements of kiln's random stream ([`kiln_tensor::random`]), filled in parallel pieces;
+/// `random::fill` gives any piece the bits of one sequential pass.
 pub(crate) fn random(dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<CpuStorage> {
     fn f<T: WithDType + crate::pool::Pooled + Default>(dist: Distribution, len: usize, seed: u64) -> Result<Vec<T>> {
         const CHUNK: usize = 1 << 14;
@@ -228,15 +209,7 @@ pub(crate) fn random(dist: Distribution, len: usize, dtype: DType, seed: u64) ->
         });
         Ok(out)
     }
-    Ok(match dtype {
-        DType::F32 => CpuStorage::F32(f(dist, len, seed)?),
-        DType::F64 => CpuStorage::F64(f(dist, len, seed)?),
-        DType::F16 => CpuStorage::F16(f(dist, len, seed)?),
-        DType::BF16 => CpuStorage::BF16(f(dist, len, seed)?),
-        DType::I64 => CpuStorage::I64(f(dist, len, seed)?),
-        DType::U32 => CpuStorage::U32(f(dist, len, seed)?),
-        DType::U8 => CpuStorage::U8(f(dist, len, seed)?),
-    })
+    Ok(storage_of!(dtype, T => f::<T>(dist, len, seed)?))
 }
 
 /// The logical elements of `l`, contiguous.

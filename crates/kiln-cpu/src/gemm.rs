@@ -191,6 +191,13 @@ unsafe impl<T: Send> Send for Out<T> {}
 unsafe impl<T: Send> Sync for Out<T> {}
 
 impl<T: Elem> Out<T> {
+    /// Matrix `i` of a batch of `rows x n` matrices stored back to back in this output.
+    fn matrix(self, i: usize, rows: usize) -> Out<T> {
+        assert!((i + 1) * rows <= self.m);
+        // SAFETY: in bounds by the assert; the batch's output outlives every task.
+        Out { ptr: unsafe { self.ptr.add(i * rows * self.n) }, m: rows, n: self.n }
+    }
+
     /// `C[row.., col..] = acc` (the first block of `k`) or `+= acc` (the others) for the first
     /// `rows x cols` of the tile. Storing the first block spares zeroing C beforehand.
     #[inline(always)]
@@ -397,13 +404,12 @@ fn blocked<S: Copy + Send + Sync, T: Elem, const MR: usize, const NR: usize>(
     let (mc, nc) = (m.div_ceil(rb).next_multiple_of(MR), n.div_ceil(cb).next_multiple_of(NR));
     let (row_blocks, col_blocks) = (m.div_ceil(mc), n.div_ceil(nc));
     let per_matrix = row_blocks * col_blocks;
-    let c_ptr = SendPtr(c.as_mut_ptr());
+    let whole = Out { ptr: c.as_mut_ptr(), m: batch * m, n };
     let task = |t: usize| -> Result<()> {
         let (i, t) = (t / per_matrix, t % per_matrix);
         let (a_off, b_off) = offsets[i];
         let (av, bv) = (View { offset: a_off, ..av }, View { offset: b_off, ..bv });
-        // SAFETY: matrix i's output is the i-th `m x n` slice of `c`, which outlives the tasks.
-        let out = Out { ptr: unsafe { c_ptr.get().add(i * m * n) }, m, n };
+        let out = whole.matrix(i, m);
         let (row, col) = ((t / col_blocks) * mc, (t % col_blocks) * nc);
         let (rows, cols) = (mc.min(m - row), nc.min(n - col));
         let (a_len, b_len) = (rows.div_ceil(MR) * MR * kc_step, cols.div_ceil(NR) * NR * kc_step);
@@ -428,18 +434,6 @@ fn blocked<S: Copy + Send + Sync, T: Elem, const MR: usize, const NR: usize>(
         })
     };
     crate::parallel::run_tasks(batch * per_matrix, threads, task)
-}
-
-/// The output's base pointer, shared by the tasks (see `Out` for why the writes are disjoint).
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-// SAFETY: only used to derive `Out`s, whose rectangles are disjoint per task.
-unsafe impl<T: Send> Send for SendPtr<T> {}
-unsafe impl<T: Send> Sync for SendPtr<T> {}
-impl<T> SendPtr<T> {
-    fn get(self) -> *mut T {
-        self.0
-    }
 }
 
 /// Packs `B[p0..p0+kc, col..col+cols]` into `NR`-column micro-panels, each `kc x NR` row-major.

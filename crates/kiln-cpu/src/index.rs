@@ -51,6 +51,26 @@ pub(crate) fn gather(src: &CpuStorage, sl: &Layout, index: &CpuStorage, il: &Lay
     )
 }
 
+/// For `gather` / `scatter_add` along the last dim, with contiguous i64 indices whose leading
+/// dims match `target`'s: the checked indices, and the lengths of a target row and of an index
+/// row. `None` for every other case (the general offset path handles it).
+fn last_dim_rows<'a>(
+    op: &'static str,
+    target: &Layout,
+    index: &'a CpuStorage,
+    il: &Layout,
+    dim: usize,
+) -> Result<Option<(&'a [i64], usize, usize)>> {
+    let (Some((i0, i1)), CpuStorage::I64(iv)) = (il.contiguous_range(), index) else { return Ok(None) };
+    let td = target.dims();
+    if dim + 1 != td.len() || td[..dim] != il.dims()[..dim] || il.elem_count() == 0 {
+        return Ok(None);
+    }
+    let ids = &iv[i0..i1];
+    check_all(op, ids, td[dim], dim, td)?;
+    Ok(Some((ids, td[dim], il.dims()[dim])))
+}
+
 /// `gather` along the last dim of contiguous tensors with i64 indices (max pooling, the
 /// cross-entropy pick): row slices, no offset arithmetic. `None` for any other case.
 fn gather_rows(
@@ -60,17 +80,10 @@ fn gather_rows(
     il: &Layout,
     dim: usize,
 ) -> Result<Option<CpuStorage>> {
-    let (Some((s0, s1)), Some((i0, i1)), CpuStorage::I64(iv)) = (sl.contiguous_range(), il.contiguous_range(), index)
+    let (Some((s0, s1)), Some((ids, ns, ni))) = (sl.contiguous_range(), last_dim_rows("gather", sl, index, il, dim)?)
     else {
         return Ok(None);
     };
-    let rank = sl.dims().len();
-    if dim + 1 != rank || sl.dims()[..dim] != il.dims()[..dim] || il.elem_count() == 0 {
-        return Ok(None);
-    }
-    let (ns, ni) = (sl.dims()[dim], il.dims()[dim]);
-    let ids = &iv[i0..i1];
-    check_all("gather", ids, ns, dim, sl.dims())?;
     macro_rules! rows {
         ($v:expr) => {{
             let v = &$v[s0..s1];
@@ -134,18 +147,11 @@ fn scatter_add_rows(
     sl: &Layout,
     dim: usize,
 ) -> Result<bool> {
-    let (Some((d0, d1)), Some((i0, i1)), Some((s0, s1)), CpuStorage::I64(iv)) =
-        (dl.contiguous_range(), il.contiguous_range(), sl.contiguous_range(), index)
+    let (Some((d0, d1)), Some((s0, s1)), true) = (dl.contiguous_range(), sl.contiguous_range(), il.dims() == sl.dims())
     else {
         return Ok(false);
     };
-    let rank = dl.dims().len();
-    if dim + 1 != rank || dl.dims()[..dim] != il.dims()[..dim] || il.dims() != sl.dims() || il.elem_count() == 0 {
-        return Ok(false);
-    }
-    let (nd, ni) = (dl.dims()[dim], il.dims()[dim]);
-    let ids = &iv[i0..i1];
-    check_all("scatter_add", ids, nd, dim, dl.dims())?;
+    let Some((ids, nd, ni)) = last_dim_rows("scatter_add", dl, index, il, dim)? else { return Ok(false) };
     // About 32K index entries per task.
     let rows_per_task = (1 << 15) / ni.max(1) + 1;
     macro_rules! rows {

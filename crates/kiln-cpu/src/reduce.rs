@@ -164,12 +164,15 @@ fn reduce_one<T: Acc>(op: ReduceOp, src: &[T], view: &Layout, start: usize, r: u
             let sum_block = |b: usize| {
                 let (s, n) = (start + b * step, step.min(r - b * step));
                 if run > 1 && run <= CHUNK {
-                    vectorized(|| {
-                        outer
-                            .offsets_from(s / run)
-                            .take(n / run)
-                            .fold(T::zero(), |acc, o| T::merge(acc, sum_lanes(&src[o..o + run])))
-                    })
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            outer
+                                .offsets_from(s / run)
+                                .take(n / run)
+                                .fold(T::zero(), |acc, o| T::merge(acc, sum_lanes(&src[o..o + run])))
+                        },
+                    )
                 } else {
                     sum_run(src, view, s, n)
                 }
@@ -254,11 +257,14 @@ fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> 
         // Few rows per chunk when rows are long, so both threads get work.
         let rows_per_task = (CHUNK / r.max(1)).max(1);
         let run = |c: usize, chunk: &mut [(T, usize)]| {
-            vectorized(|| {
-                for (slot, base) in chunk.iter_mut().zip(kept_l.offsets_from(c * rows_per_task)) {
-                    *slot = one(base);
-                }
-            })
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (slot, base) in chunk.iter_mut().zip(kept_l.offsets_from(c * rows_per_task)) {
+                        *slot = one(base);
+                    }
+                },
+            )
         };
         if per_output_par {
             crate::parallel::for_each_chunk_mut(&mut results, rows_per_task, run);

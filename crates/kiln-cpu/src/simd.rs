@@ -10,7 +10,9 @@
 
 use crate::gemm::{isa, Isa};
 
-/// Runs `f` compiled for the widest instruction set this CPU has.
+/// Runs `f` compiled for the widest instruction set this CPU has. Mark the closure
+/// `#[inline(always)]`: only code inlined into the `#[target_feature]` function gets the wide
+/// registers, and LLVM does not inline a large closure on its own (a softmax kernel stayed SSE).
 #[inline(always)]
 pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     match isa() {

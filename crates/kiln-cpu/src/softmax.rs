@@ -7,14 +7,11 @@
 //! rounded to the element type, then `e / s` or `x - (ln s + m)`. So on the CPU the fused and
 //! composed results are the same bits for rows up to the reduction block size.
 
-// Calling the `#[target_feature]` kernels is `unsafe`: sound after the CPU check in `isa`.
-#![allow(unsafe_code)]
-
-use crate::gemm::{isa, Isa};
 use crate::math::exp_f32;
 use crate::parallel::for_each_chunk_mut;
 use crate::pool::Pooled;
 use crate::reduce::{best_lanes, sum_lanes, Acc};
+use crate::simd::vectorized;
 use crate::storage::CpuStorage;
 use crate::strided::{alloc_for_overwrite, CHUNK};
 use kiln_tensor::{Layout, ReduceOp, Result};
@@ -47,43 +44,15 @@ where
     let rows_per_task = (CHUNK / n).max(1);
     for_each_chunk_mut(&mut out, rows_per_task * n, |t, chunk| {
         let x = &x[t * rows_per_task * n..];
-        match isa() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `isa()` returns Avx512 only after detecting avx512f, avx512vl and fma.
-            Isa::Avx512 => unsafe { rows_avx512(x, chunk, n, log, exp, ln) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `isa()` returns Avx2 only after detecting avx2 and fma.
-            Isa::Avx2 => unsafe { rows_avx2(x, chunk, n, log, exp, ln) },
-            _ => rows_of(x, chunk, n, log, exp, ln),
-        }
+        vectorized(
+            #[inline(always)]
+            || rows_of(x, chunk, n, log, exp, ln),
+        )
     });
     Ok(out)
 }
 
-// The kernel compiled per instruction set (`simd::vectorized` relies on LLVM inlining a closure,
-// which it declined for a body this size).
-macro_rules! rows_for {
-    ($name:ident, $features:literal) => {
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = $features)]
-        unsafe fn $name<T>(
-            x: &[T],
-            out: &mut [T],
-            n: usize,
-            log: bool,
-            exp: impl Fn(T) -> T + Copy,
-            ln: impl Fn(T) -> T + Copy,
-        ) where
-            T: Acc<Sum = f64> + Sub<Output = T> + Div<Output = T> + Add<Output = T>,
-        {
-            rows_of(x, out, n, log, exp, ln)
-        }
-    };
-}
-rows_for!(rows_avx512, "avx512f,avx512vl,fma");
-rows_for!(rows_avx2, "avx2,fma");
-
-/// The rows of one task; inlined into `vectorized`'s wide-register function with what it calls.
+/// The rows of one task; inlined, with what it calls, into `vectorized`'s wide-register function.
 #[inline(always)]
 fn rows_of<T>(x: &[T], out: &mut [T], n: usize, log: bool, exp: impl Fn(T) -> T + Copy, ln: impl Fn(T) -> T + Copy)
 where

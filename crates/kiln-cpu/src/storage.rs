@@ -49,6 +49,44 @@ macro_rules! with_storage {
 }
 pub(crate) use with_storage;
 
+/// A new storage of `dtype` from `$body`, in which `$t` names the element type: the one match
+/// from a run-time dtype to a Rust type.
+macro_rules! storage_of {
+    ($dtype:expr, $t:ident => $body:expr) => {
+        match $dtype {
+            kiln_tensor::DType::F32 => {
+                type $t = f32;
+                CpuStorage::F32($body)
+            }
+            kiln_tensor::DType::F64 => {
+                type $t = f64;
+                CpuStorage::F64($body)
+            }
+            kiln_tensor::DType::F16 => {
+                type $t = half::f16;
+                CpuStorage::F16($body)
+            }
+            kiln_tensor::DType::BF16 => {
+                type $t = half::bf16;
+                CpuStorage::BF16($body)
+            }
+            kiln_tensor::DType::I64 => {
+                type $t = i64;
+                CpuStorage::I64($body)
+            }
+            kiln_tensor::DType::U32 => {
+                type $t = u32;
+                CpuStorage::U32($body)
+            }
+            kiln_tensor::DType::U8 => {
+                type $t = u8;
+                CpuStorage::U8($body)
+            }
+        }
+    };
+}
+pub(crate) use storage_of;
+
 impl Drop for CpuStorage {
     fn drop(&mut self) {
         use crate::pool::Pooled;

@@ -42,9 +42,17 @@ where
 {
     use crate::simd::vectorized;
     if out.len() >= PAR_THRESHOLD {
-        crate::parallel::for_each_chunk_mut(out, CHUNK, |c, chunk| vectorized(|| f(c * CHUNK, chunk)));
+        crate::parallel::for_each_chunk_mut(out, CHUNK, |c, chunk| {
+            vectorized(
+                #[inline(always)]
+                || f(c * CHUNK, chunk),
+            )
+        });
     } else {
-        vectorized(|| f(0, out));
+        vectorized(
+            #[inline(always)]
+            || f(0, out),
+        );
     }
 }
 
