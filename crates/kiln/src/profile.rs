@@ -27,6 +27,41 @@ struct Entry {
     count: u64,
     time: Duration,
     bytes: u64,
+    /// Some call's storage had a dtype the wrapped backend did not report.
+    bytes_unknown: bool,
+}
+
+/// A byte count that is unknown when some storage's dtype was (sums and multiples stay unknown).
+#[derive(Clone, Copy)]
+struct Bytes(Option<u64>);
+
+impl From<u64> for Bytes {
+    fn from(n: u64) -> Self {
+        Bytes(Some(n))
+    }
+}
+impl std::ops::Add for Bytes {
+    type Output = Bytes;
+    fn add(self, o: Bytes) -> Bytes {
+        Bytes(self.0.zip(o.0).map(|(a, b)| a + b))
+    }
+}
+impl std::ops::Add<u64> for Bytes {
+    type Output = Bytes;
+    fn add(self, o: u64) -> Bytes {
+        self + Bytes::from(o)
+    }
+}
+impl std::ops::Mul<Bytes> for u64 {
+    type Output = Bytes;
+    fn mul(self, b: Bytes) -> Bytes {
+        Bytes(b.0.map(|n| n * self))
+    }
+}
+impl std::iter::Sum for Bytes {
+    fn sum<I: Iterator<Item = Bytes>>(it: I) -> Bytes {
+        it.fold(Bytes(Some(0)), |a, b| a + b)
+    }
 }
 
 /// The counters a [`Profiled`] backend fills; cheap to clone and shared with the backend.
@@ -34,12 +69,13 @@ struct Entry {
 pub struct Stats(Arc<Mutex<HashMap<String, Entry>>>);
 
 impl Stats {
-    fn record(&self, op: String, time: Duration, bytes: u64) {
+    fn record(&self, op: String, time: Duration, Bytes(bytes): Bytes) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let e = map.entry(op).or_default();
         e.count += 1;
         e.time += time;
-        e.bytes += bytes;
+        e.bytes += bytes.unwrap_or(0);
+        e.bytes_unknown |= bytes.is_none();
     }
 
     /// Forgets everything recorded so far.
@@ -48,7 +84,8 @@ impl Stats {
     }
 
     /// A table of op, calls, total and mean time, share of the total, and bytes moved, sorted by
-    /// total time.
+    /// total time. Bytes show as `-` where the wrapped backend does not report its storages'
+    /// dtypes ([`Backend::storage_dtype`]).
     pub fn table(&self) -> String {
         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let mut rows: Vec<(&String, &Entry)> = map.iter().collect();
@@ -60,13 +97,13 @@ impl Stats {
         );
         for (op, e) in rows {
             let t = e.time.as_secs_f64();
+            let moved = if e.bytes_unknown { "-".to_string() } else { format!("{:.1}", e.bytes as f64 / 1e6) };
             s.push_str(&format!(
-                "{op:<24} {:>9} {:>11.2} {:>10.2} {:>6.1}% {:>11.1}\n",
+                "{op:<24} {:>9} {:>11.2} {:>10.2} {:>6.1}% {moved:>11}\n",
                 e.count,
                 t * 1e3,
                 t * 1e6 / e.count.max(1) as f64,
                 100.0 * t / total,
-                e.bytes as f64 / 1e6
             ));
         }
         s
@@ -89,11 +126,17 @@ impl<B: Backend> Profiled<B> {
         self.stats.clone()
     }
 
-    fn bytes(&self, s: &B::Storage, l: &Layout) -> u64 {
-        self.inner.storage_dtype(s).map_or(0, |d| (l.elem_count() * d.size_in_bytes()) as u64)
+    fn bytes(&self, s: &B::Storage, l: &Layout) -> Bytes {
+        Bytes(self.inner.storage_dtype(s).map(|d| (l.elem_count() * d.size_in_bytes()) as u64))
     }
 
-    fn timed<T>(&self, op: impl FnOnce() -> String, bytes: u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    fn timed<T>(
+        &self,
+        op: impl FnOnce() -> String,
+        bytes: impl Into<Bytes>,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let bytes = bytes.into();
         let start = Instant::now();
         let out = f();
         self.stats.record(op(), start.elapsed(), bytes);
@@ -127,7 +170,7 @@ impl<B: Backend> Backend for Profiled<B> {
         self.timed(|| format!("unary/{}", op.name()), 2 * self.bytes(s, l), || self.inner.unary(op, s, l))
     }
     fn binary(&self, op: BinaryOp, a: &B::Storage, la: &Layout, b: &B::Storage, lb: &Layout) -> Result<B::Storage> {
-        let bytes = self.bytes(a, la) * 3;
+        let bytes = 3 * self.bytes(a, la);
         self.timed(|| format!("binary/{}", op.name()), bytes, || self.inner.binary(op, a, la, b, lb))
     }
     fn binary_scalar(&self, op: BinaryOp, s: &B::Storage, l: &Layout, dtype: DType, v: f64) -> Result<B::Storage> {
@@ -183,7 +226,7 @@ impl<B: Backend> Backend for Profiled<B> {
         )
     }
     fn adam_step(&self, step: &AdamStep, inputs: [(&B::Storage, &Layout); 4]) -> Result<Option<[B::Storage; 3]>> {
-        let bytes = inputs.iter().map(|(s, l)| self.bytes(s, l)).sum::<u64>() * 7 / 4;
+        let bytes = Bytes(inputs.iter().map(|(s, l)| self.bytes(s, l)).sum::<Bytes>().0.map(|n| n * 7 / 4));
         self.timed(|| "adam_step".into(), bytes, || self.inner.adam_step(step, inputs))
     }
     fn im2col(&self, x: &B::Storage, l: &Layout, win: &Window2d) -> Result<Option<B::Storage>> {

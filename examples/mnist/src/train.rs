@@ -102,6 +102,7 @@ pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stat
     );
     println!("{}", EpochRow::header());
     let mut rows = Vec::new();
+    let mut loss_log = String::new();
     for epoch in 1..=epochs {
         if let Some(s) = &schedule {
             opt.set_lr(s.lr_at(epoch - 1));
@@ -121,7 +122,11 @@ pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stat
             let grads = loss.backward()?;
             opt.step(&grads)?;
             let n = batch.labels.elem_count();
-            loss_sum += loss.to_scalar::<f32>()? as f64 * n as f64;
+            let step_loss = loss.to_scalar::<f32>()?;
+            loss_sum += step_loss as f64 * n as f64;
+            if args.loss_log.is_some() {
+                loss_log.push_str(&format!("{epoch} {i} {step_loss:e}\n"));
+            }
             correct += no_grad(|| logits.argmax(-1, false)?.eq(&batch.labels)?.sum_all())?.to_scalar::<i64>()?;
             seen += n;
             bar.inc(n as u64);
@@ -152,6 +157,10 @@ pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stat
         std::fs::create_dir_all(dir).map_err(|e| kiln::Error::Msg(format!("{}: {e}", dir.display())))?;
     }
     checkpoint::save(&model, &save, None)?;
+    if let Some(path) = &args.loss_log {
+        checkpoint::write_atomic(path, loss_log.as_bytes())?;
+        println!("wrote every step's loss to {}", path.display());
+    }
     let curve = save.with_extension("svg");
     write_curve(&rows, &curve)?;
     println!("saved the model to {} and the training curve to {}", save.display(), curve.display());
