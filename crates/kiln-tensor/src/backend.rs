@@ -33,15 +33,19 @@
 //!
 //! ## Provided methods
 //!
-//! [`Backend::binary_scalar`], [`Backend::random`], the fused kernels ([`Backend::adam_step`],
-//! [`Backend::im2col`], [`Backend::col2im`], [`Backend::max_pool2d_indices`], which return `None`
-//! by default so that kiln composes them), [`Backend::synchronize`] and
-//! [`Backend::storage_dtype`] have default implementations; the first two are built from the
-//! required core (a filled 1-element storage broadcast with stride 0; Philox numbers
-//! generated on the host and uploaded). Override them when your device can do better; the
-//! conformance suite checks an override against the default's results. The random stream is
-//! defined by [`crate::random`] and an override must reproduce it exactly, so that the same seed
-//! gives the same weights on every device.
+//! Everything else has a default built from the required core: [`Backend::binary_scalar`] (a
+//! filled 1-element storage broadcast with stride 0), [`Backend::random`] (Philox numbers
+//! generated on the host and uploaded), the fused kernels ([`Backend::adam_step`],
+//! [`Backend::softmax_last`], [`Backend::im2col`], [`Backend::col2im`], [`Backend::conv2d`],
+//! [`Backend::conv2d_backward`], [`Backend::max_pool2d_indices`], which return `None` so that
+//! kiln composes them), [`Backend::synchronize`] and [`Backend::storage_dtype`]. Override them
+//! when your device can do better; the conformance suite checks an override against the
+//! composed results. The random stream is defined by [`crate::random`] and an override must
+//! reproduce it exactly, so that the same seed gives the same weights on every device.
+//!
+//! The guide `docs/writing-a-backend.md` in the repository walks through a complete backend
+//! written outside kiln (`examples/custom-backend`), method by method, with when to override
+//! which default.
 //!
 //! ## Testing
 //!
