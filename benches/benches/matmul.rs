@@ -1,5 +1,7 @@
 //! f32 matrix products through kiln and through the `gemm` crate (group `peer-gemm`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Benches: a failed unwrap is a failed benche, with its message.
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kiln::{DType, Tensor};
 use kiln_benches::{mnk, MATMUL_SHAPES};

@@ -1,5 +1,7 @@
 //! Element-wise ops, reductions, per-op overhead, conv2d and max_pool2d.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Benches: a failed unwrap is a failed benche, with its message.
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kiln::{DType, Tensor, Window2d};
 use kiln_benches::ELEMENTWISE_SIZES;

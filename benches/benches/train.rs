@@ -1,5 +1,7 @@
 //! Whole training steps (forward, loss, backward, optimizer) and batched inference.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Benches: a failed unwrap is a failed benche, with its message.
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kiln::nn::optim::{Adadelta, AdadeltaConfig, Adam, AdamConfig, Optimizer};
 use kiln::nn::{loss, Module};

@@ -91,6 +91,7 @@ macro_rules! pooled {
 pooled!(f32, f64, f16, bf16, i64, u32, u8);
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -1,6 +1,8 @@
 //! `set_flush_denormal` changes what the kernels compute, and only while it is on. In a test
 //! binary of its own: the mode is per thread, and other tests must not run under it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failed unwrap is a failed test, with its message.
+
 use kiln_tensor::Tensor;
 
 #[test]

@@ -1,4 +1,6 @@
 //! Smoke test: a forward and backward pass through the public API.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failed unwrap is a failed test, with its message.
 use kiln_tensor::{DType, Tensor, Var};
 
 #[test]

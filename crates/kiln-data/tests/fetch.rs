@@ -1,6 +1,8 @@
 //! Fetching: the download path against a local HTTP server on 127.0.0.1, the checksum failure
 //! path, a local-folder source, the cache, and the error when every source fails.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failed unwrap is a failed test, with its message.
+
 use kiln_data::fetch::{fetch_into, sha256_hex, DatasetSpec, FileSpec, Source};
 use kiln_data::idx;
 use std::io::{Read, Write};

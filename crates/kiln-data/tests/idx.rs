@@ -1,5 +1,7 @@
 //! IDX parsing of small generated files, raw and gzip, and every malformed-file case.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failed unwrap is a failed test, with its message.
+
 use kiln_data::idx;
 use kiln_data::mnist::{load_split, Kind, Scaling};
 use std::io::Write;

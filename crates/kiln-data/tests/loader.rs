@@ -1,6 +1,8 @@
 //! The DataLoader: every epoch is a permutation, deterministic per seed and epoch, different
 //! across epochs; batches carry the right examples; drop_last.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failed unwrap is a failed test, with its message.
+
 use kiln_data::{DataLoader, Dataset, InMemory};
 use std::sync::Arc;
 

@@ -1,6 +1,8 @@
 //! safetensors checkpoints: round trips in f32/f16/bf16, strict and non-strict loading, and
 //! every kind of malformed file giving an error (never a panic), atomic writes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failed unwrap is a failed test, with its message.
+
 use kiln_nn::checkpoint::{load, save};
 use kiln_nn::*;
 use kiln_tensor::{DType, Device, Result, Tensor};

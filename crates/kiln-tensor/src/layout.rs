@@ -290,6 +290,7 @@ impl Iterator for StridedOffsets<'_> {
 impl ExactSizeIterator for StridedOffsets<'_> {}
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

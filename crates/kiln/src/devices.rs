@@ -142,6 +142,7 @@ fn cpu_device(spec: &str, _: bool) -> Result<(Device, Option<Stats>)> {
 }
 
 #[cfg(all(test, feature = "cpu"))]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

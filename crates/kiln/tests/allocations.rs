@@ -5,6 +5,9 @@
 //! handles, layouts, the autograd graph) are counted and printed, and held under a ceiling so a
 //! regression shows.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Tests: a failed unwrap is a failed test, with its message.
+
 // A global allocator is an `unsafe impl`; this one only counts and forwards to `System`.
 #![allow(unsafe_code)]
 

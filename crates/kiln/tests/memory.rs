@@ -1,6 +1,8 @@
 //! 10,000 forward + backward + update steps of a small two-layer network keep the resident
 //! memory flat: the graph and intermediate gradients are released every step.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failed unwrap is a failed test, with its message.
+
 use kiln::prelude::*;
 
 fn resident_kib() -> Option<u64> {

@@ -1,6 +1,8 @@
 //! A randomized test: random ops on random shapes, dtypes and views must return `Ok` or
 //! `Err`, never panic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failed unwrap is a failed test, with its message.
+
 use kiln::prelude::*;
 use kiln::random::philox4x32;
 

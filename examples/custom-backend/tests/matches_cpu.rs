@@ -2,6 +2,8 @@
 //! seed, and losses equal to 1e-4 step by step. The profiling layer over the CPU backend changes
 //! nothing at all. (The real MNIST run is in the closing note of issue 8; this test needs no data.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failed unwrap is a failed test, with its message.
+
 use kiln::nn::optim::{Adam, AdamConfig, Optimizer};
 use kiln::nn::{loss, zoo, Module};
 use kiln::profile::Profiled;

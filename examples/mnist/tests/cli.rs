@@ -2,6 +2,8 @@
 //! same seed gives the same losses, `predict` reads a PNG drawn here and names the digit, and a
 //! file that is not an image is a clear error.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failed unwrap is a failed test, with its message.
+
 use std::path::Path;
 use std::process::Command;
 
