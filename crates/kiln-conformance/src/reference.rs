@@ -194,6 +194,7 @@ impl Backend for ReferenceBackend {
                 ReduceOp::Min => values[first_best(&|a, b| a < b)],
                 ReduceOp::ArgMax => first_best(&|a, b| a > b) as f64,
                 ReduceOp::ArgMin => first_best(&|a, b| a < b) as f64,
+                _ => return Err(Error::invalid(op.name(), "not implemented by the reference backend")),
             });
         }
         let dtype = match op {

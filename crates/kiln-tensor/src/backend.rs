@@ -1,8 +1,8 @@
 //! # Writing a backend
 //!
-//! A backend is a type that implements [`Backend`]: a storage type plus thirteen required
-//! methods. Everything else — views, broadcasting, autograd, softmax, losses, optimizers, the
-//! whole `kiln-nn` stack — is built on top by `kiln-tensor` and works unchanged on a new backend.
+//! A backend is a type that implements [`Backend`]: a storage type plus fourteen required
+//! methods (`location` and thirteen ops). Everything else — views, broadcasting, autograd,
+//! softmax, losses, optimizers, the whole `kiln-nn` stack — is built on top by `kiln-tensor` and works unchanged on a new backend.
 //!
 //! ```
 //! # use kiln_tensor::*;
@@ -52,21 +52,21 @@
 //! Add `kiln-conformance` as a dev-dependency and write, in `tests/conformance.rs`:
 //!
 //! ```ignore
-//! kiln_conformance::suite!(kiln_tensor::Device::new(MyBackend::new()?));
+//! kiln_conformance::suite!(kiln_tensor::Device::new(MyBackend::new()));
 //! ```
 //!
 //! That generates one `#[test]` per op family. Each compares your backend with the reference
 //! oracle on fresh random inputs (the seed is printed on failure; set `KILN_SEED` to replay)
 //! and runs finite-difference gradient checks. For a device that is not always present, return
-//! `None` from the expression (`suite!(optional: expr)`) and the tests print
+//! `None` from the expression (`suite!(optional "name": expr)`) and the tests print
 //! `skipped: no <name> device` and pass.
 //!
 //! ## Versioning
 //!
 //! A kiln release may add *provided* methods (with defaults) and new variants to the op enums
-//! (which are `#[non_exhaustive]` in spirit: match them with a fallback arm that returns
-//! [`Error::UnsupportedDType`] or an `Invalid` error). Changing or adding a *required* method is a
-//! breaking release.
+//! ([`UnaryOp`], [`BinaryOp`] and [`ReduceOp`] are `#[non_exhaustive]`: match them with a
+//! fallback arm that returns an `Invalid` error). Changing or adding a *required* method, or
+//! adding a dtype, is a breaking release.
 
 use crate::{AdamStep, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d};
 

@@ -5,6 +5,7 @@
 /// Element-wise functions of one float argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub enum UnaryOp {
     Neg,
     Abs,
@@ -277,6 +278,7 @@ impl UnaryOp {
 /// Comparisons return a `u8` mask (1 where true).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(missing_docs)]
+#[non_exhaustive]
 pub enum BinaryOp {
     Add,
     Sub,
@@ -394,6 +396,7 @@ impl BinaryOp {
 
 /// Reductions over a set of dims. The result keeps the reduced dims with size 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ReduceOp {
     /// Sum (0 over an empty set).
     Sum,

@@ -50,8 +50,11 @@ fn cnn(steps: u64) -> Result<Vec<Vec<u32>>> {
 }
 
 /// Runs `f` on a pool of `threads` rayon threads (the CPU backend's parallelism).
-fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| kiln::Error::Msg(format!("a pool of {threads} threads: {e}")))?;
     pool.install(f)
 }
 

@@ -6,7 +6,7 @@ use kiln::{map_host, Backend, BinaryOp, DType, Error, HostData, Layout, ReduceOp
 
 /// A single-threaded CPU backend over plain `Vec`s: the smallest complete kiln backend.
 ///
-/// It implements the thirteen required methods of [`Backend`] and nothing else; kiln's provided
+/// It implements the fourteen required methods of [`Backend`] and nothing else; kiln's provided
 /// defaults supply the rest (scalar ops, random numbers, fused Adam, convolution, pooling and
 /// softmax are composed from these methods). Its device is named `"vec"`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -101,6 +101,35 @@ fn for_each_index(dims: &[usize], mut f: impl FnMut(&[usize]) -> Result<()>) -> 
     }
 }
 
+/// `len` copies of `value`, or an error naming the op when the memory is not there (`vec!`
+/// would abort the process instead).
+fn filled<T: Clone>(op: &str, len: usize, value: T) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| backend_error(op, format!("cannot allocate {len} elements")))?;
+    v.resize(len, value);
+    Ok(v)
+}
+
+/// Kiln passes equal shapes where the contract says so; a caller driving the backend directly
+/// with other layouts gets this error rather than a silently truncated result.
+fn same_shapes(op: &'static str, a: &Layout, b: &Layout) -> Result<()> {
+    if a.dims() == b.dims() {
+        Ok(())
+    } else {
+        Err(Error::shape_mismatch(op, a.shape(), b.shape()))
+    }
+}
+
+/// An index tensor's layout against the tensor it indexes along `dim`: same rank, and no
+/// larger in the other dims.
+fn index_fits(op: &'static str, indexed: &Layout, index: &Layout, dim: usize) -> Result<()> {
+    let (a, b) = (indexed.dims(), index.dims());
+    if dim >= a.len() || a.len() != b.len() || a.iter().zip(b).enumerate().any(|(d, (x, y))| d != dim && y > x) {
+        return Err(Error::shape_mismatch(op, indexed.shape(), index.shape()));
+    }
+    Ok(())
+}
+
 /// The storage position of a multi-index in `layout`.
 fn position(layout: &Layout, index: &[usize]) -> usize {
     layout.offset() + index.iter().zip(layout.strides()).map(|(i, s)| i * s).sum::<usize>()
@@ -140,7 +169,7 @@ impl Backend for VecBackend {
     }
 
     fn fill(&self, len: usize, dtype: DType, value: f64) -> Result<HostData> {
-        Ok(HostData::from_f64_slice(dtype, &vec![value; len]))
+        Ok(HostData::from_f64_slice(dtype, &filled("fill", len, value)?))
     }
 
     fn copy_strided(&self, src: &HostData, sl: &Layout, dst: &mut HostData, dl: &Layout) -> Result<()> {
@@ -175,6 +204,10 @@ impl Backend for VecBackend {
 
     fn binary(&self, op: BinaryOp, a: &HostData, la: &Layout, b: &HostData, lb: &Layout) -> Result<HostData> {
         let dtype = a.dtype();
+        same_shapes(op.name(), la, lb)?;
+        if dtype != b.dtype() {
+            return Err(Error::DTypeMismatch { op: op.name(), lhs: dtype, rhs: b.dtype(), shapes: String::new() });
+        }
         let int = dtype.is_int();
         if int && !op.supports_int() {
             return Err(unsupported(op.name(), dtype, "f32, f64, f16, bf16"));
@@ -200,6 +233,8 @@ impl Backend for VecBackend {
         on_false: &HostData,
         fl: &Layout,
     ) -> Result<HostData> {
+        same_shapes("where_cond", cl, tl)?;
+        same_shapes("where_cond", cl, fl)?;
         let HostData::U8(mask) = cond else { return Err(unsupported("where_cond", cond.dtype(), "u8 masks")) };
         let mask = gather_view("where_cond", mask, cl)?;
         let (t, f) = (self.download(on_true, tl)?, self.download(on_false, fl)?);
@@ -227,20 +262,21 @@ impl Backend for VecBackend {
             ));
         }
         // The first maximum (minimum) wins, and a NaN beats everything, as in PyTorch.
-        let best = |run: &[f64], better: fn(f64, f64) -> bool| {
+        fn first_best(run: &[f64], better: fn(f64, f64) -> bool) -> usize {
             (1..run.len())
                 .fold(0, |b, i| if !run[b].is_nan() && (run[i].is_nan() || better(run[i], run[b])) { i } else { b })
+        }
+        let per_run: fn(&[f64]) -> f64 = match op {
+            ReduceOp::Sum => |r| r.iter().sum(),
+            ReduceOp::Max => |r| r[first_best(r, |a, b| a > b)],
+            ReduceOp::Min => |r| r[first_best(r, |a, b| a < b)],
+            ReduceOp::ArgMax => |r| first_best(r, |a, b| a > b) as f64,
+            ReduceOp::ArgMin => |r| first_best(r, |a, b| a < b) as f64,
+            // The op enums grow with kiln (they are #[non_exhaustive]); an op this backend does
+            // not know yet is an error, not a breakage.
+            other => return Err(Error::invalid(other.name(), "not implemented by the vec backend")),
         };
-        let out = (0..outputs).map(|o| {
-            let run = &v[o * run..(o + 1) * run];
-            match op {
-                ReduceOp::Sum => run.iter().sum(),
-                ReduceOp::Max => run[best(run, |a, b| a > b)],
-                ReduceOp::Min => run[best(run, |a, b| a < b)],
-                ReduceOp::ArgMax => best(run, |a, b| a > b) as f64,
-                ReduceOp::ArgMin => best(run, |a, b| a < b) as f64,
-            }
-        });
+        let out = (0..outputs).map(|o| per_run(&v[o * run..(o + 1) * run]));
         let dtype = match op {
             ReduceOp::ArgMax | ReduceOp::ArgMin => DType::I64,
             ReduceOp::Sum if s.dtype().is_int() => DType::I64,
@@ -262,7 +298,7 @@ impl Backend for VecBackend {
         let (m, k, n) = (da[r - 2], da[r - 1], db[r - 1]);
         let batches: usize = da[..r - 2].iter().product();
         let (x, y) = (values("matmul", a, la)?, values("matmul", b, lb)?);
-        let mut out = vec![0.0; batches * m * n];
+        let mut out = filled("matmul", batches * m * n, 0.0)?;
         // i-p-j order walks both operands row by row; each sum is accumulated in f64.
         for batch in 0..batches {
             let (x, y) = (&x[batch * m * k..], &y[batch * k * n..]);
@@ -277,6 +313,7 @@ impl Backend for VecBackend {
     }
 
     fn gather(&self, s: &HostData, sl: &Layout, index: &HostData, il: &Layout, dim: usize) -> Result<HostData> {
+        index_fits("gather", sl, il, dim)?;
         let ids = indices("gather", index, il)?;
         let mut at = Vec::with_capacity(ids.len());
         for_each_index(il.dims(), |p| {
@@ -298,6 +335,8 @@ impl Backend for VecBackend {
         sl: &Layout,
         dim: usize,
     ) -> Result<()> {
+        index_fits("scatter_add", dl, il, dim)?;
+        same_shapes("scatter_add", il, sl)?;
         let ids = indices("scatter_add", index, il)?;
         let add = values("scatter_add", src, sl)?;
         let dtype = dst.dtype();
@@ -318,6 +357,9 @@ impl Backend for VecBackend {
     }
 
     fn index_select(&self, s: &HostData, sl: &Layout, ids: &HostData, il: &Layout, dim: usize) -> Result<HostData> {
+        if dim >= sl.dims().len() || il.dims().len() != 1 {
+            return Err(Error::shape_mismatch("index_select", sl.shape(), il.shape()));
+        }
         let ids = indices("index_select", ids, il)?;
         let mut dims = sl.dims().to_vec();
         dims[dim] = ids.len();
