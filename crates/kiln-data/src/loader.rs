@@ -83,7 +83,14 @@ impl DataLoader {
 
     /// The batches of `epoch`, assembled on a background thread.
     pub fn epoch(&self, epoch: u64) -> Batches {
-        let order = self.order(epoch);
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of `epoch` after its first `skip` (none are built for those): where a run
+    /// resumed from a checkpoint taken mid-epoch continues.
+    pub fn epoch_from(&self, epoch: u64, skip: usize) -> Batches {
+        let mut order = self.order(epoch);
+        order.drain(..(skip.saturating_mul(self.batch_size)).min(order.len()));
         let (tx, rx) = sync_channel(self.prefetch);
         let (dataset, device, size, drop_last) =
             (self.dataset.clone(), self.device.clone(), self.batch_size, self.drop_last);

@@ -12,10 +12,10 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
-const OP_SAVE: &str = "save_checkpoint";
-const OP_LOAD: &str = "load_checkpoint";
+pub(crate) const OP_SAVE: &str = "save_checkpoint";
+pub(crate) const OP_LOAD: &str = "load_checkpoint";
 
-fn to_st(d: DType) -> Dtype {
+pub(crate) fn to_st(d: DType) -> Dtype {
     match d {
         DType::F32 => Dtype::F32,
         DType::F64 => Dtype::F64,
@@ -27,7 +27,7 @@ fn to_st(d: DType) -> Dtype {
     }
 }
 
-fn from_st(d: Dtype) -> Option<DType> {
+pub(crate) fn from_st(d: Dtype) -> Option<DType> {
     Some(match d {
         Dtype::F32 => DType::F32,
         Dtype::F64 => DType::F64,
@@ -40,7 +40,7 @@ fn from_st(d: Dtype) -> Option<DType> {
     })
 }
 
-fn io_err(op: &'static str, path: &Path, e: impl std::fmt::Display) -> Error {
+pub(crate) fn io_err(op: &'static str, path: &Path, e: impl std::fmt::Display) -> Error {
     Error::invalid(op, format!("{}: {e}", path.display()))
 }
 
@@ -53,7 +53,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable; not every platform can open a directory, hence `ok()`.
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+        Ok(())
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
@@ -104,7 +107,7 @@ pub fn load_tensors(
     Ok((out, meta.metadata().clone().unwrap_or_default()))
 }
 
-fn host_from_bytes(dtype: DType, data: &[u8]) -> HostData {
+pub(crate) fn host_from_bytes(dtype: DType, data: &[u8]) -> HostData {
     match dtype {
         DType::F32 => HostData::F32(le(data)),
         DType::F64 => HostData::F64(le(data)),
@@ -151,6 +154,7 @@ pub fn save(module: &dyn Module, path: impl AsRef<Path>, dtype: Option<DType>) -
         let t = match e {
             Entry::Param(v) => v.as_tensor(),
             Entry::Buffer(b) => b.get(),
+            Entry::Rng(_) => return,
         };
         let t = match dtype {
             Some(d) if t.dtype().is_float() => t.to_dtype(d),
@@ -179,6 +183,7 @@ pub fn load(module: &dyn Module, path: impl AsRef<Path>, strict: bool) -> Result
         let t = match e {
             Entry::Param(v) => v.as_tensor(),
             Entry::Buffer(b) => b.get(),
+            Entry::Rng(_) => return,
         };
         let dev = t.device().clone();
         entries.push((name.to_string(), t, dev));
@@ -228,6 +233,7 @@ pub fn load(module: &dyn Module, path: impl AsRef<Path>, strict: bool) -> Result
                     b.set(t);
                     Ok(())
                 }
+                Entry::Rng(_) => Ok(()),
             };
             if let Err(e) = r {
                 err = Some(e);

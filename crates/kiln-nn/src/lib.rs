@@ -30,11 +30,12 @@ mod layers;
 pub mod loss;
 mod module;
 pub mod optim;
+pub mod resume;
 pub mod scheduler;
 mod summary;
 pub mod zoo;
 
 pub use init::{manual_seed, Init};
 pub use layers::*;
-pub use module::{join, Buffer, Entry, Mode, Module};
+pub use module::{join, Buffer, Entry, Mode, Module, RngState};
 pub use summary::summary;

@@ -2,7 +2,7 @@
 //! train/eval mode.
 
 use kiln_tensor::{DType, Device, Result, Tensor, Var};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// A named parameter or buffer, as visited by [`Module::visit`].
@@ -11,6 +11,39 @@ pub enum Entry<'a> {
     Param(&'a Var),
     /// A non-trainable state tensor (BatchNorm's running statistics).
     Buffer(&'a Buffer),
+    /// A layer's random-number state (dropout's seed and masks drawn). Not a tensor and not in
+    /// PyTorch checkpoints, but part of what a training checkpoint saves, so that a resumed run
+    /// draws the masks an uninterrupted one would have.
+    Rng(&'a RngState),
+}
+
+/// The random-number state of a layer that draws numbers as it runs: a seed and how many draws
+/// it has made (kiln's generator is counter-based, so these two are the whole state).
+#[derive(Debug, Default)]
+pub struct RngState {
+    seed: AtomicU64,
+    draws: AtomicU64,
+}
+
+impl RngState {
+    /// A state at `seed` with no draws made.
+    pub fn new(seed: u64) -> Self {
+        RngState { seed: AtomicU64::new(seed), draws: AtomicU64::new(0) }
+    }
+    /// The seed for the next draw; counts it.
+    pub fn next(&self) -> u64 {
+        let n = self.draws.fetch_add(1, Ordering::Relaxed);
+        self.seed.load(Ordering::Relaxed) ^ n.wrapping_mul(0xA24B_AED4_963E_E407)
+    }
+    /// `(seed, draws)`, for checkpoints.
+    pub fn get(&self) -> (u64, u64) {
+        (self.seed.load(Ordering::Relaxed), self.draws.load(Ordering::Relaxed))
+    }
+    /// Restores what [`RngState::get`] returned.
+    pub fn set(&self, (seed, draws): (u64, u64)) {
+        self.seed.store(seed, Ordering::Relaxed);
+        self.draws.store(draws, Ordering::Relaxed);
+    }
 }
 
 /// A network layer or a container of layers.
@@ -92,6 +125,7 @@ fn convert<M: Module + ?Sized>(m: &M, f: &dyn Fn(&Tensor) -> Result<Tensor>) -> 
         result = match e {
             Entry::Param(v) => f(&v.as_tensor()).and_then(|t| v.replace(&t)),
             Entry::Buffer(b) => f(&b.get()).map(|t| b.set(&t)),
+            Entry::Rng(_) => Ok(()),
         };
     });
     result

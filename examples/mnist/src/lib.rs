@@ -9,6 +9,7 @@
 
 mod image;
 mod model;
+mod progress;
 mod report;
 mod train;
 
@@ -143,6 +144,20 @@ pub struct TrainArgs {
     /// and devices.
     #[arg(long)]
     pub loss_log: Option<PathBuf>,
+    /// Where training checkpoints go (default: beside --save, with the extension `.ckpt`).
+    /// One is written every --checkpoint-every steps and when Ctrl-C stops training.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Write a training checkpoint every N steps (0: only when interrupted).
+    #[arg(long, default_value_t = 0)]
+    pub checkpoint_every: usize,
+    /// Continue the run saved in this training checkpoint, exactly where it stopped (same
+    /// options; --epochs may grow).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Stop as Ctrl-C does, with a checkpoint, after N steps of this process (for testing resume).
+    #[arg(long)]
+    pub stop_after: Option<usize>,
 }
 
 /// Options of `mnist eval`.
@@ -195,23 +210,25 @@ fn train_device(args: &TrainArgs) -> kiln::Result<(kiln::Device, Option<kiln::pr
     Ok((dev, Some(stats)))
 }
 
-fn run(cli: Cli) -> kiln::Result<()> {
+fn run(cli: Cli) -> kiln::Result<ExitCode> {
+    let trained = |args: &TrainArgs| -> kiln::Result<ExitCode> {
+        let (dev, stats) = train_device(args)?;
+        Ok(match train::train(args, &dev, stats)? {
+            train::Finished::Done => ExitCode::SUCCESS,
+            // 130: the shell's code for a run stopped by Ctrl-C.
+            train::Finished::Interrupted => ExitCode::from(130),
+        })
+    };
     match cli.command {
-        None => {
-            let (dev, stats) = train_device(&cli.train)?;
-            train::train(&cli.train, &dev, stats)
-        }
-        Some(Command::Train(args)) => {
-            let (dev, stats) = train_device(&args)?;
-            train::train(&args, &dev, stats)
-        }
+        None => trained(&cli.train),
+        Some(Command::Train(args)) => trained(&args),
         Some(Command::Eval(args)) => {
             let dev = setup(&args.common)?;
-            train::eval(&args, &dev)
+            train::eval(&args, &dev).map(|()| ExitCode::SUCCESS)
         }
         Some(Command::Predict(args)) => {
             let dev = setup(&args.common)?;
-            image::predict(&args, &dev)
+            image::predict(&args, &dev).map(|()| ExitCode::SUCCESS)
         }
     }
 }
@@ -220,7 +237,7 @@ fn run(cli: Cli) -> kiln::Result<()> {
 /// error on stderr with a failing exit code.
 pub fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -1,10 +1,11 @@
 //! The training loop and evaluation.
 
+use crate::progress::{self, Progress};
 use crate::report::{confusion_matrix, write_curve, EpochRow};
 use crate::{model, DatasetKind, EvalArgs, ModelKind, OptimizerKind, TrainArgs};
 use kiln::nn::optim::{Adadelta, AdadeltaConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig};
 use kiln::nn::scheduler::{LrSchedule, StepLr};
-use kiln::nn::{checkpoint, loss, Module};
+use kiln::nn::{checkpoint, loss, resume, Module};
 use kiln::prelude::*;
 use kiln_data::mnist::Kind;
 use kiln_data::{DataLoader, Dataset, InMemory};
@@ -53,7 +54,7 @@ pub fn evaluate(model: &dyn Module, data: Arc<dyn Dataset>, dev: &Device) -> Res
 }
 
 /// `mnist train`.
-pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stats>) -> Result<()> {
+pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stats>) -> Result<Finished> {
     let c = &args.common;
     let cnn = c.model == ModelKind::Cnn;
     let epochs = args.epochs.unwrap_or(if cnn { 14 } else { 10 });
@@ -89,6 +90,22 @@ pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stat
     // PyTorch's example steps StepLR(gamma 0.7) after every epoch with Adadelta.
     let schedule = (opt_kind == OptimizerKind::Adadelta).then_some(StepLr { base: lr, step_size: 1, gamma: 0.7 });
     let loader = DataLoader::new(train_set.clone(), batch_size, dev)?.shuffle(args.seed);
+    // What a resumed run must share with the one that wrote the checkpoint (--epochs may grow).
+    let config = format!(
+        "{} {:?} {opt_kind:?} lr {lr} batch {batch_size} seed {} limit {:?}",
+        name(c.dataset, c.model),
+        c.scaling(),
+        args.seed,
+        args.limit
+    );
+    let checkpoint = args.checkpoint.clone().unwrap_or_else(|| save.with_extension("ckpt"));
+    let mut at = Progress { epoch: 1, ..Progress::default() };
+    if let Some(path) = &args.resume {
+        let map = resume::load(path, &model, opt.as_mut())?;
+        at = Progress::from_map(&map, &config, path)?;
+        println!("resumed from {}: epoch {}, after step {}", path.display(), at.epoch, at.step);
+    }
+    progress::install_ctrl_c();
 
     println!(
         "kiln mnist: {} on {} ({} train / {} test images), {:?} lr {lr}, batch {batch_size}, {epochs} epochs, device {}, seed {}",
@@ -101,9 +118,13 @@ pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stat
         args.seed
     );
     println!("{}", EpochRow::header());
-    let mut rows = Vec::new();
+    for row in &at.rows {
+        println!("{}", row.line());
+    }
     let mut loss_log = String::new();
-    for epoch in 1..=epochs {
+    let mut steps_here = 0usize;
+    while at.epoch <= epochs {
+        let epoch = at.epoch;
         if let Some(s) = &schedule {
             opt.set_lr(s.lr_at(epoch - 1));
         }
@@ -113,9 +134,10 @@ pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stat
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar.set_prefix(epoch.to_string());
+        bar.inc(at.seen as u64);
         let start = Instant::now();
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
-        for (i, batch) in loader.epoch(epoch as u64).enumerate() {
+        let seen_before = at.seen;
+        for batch in loader.epoch_from(epoch as u64, at.step) {
             let batch = batch?;
             let logits = model.forward(&batch.inputs)?;
             let loss = loss::cross_entropy(&logits, &batch.labels)?;
@@ -123,15 +145,32 @@ pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stat
             opt.step(&grads)?;
             let n = batch.labels.elem_count();
             let step_loss = loss.to_scalar::<f32>()?;
-            loss_sum += step_loss as f64 * n as f64;
+            at.loss_sum += step_loss as f64 * n as f64;
             if args.loss_log.is_some() {
-                loss_log.push_str(&format!("{epoch} {i} {step_loss:e}\n"));
+                loss_log.push_str(&format!("{epoch} {} {step_loss:e}\n", at.step));
             }
-            correct += no_grad(|| logits.argmax(-1, false)?.eq(&batch.labels)?.sum_all())?.to_scalar::<i64>()?;
-            seen += n;
+            at.correct += no_grad(|| logits.argmax(-1, false)?.eq(&batch.labels)?.sum_all())?.to_scalar::<i64>()?;
+            at.seen += n;
+            at.step += 1;
+            steps_here += 1;
             bar.inc(n as u64);
-            if i % 50 == 0 {
-                bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
+            if at.step % 50 == 1 {
+                bar.set_message(format!("loss {:.4}", at.loss_sum / at.seen as f64));
+            }
+            let stop = progress::interrupted() || args.stop_after == Some(steps_here);
+            if stop || (args.checkpoint_every > 0 && steps_here.is_multiple_of(args.checkpoint_every)) {
+                resume::save(&checkpoint, &model, opt.as_ref(), &at.to_map(&config))?;
+            }
+            if stop {
+                bar.finish_and_clear();
+                write_loss_log(args, &loss_log)?;
+                eprintln!(
+                    "stopped after step {} of epoch {epoch}; wrote a checkpoint to {}\nresume with: {}",
+                    at.step,
+                    checkpoint.display(),
+                    progress::resume_command(&checkpoint)
+                );
+                return Ok(Finished::Interrupted);
             }
         }
         bar.finish_and_clear();
@@ -139,14 +178,15 @@ pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stat
         let (test_acc, _) = evaluate(&model, test_set.clone(), dev)?;
         let row = EpochRow {
             epoch,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_acc: 100.0 * correct as f64 / seen.max(1) as f64,
+            train_loss: at.loss_sum / at.seen.max(1) as f64,
+            train_acc: 100.0 * at.correct as f64 / at.seen.max(1) as f64,
             test_acc,
             seconds,
-            samples_per_sec: seen as f64 / seconds,
+            samples_per_sec: (at.seen - seen_before) as f64 / seconds,
         };
         println!("{}", row.line());
-        rows.push(row);
+        at.rows.push(row);
+        at = Progress { epoch: epoch + 1, rows: std::mem::take(&mut at.rows), ..Progress::default() };
         if let Some(stats) = profile.as_ref().filter(|_| epoch == 1) {
             println!("\nbackend ops of epoch 1 (training and evaluation):\n{}", stats.table());
         }
@@ -157,13 +197,27 @@ pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stat
         std::fs::create_dir_all(dir).map_err(|e| kiln::Error::Msg(format!("{}: {e}", dir.display())))?;
     }
     checkpoint::save(&model, &save, None)?;
+    write_loss_log(args, &loss_log)?;
+    let curve = save.with_extension("svg");
+    write_curve(&at.rows, &curve)?;
+    println!("saved the model to {} and the training curve to {}", save.display(), curve.display());
+    Ok(Finished::Done)
+}
+
+/// How `mnist train` ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// Every epoch ran.
+    Done,
+    /// Ctrl-C or --stop-after stopped it, after writing a checkpoint.
+    Interrupted,
+}
+
+fn write_loss_log(args: &TrainArgs, log: &str) -> Result<()> {
     if let Some(path) = &args.loss_log {
-        checkpoint::write_atomic(path, loss_log.as_bytes())?;
+        checkpoint::write_atomic(path, log.as_bytes())?;
         println!("wrote every step's loss to {}", path.display());
     }
-    let curve = save.with_extension("svg");
-    write_curve(&rows, &curve)?;
-    println!("saved the model to {} and the training curve to {}", save.display(), curve.display());
     Ok(())
 }
 

@@ -73,3 +73,80 @@ fn train_is_deterministic_and_predict_reads_drawn_digits() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("notes.txt: not a PNG or PGM image"), "{err}");
 }
+
+/// Every tensor of a safetensors file, by name, as raw bits.
+fn tensors(path: &Path) -> Vec<(String, Vec<u32>)> {
+    let dev = kiln::device("cpu").unwrap();
+    let (map, _) = kiln::nn::checkpoint::load_tensors(path, &dev).unwrap();
+    let mut out: Vec<(String, Vec<u32>)> =
+        map.into_iter().map(|(k, t)| (k, t.to_vec::<f32>().unwrap().into_iter().map(f32::to_bits).collect())).collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_run_stopped_mid_epoch_and_resumed_ends_with_the_same_weights() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = |name: &str| dir.path().join(name).to_str().expect("utf-8 path").to_string();
+    // The CNN (dropout, Adadelta with its LR schedule): 10 steps per epoch, stopped at step 3
+    // of epoch 2.
+    let common = ["--model", "cnn", "--limit", "640", "--epochs", "2", "--seed", "4"];
+    let whole = mnist(&[&common[..], &["--save", &p("whole.safetensors")]].concat());
+    assert!(whole.status.success(), "{}", String::from_utf8_lossy(&whole.stderr));
+    let ckpt = p("run.ckpt");
+    let first = mnist(
+        &[&common[..], &["--save", &p("parts.safetensors"), "--checkpoint", &ckpt, "--stop-after", "13"]].concat(),
+    );
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(130), "{err}");
+    assert!(err.contains("stopped after step 3 of epoch 2") && err.contains("resume with:"), "{err}");
+    let second = mnist(&[&common[..], &["--save", &p("parts.safetensors"), "--resume", &ckpt]].concat());
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert_eq!(losses(&String::from_utf8_lossy(&second.stdout)), losses(&String::from_utf8_lossy(&whole.stdout)));
+    assert_eq!(tensors(Path::new(&p("parts.safetensors"))), tensors(Path::new(&p("whole.safetensors"))));
+
+    // Resuming with other settings is refused with both settings named.
+    let other = mnist(&["--model", "cnn", "--limit", "640", "--epochs", "2", "--seed", "5", "--resume", &ckpt]);
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success() && err.contains("a run with other settings"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_writes_a_checkpoint_that_resumes_to_the_same_weights() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let p = |name: &str| dir.path().join(name).to_str().expect("utf-8 path").to_string();
+    let common = ["--limit", "12800", "--epochs", "3", "--seed", "6"];
+    let whole = mnist(&[&common[..], &["--save", &p("whole.safetensors")]].concat());
+    assert!(whole.status.success(), "{}", String::from_utf8_lossy(&whole.stderr));
+
+    let (ckpt, parts) = (p("run.ckpt"), p("parts.safetensors"));
+    let args = [&common[..], &["--save", &parts, "--checkpoint", &ckpt]].concat();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mnist"))
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the mnist binary runs");
+    // Interrupt once the first epoch's row is printed, somewhere in the second epoch.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while stdout.read_line(&mut line).expect("read") > 0 && !line.trim_start().starts_with("1 ") {
+        line.clear();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
+    assert!(killed.success());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        println!("the run ended before the interrupt arrived; nothing to resume");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("wrote a checkpoint to") && err.contains("resume with:"), "{err}");
+    let resumed = mnist(&[&args[..], &["--resume", &ckpt]].concat());
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert_eq!(tensors(Path::new(&p("parts.safetensors"))), tensors(Path::new(&p("whole.safetensors"))));
+}

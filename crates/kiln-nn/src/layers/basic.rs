@@ -1,9 +1,8 @@
 //! Parameter-free layers (activations, `Flatten`, `Dropout`) and `Embedding`.
 
 use crate::init::{next_seed, Init};
-use crate::module::{join, Entry, Mode, Module};
+use crate::module::{join, Entry, Mode, Module, RngState};
 use kiln_tensor::{DType, Device, Error, Result, Tensor, Var};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// An element-wise activation or a (log-)softmax, as a layer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -75,8 +74,7 @@ impl Module for Flatten {
 /// so a run is reproducible.
 pub struct Dropout {
     p: f64,
-    seed: u64,
-    calls: AtomicU64,
+    rng: RngState,
     mode: Mode,
 }
 
@@ -86,15 +84,7 @@ impl Dropout {
         if !(0.0..1.0).contains(&p) {
             return Err(Error::invalid("Dropout", format!("p must be in [0, 1), got {p}")));
         }
-        Ok(Dropout { p, seed: next_seed(), calls: AtomicU64::new(0), mode: Mode::new() })
-    }
-    /// The number of masks drawn so far (part of the RNG state a checkpoint saves).
-    pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
-    }
-    /// Restores the mask counter.
-    pub fn set_calls(&self, n: u64) {
-        self.calls.store(n, Ordering::Relaxed);
+        Ok(Dropout { p, rng: RngState::new(next_seed()), mode: Mode::new() })
     }
 }
 
@@ -103,14 +93,15 @@ impl Module for Dropout {
         if !self.mode.training() || self.p == 0.0 {
             return Ok(x.clone());
         }
-        let call = self.calls.fetch_add(1, Ordering::Relaxed);
-        let seed = self.seed ^ call.wrapping_mul(0xA24B_AED4_963E_E407);
+        let seed = self.rng.next();
         let keep =
             Tensor::rand_uniform(0.0, 1.0, x.shape().clone(), DType::F32, seed, x.device())?.ge_scalar(self.p)?;
         let scale = keep.to_dtype(x.dtype())?.mul_scalar(1.0 / (1.0 - self.p))?;
         x.mul(&scale)
     }
-    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, Entry<'_>)) {}
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'_>)) {
+        f(&join(prefix, "rng"), Entry::Rng(&self.rng));
+    }
     fn set_training(&self, training: bool) {
         self.mode.set(training);
     }
