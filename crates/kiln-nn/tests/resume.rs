@@ -2,6 +2,8 @@
 //! truncated, foreign and newer-version files, and a process killed with SIGKILL while writing
 //! one leaves the previous checkpoint loadable.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests: a failed unwrap is a failed test, with its message.
+
 use kiln_nn::optim::{Adam, AdamConfig, Optimizer};
 use kiln_nn::{loss, resume, zoo, Module, Sequential};
 use kiln_tensor::{DType, Result, Tensor};
