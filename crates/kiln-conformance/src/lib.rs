@@ -162,3 +162,20 @@ macro_rules! suite {
 pub mod reexport {
     pub use kiln_tensor::Device;
 }
+
+#[cfg(test)]
+mod tests {
+    /// The oracle agrees with itself on the families that need no large inputs: what Miri runs
+    /// (`cargo +nightly miri test -p kiln-conformance --lib`) to check the reference backend and
+    /// kiln-tensor's layouts, views, autograd and indexing for undefined behaviour.
+    #[test]
+    fn the_reference_backend_passes_its_own_small_families() {
+        for name in ["known_values", "views", "indexing"] {
+            let (_, family) =
+                crate::FAMILIES.iter().find(|(n, _)| *n == name).copied().unwrap_or_else(|| panic!("{name}"));
+            let report = crate::run_family(family, crate::reference::reference_device(), 1);
+            assert!(report.failures.is_empty(), "{name}: {:?}", report.failures);
+            assert!(report.passed > 0, "{name} ran no case");
+        }
+    }
+}

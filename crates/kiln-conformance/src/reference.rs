@@ -189,7 +189,9 @@ impl Backend for ReferenceBackend {
                 best
             };
             out.push(match op {
-                ReduceOp::Sum => values.iter().sum(),
+                // From +0.0, as PyTorch and the CPU backend: an empty sum is +0.0 (Rust's
+                // `Sum` for floats starts from -0.0).
+                ReduceOp::Sum => values.iter().fold(0.0, |a, b| a + b),
                 ReduceOp::Max => values[first_best(&|a, b| a > b)],
                 ReduceOp::Min => values[first_best(&|a, b| a < b)],
                 ReduceOp::ArgMax => first_best(&|a, b| a > b) as f64,
@@ -261,6 +263,10 @@ impl Backend for ReferenceBackend {
     }
     fn index_select(&self, s: &RefStorage, sl: &Layout, i: &RefStorage, il: &Layout, dim: usize) -> Result<RefStorage> {
         let ids = index_values("index_select", i, il)?;
+        // Every id is checked, even when the output is empty (PyTorch does the same).
+        for &ix in &ids {
+            in_range("index_select", ix, sl.dims()[dim], dim, sl.dims())?;
+        }
         let mut dims = sl.dims().to_vec();
         dims[dim] = ids.len();
         let mut out = Vec::new();

@@ -20,6 +20,10 @@ fn bad(path: &Path, msg: impl std::fmt::Display) -> Error {
     Error::invalid("read_idx", format!("{}: {msg}", path.display()))
 }
 
+/// The most a gzip file may decompress to (MNIST's largest file is 47 MB): a few kilobytes of
+/// crafted gzip can expand to gigabytes, and that must be an error, not an out-of-memory abort.
+pub const MAX_DECOMPRESSED: u64 = 256 << 20;
+
 /// `bytes` decompressed when they are gzip (detected by the magic number, not a file name);
 /// `what` names the source in errors.
 pub fn gunzip_if_needed(bytes: Vec<u8>, what: &str) -> Result<Vec<u8>> {
@@ -28,8 +32,15 @@ pub fn gunzip_if_needed(bytes: Vec<u8>, what: &str) -> Result<Vec<u8>> {
     }
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(&bytes[..])
+        .take(MAX_DECOMPRESSED + 1)
         .read_to_end(&mut out)
         .map_err(|e| Error::invalid("read_idx", format!("{what}: corrupt gzip data ({e})")))?;
+    if out.len() as u64 > MAX_DECOMPRESSED {
+        return Err(Error::invalid(
+            "read_idx",
+            format!("{what}: decompresses to more than {} MiB, which no IDX dataset needs", MAX_DECOMPRESSED >> 20),
+        ));
+    }
     Ok(out)
 }
 

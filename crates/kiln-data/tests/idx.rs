@@ -75,3 +75,17 @@ fn mismatched_image_and_label_counts_and_bad_labels_are_errors() {
     let ok = load_split(dir.path(), "train", Kind::Mnist, Scaling::Standardized).expect("valid split");
     assert_eq!(ok.labels(), [1, 9, 2]);
 }
+
+/// Found by fuzzing (fuzz/README.md): a few kilobytes of gzip that expand past 256 MiB are refused before they exhaust memory.
+#[test]
+fn a_gzip_bomb_is_an_error() {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..(kiln_data::idx::MAX_DECOMPRESSED >> 20) + 1 {
+        gz.write_all(&zeros).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let bomb = gz.finish().unwrap_or_else(|e| panic!("{e}"));
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    let err = kiln_data::idx::gunzip_if_needed(bomb, "bomb.gz").unwrap_err().to_string();
+    assert!(err.contains("bomb.gz: decompresses to more than 256 MiB"), "{err}");
+}
