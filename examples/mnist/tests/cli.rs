@@ -150,3 +150,20 @@ fn ctrl_c_writes_a_checkpoint_that_resumes_to_the_same_weights() {
     assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
     assert_eq!(tensors(Path::new(&p("parts.safetensors"))), tensors(Path::new(&p("whole.safetensors"))));
 }
+
+#[test]
+fn the_same_weights_bit_for_bit_on_1_and_2_threads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |threads: &str| {
+        let path = dir.path().join(format!("cnn-{threads}.safetensors"));
+        let out = Command::new(env!("CARGO_BIN_EXE_mnist"))
+            .args(["--model", "cnn", "--limit", "640", "--epochs", "2", "--seed", "8", "--save"])
+            .arg(&path)
+            .env("RAYON_NUM_THREADS", threads)
+            .output()
+            .expect("the mnist binary runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        tensors(&path)
+    };
+    assert_eq!(run("1"), run("2"), "RAYON_NUM_THREADS=1 and =2 trained different weights");
+}
