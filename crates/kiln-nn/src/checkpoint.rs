@@ -72,8 +72,18 @@ pub fn save_tensors(
     path: impl AsRef<Path>,
 ) -> Result<()> {
     let path = path.as_ref();
-    let hosts: Vec<(String, HostData, Vec<usize>)> =
-        tensors.iter().map(|(n, t)| Ok((n.clone(), t.to_host()?, t.dims().to_vec()))).collect::<Result<_>>()?;
+    write_host_tensors(&host_tensors(tensors)?, metadata, path)
+}
+
+/// Named tensors copied to the host, with their dims: what [`write_host_tensors`] writes.
+pub(crate) type HostTensors = Vec<(String, HostData, Vec<usize>)>;
+
+pub(crate) fn host_tensors(tensors: &[(String, Tensor)]) -> Result<HostTensors> {
+    tensors.iter().map(|(n, t)| Ok((n.clone(), t.to_host()?, t.dims().to_vec()))).collect()
+}
+
+/// Serializes host tensors and metadata as safetensors and writes them atomically to `path`.
+pub(crate) fn write_host_tensors(hosts: &HostTensors, metadata: HashMap<String, String>, path: &Path) -> Result<()> {
     let views = hosts
         .iter()
         .map(|(n, h, shape)| {

@@ -25,11 +25,11 @@
 //! # Ok(()) }
 //! ```
 
-use crate::checkpoint::{from_st, host_from_bytes, io_err, to_st, write_atomic, OP_LOAD, OP_SAVE};
+use crate::checkpoint::{from_st, host_from_bytes, host_tensors, io_err, write_host_tensors, OP_LOAD};
 use crate::module::{Entry, Module};
 use crate::optim::Optimizer;
-use kiln_tensor::{HostData, Result, Tensor};
-use safetensors::tensor::{SafeTensors, TensorView};
+use kiln_tensor::{Result, Tensor};
+use safetensors::tensor::SafeTensors;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -85,22 +85,11 @@ pub fn save(
     for (k, v) in progress {
         meta.insert(format!("progress.{k}"), v.clone());
     }
-    let hosts: Vec<(String, HostData, Vec<usize>)> =
-        tensors.iter().map(|(n, t)| Ok((n.clone(), t.to_host()?, t.dims().to_vec()))).collect::<Result<_>>()?;
+    let hosts = host_tensors(&tensors)?;
     let sum =
         checksum(hosts.iter().map(|(n, h, s)| (n.as_str(), h.dtype().to_string(), s.as_slice(), h.as_bytes())), &meta);
     meta.insert("checksum".to_string(), sum);
-    let views = hosts
-        .iter()
-        .map(|(n, h, shape)| {
-            TensorView::new(to_st(h.dtype()), shape.clone(), h.as_bytes())
-                .map(|v| (n.as_str(), v))
-                .map_err(|e| io_err(OP_SAVE, path, e))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let meta: HashMap<String, String> = meta.into_iter().collect();
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| io_err(OP_SAVE, path, e))?;
-    write_atomic(path, &bytes)
+    write_host_tensors(&hosts, meta.into_iter().collect(), path)
 }
 
 /// Restores a checkpoint written by [`save`] into `model` (same architecture: every name, shape
