@@ -104,10 +104,11 @@ fn open(spec: &str, profiled: bool) -> Result<(Device, Option<Stats>)> {
             return Err(Error::Msg(format!("device '{spec}': there is one CPU device, \"cpu\" (not cpu:{n})")))
         }
         ("cuda", _) => {
+            // The same words with and without the `cuda` feature, which has nothing behind it yet.
             return Err(Error::Msg(format!(
-                "device '{spec}': this build of kiln has no CUDA backend yet (it arrives with the kiln-cuda crate \
-                 and the `cuda` feature); use \"cpu\""
-            )))
+                "device '{spec}': kiln's CUDA backend (the kiln-cuda crate, behind the `cuda` feature) has not \
+                 been written yet; use \"cpu\""
+            )));
         }
         _ => {}
     }
