@@ -2,11 +2,14 @@
 //!
 //! - `cargo xtask ci`: what `.ci/run` does (format check, clippy with warnings as errors, the
 //!   test suite), stopping at the first failure.
+//! - `cargo xtask kernels [--require-nvrtc]`: every CUDA kernel compiled with NVRTC, with
+//!   registers and spills per kernel (see `kernels.rs`).
 //! - `cargo xtask bench [FILTER] [--compare] [--save NAME] [--baseline NAME]`: the criterion
 //!   benches in one table with this machine's roofline and, with `--compare`, the `gemm` crate
 //!   and PyTorch side by side (see `bench.rs`).
 
 mod bench;
+mod kernels;
 mod roofline;
 
 use std::path::PathBuf;
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
     let result = match task.as_str() {
         "ci" => ci(),
         "bench" => bench::bench(&root, &args[1..]),
+        "kernels" => kernels::kernels(&root, &args[1..]),
         "roofline" => {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             for t in [1, threads] {
@@ -50,7 +54,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  ci     format check, clippy -D warnings, cargo test --workspace\n  bench  criterion benches with roofline and peers\n  roofline  this machine's bandwidth and FMA peak, on 1 and all threads\n\n{}",
+                "usage: cargo xtask <task>\n\ntasks:\n  ci     format check, clippy -D warnings, cargo test --workspace\n  bench  criterion benches with roofline and peers\n  roofline  this machine's bandwidth and FMA peak, on 1 and all threads\n  kernels  compile kiln-cuda's kernels with NVRTC (compute_80, compute_90, sm_90); registers and spills [--require-nvrtc]\n\n{}",
                 bench::USAGE
             );
             return if task.is_empty() || task == "help" || task == "--help" {

@@ -1,0 +1,85 @@
+//! The kernel sources, embedded from `kernels/*.cu`, and the one place that names each kernel:
+//! `{family}_{op}_{dtype}`, with the op's name from kiln-tensor (`UnaryOp::name`,
+//! `BinaryOp::name`) and the dtype's (`DType::as_str`). The `.cu` files stamp the same names with
+//! macros; `cargo xtask kernels` checks that every name listed here is in the compiled code.
+
+use kiln_tensor::{BinaryOp, DType, UnaryOp};
+
+/// One kernel file.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelFile {
+    /// The file name under `kernels/`.
+    pub name: &'static str,
+    /// Its source.
+    pub source: &'static str,
+}
+
+/// What every kernel file starts with: the strided-view struct, index arithmetic, half types.
+pub const COMMON: &str = include_str!("../kernels/common.cuh");
+
+/// Every kernel file.
+pub const FILES: [KernelFile; 2] = [
+    KernelFile { name: "unary.cu", source: include_str!("../kernels/unary.cu") },
+    KernelFile { name: "binary.cu", source: include_str!("../kernels/binary.cu") },
+];
+
+impl KernelFile {
+    /// The source NVRTC compiles: the common header, then the file (with `#line` so that
+    /// compiler messages name the file and line).
+    pub fn program(&self) -> String {
+        format!("{COMMON}\n#line 1 \"{}\"\n{}", self.name, self.source)
+    }
+}
+
+const FLOATS: [DType; 4] = [DType::F32, DType::F64, DType::F16, DType::BF16];
+const INTS: [DType; 3] = [DType::I64, DType::U32, DType::U8];
+
+/// The kernel computing `op` on `dtype`.
+pub fn unary_kernel(op: UnaryOp, dtype: DType) -> String {
+    format!("unary_{}_{}", op.name(), dtype.as_str())
+}
+
+/// The kernel computing `op` on two operands of `dtype`.
+pub fn binary_kernel(op: BinaryOp, dtype: DType) -> String {
+    format!("binary_{}_{}", op.name(), dtype.as_str())
+}
+
+/// Every kernel the backend launches, with the file that defines it.
+pub fn expected() -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for dtype in FLOATS {
+        out.extend(UnaryOp::ALL.iter().map(|&op| ("unary.cu", unary_kernel(op, dtype))));
+        out.extend(BinaryOp::ALL.iter().map(|&op| ("binary.cu", binary_kernel(op, dtype))));
+    }
+    for dtype in INTS {
+        let int_ops = BinaryOp::ALL.iter().filter(|op| op.supports_int());
+        out.extend(int_ops.map(|&op| ("binary.cu", binary_kernel(op, dtype))));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new `UnaryOp` or `BinaryOp` without a kernel fails here, before any GPU sees it: each
+    /// op's name must be an entry of its file's op table.
+    #[test]
+    fn every_op_has_an_entry_in_its_kernel_file() {
+        let unary = FILES[0].source;
+        for op in UnaryOp::ALL {
+            assert!(unary.contains(&format!("X({}, ", op.name())), "unary.cu has no kernel for {}", op.name());
+        }
+        let binary = FILES[1].source;
+        for op in BinaryOp::ALL {
+            let entry =
+                if op == BinaryOp::Pow { "KILN_ARITH_NATIVE(pow, ".to_string() } else { format!("X({}, ", op.name()) };
+            assert!(binary.contains(&entry), "binary.cu has no kernel for {}", op.name());
+        }
+        let names = expected();
+        let mut unique: Vec<&String> = names.iter().map(|(_, k)| k).collect();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "kernel names repeat");
+    }
+}
