@@ -34,7 +34,7 @@ fn load_driver() -> std::result::Result<(), String> {
             dirs.extend(["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/lib/wsl/lib"].map(PathBuf::from));
             let candidates = dirs.iter().map(|d| d.join("libcuda.so.1")).filter(|p| p.is_file());
             for path in candidates.map(Some).chain([None]) {
-                let target = path.clone().map_or_else(|| PathBuf::from("libcuda.so.1"), |p| p);
+                let target = path.unwrap_or_else(|| PathBuf::from("libcuda.so.1"));
                 // SAFETY: loading the NVIDIA driver library runs no initialiser with
                 // preconditions; it stays loaded (leaked) for cudarc, which opens it by name.
                 if let Ok(lib) = unsafe { Library::open(Some(&target), RTLD_NOW | RTLD_GLOBAL) } {
