@@ -3,7 +3,7 @@
 //! `BinaryOp::name`) and the dtype's (`DType::as_str`). The `.cu` files stamp the same names with
 //! macros; `cargo xtask kernels` checks that every name listed here is in the compiled code.
 
-use kiln_tensor::{BinaryOp, DType, UnaryOp};
+use kiln_tensor::{BinaryOp, DType, ReduceOp, UnaryOp};
 
 /// One kernel file.
 #[derive(Clone, Copy, Debug)]
@@ -18,9 +18,11 @@ pub struct KernelFile {
 pub const COMMON: &str = include_str!("../kernels/common.cuh");
 
 /// Every kernel file.
-pub const FILES: [KernelFile; 2] = [
+pub const FILES: [KernelFile; 4] = [
     KernelFile { name: "unary.cu", source: include_str!("../kernels/unary.cu") },
     KernelFile { name: "binary.cu", source: include_str!("../kernels/binary.cu") },
+    KernelFile { name: "memory.cu", source: include_str!("../kernels/memory.cu") },
+    KernelFile { name: "reduce.cu", source: include_str!("../kernels/reduce.cu") },
 ];
 
 impl KernelFile {
@@ -44,6 +46,33 @@ pub fn binary_kernel(op: BinaryOp, dtype: DType) -> String {
     format!("binary_{}_{}", op.name(), dtype.as_str())
 }
 
+/// The strided-to-strided copy of `dtype` elements.
+pub fn copy_kernel(dtype: DType) -> String {
+    format!("copy_{}", dtype.as_str())
+}
+
+/// Fills contiguous storage of `dtype` with one value.
+pub fn fill_kernel(dtype: DType) -> String {
+    format!("fill_{}", dtype.as_str())
+}
+
+/// `cond ? a : b` on `dtype` operands.
+pub fn where_kernel(dtype: DType) -> String {
+    format!("where_{}", dtype.as_str())
+}
+
+/// Converts strided `from` elements to contiguous `to` elements.
+pub fn cast_kernel(from: DType, to: DType) -> String {
+    format!("cast_{}_{}", from.as_str(), to.as_str())
+}
+
+/// `op` over the last dim of a contiguous `[rows, cols]` input of `dtype`.
+pub fn reduce_kernel(op: ReduceOp, dtype: DType) -> String {
+    format!("reduce_{}_{}", op.name(), dtype.as_str())
+}
+
+const REDUCE_OPS: [ReduceOp; 5] = [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min, ReduceOp::ArgMax, ReduceOp::ArgMin];
+
 /// Every kernel the backend launches, with the file that defines it.
 pub fn expected() -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
@@ -54,6 +83,11 @@ pub fn expected() -> Vec<(&'static str, String)> {
     for dtype in INTS {
         let int_ops = BinaryOp::ALL.iter().filter(|op| op.supports_int());
         out.extend(int_ops.map(|&op| ("binary.cu", binary_kernel(op, dtype))));
+    }
+    for dtype in DType::ALL {
+        out.extend([copy_kernel(dtype), fill_kernel(dtype), where_kernel(dtype)].map(|k| ("memory.cu", k)));
+        out.extend(DType::ALL.iter().map(|&to| ("memory.cu", cast_kernel(dtype, to))));
+        out.extend(REDUCE_OPS.iter().map(|&op| ("reduce.cu", reduce_kernel(op, dtype))));
     }
     out
 }
