@@ -97,10 +97,7 @@ __device__ void row_extreme(const T* in, T* out_value, i64* out_index, u64 rows,
     }
 }
 
-#define KILN_REDUCE(T, SUM_OUT)                                                                      \
-    extern "C" __global__ void reduce_sum_##T(const T* in, SUM_OUT* out, u64 rows, u64 cols) {       \
-        row_sum<T, SUM_OUT>(in, out, rows, cols);                                                    \
-    }                                                                                                \
+#define KILN_REDUCE_EXTREMES(T)                                                                      \
     extern "C" __global__ void reduce_max_##T(const T* in, T* out, u64 rows, u64 cols) {             \
         row_extreme<T, true>(in, out, nullptr, rows, cols);                                          \
     }                                                                                                \
@@ -113,6 +110,12 @@ __device__ void row_extreme(const T* in, T* out_value, i64* out_index, u64 rows,
     extern "C" __global__ void reduce_argmin_##T(const T* in, i64* out, u64 rows, u64 cols) {        \
         row_extreme<T, false>(in, nullptr, out, rows, cols);                                         \
     }
+
+#define KILN_REDUCE(T, SUM_OUT)                                                                      \
+    extern "C" __global__ void reduce_sum_##T(const T* in, SUM_OUT* out, u64 rows, u64 cols) {       \
+        row_sum<T, SUM_OUT>(in, out, rows, cols);                                                    \
+    }                                                                                                \
+    KILN_REDUCE_EXTREMES(T)
 
 KILN_REDUCE(f32, f32)
 KILN_REDUCE(f64, f64)
@@ -130,17 +133,6 @@ KILN_REDUCE(u8, i64)
             if (threadIdx.x == 0) out[r] = from_f32<T>(s);                                           \
         }                                                                                            \
     }                                                                                                \
-    extern "C" __global__ void reduce_max_##T(const T* in, T* out, u64 rows, u64 cols) {             \
-        row_extreme<T, true>(in, out, nullptr, rows, cols);                                          \
-    }                                                                                                \
-    extern "C" __global__ void reduce_min_##T(const T* in, T* out, u64 rows, u64 cols) {             \
-        row_extreme<T, false>(in, out, nullptr, rows, cols);                                         \
-    }                                                                                                \
-    extern "C" __global__ void reduce_argmax_##T(const T* in, i64* out, u64 rows, u64 cols) {        \
-        row_extreme<T, true>(in, nullptr, out, rows, cols);                                          \
-    }                                                                                                \
-    extern "C" __global__ void reduce_argmin_##T(const T* in, i64* out, u64 rows, u64 cols) {        \
-        row_extreme<T, false>(in, nullptr, out, rows, cols);                                         \
-    }
+    KILN_REDUCE_EXTREMES(T)
 KILN_REDUCE_HALF(f16)
 KILN_REDUCE_HALF(bf16)
