@@ -18,11 +18,14 @@ pub struct KernelFile {
 pub const COMMON: &str = include_str!("../kernels/common.cuh");
 
 /// Every kernel file.
-pub const FILES: [KernelFile; 4] = [
+pub const FILES: [KernelFile; 7] = [
     KernelFile { name: "unary.cu", source: include_str!("../kernels/unary.cu") },
     KernelFile { name: "binary.cu", source: include_str!("../kernels/binary.cu") },
     KernelFile { name: "memory.cu", source: include_str!("../kernels/memory.cu") },
     KernelFile { name: "reduce.cu", source: include_str!("../kernels/reduce.cu") },
+    KernelFile { name: "indexing.cu", source: include_str!("../kernels/indexing.cu") },
+    KernelFile { name: "softmax.cu", source: include_str!("../kernels/softmax.cu") },
+    KernelFile { name: "optim.cu", source: include_str!("../kernels/optim.cu") },
 ];
 
 impl KernelFile {
@@ -71,6 +74,21 @@ pub fn reduce_kernel(op: ReduceOp, dtype: DType) -> String {
     format!("reduce_{}_{}", op.name(), dtype.as_str())
 }
 
+/// `family` (`gather`, `index_select`, `scatter_add`) on `dtype` elements with `index` indices.
+pub fn indexing_kernel(family: &str, dtype: DType, index: DType) -> String {
+    format!("{family}_{}_{}", dtype.as_str(), index.as_str())
+}
+
+/// Softmax (or log-softmax) over the last dim of contiguous `[rows, cols]` `dtype` rows.
+pub fn softmax_kernel(log: bool, dtype: DType) -> String {
+    format!("{}_{}", if log { "log_softmax" } else { "softmax" }, dtype.as_str())
+}
+
+/// The fused Adam/AdamW update on `dtype` parameters.
+pub fn adam_kernel(dtype: DType) -> String {
+    format!("adam_{}", dtype.as_str())
+}
+
 const REDUCE_OPS: [ReduceOp; 5] = [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min, ReduceOp::ArgMax, ReduceOp::ArgMin];
 
 /// Every kernel the backend launches, with the file that defines it.
@@ -88,6 +106,18 @@ pub fn expected() -> Vec<(&'static str, String)> {
         out.extend([copy_kernel(dtype), fill_kernel(dtype), where_kernel(dtype)].map(|k| ("memory.cu", k)));
         out.extend(DType::ALL.iter().map(|&to| ("memory.cu", cast_kernel(dtype, to))));
         out.extend(REDUCE_OPS.iter().map(|&op| ("reduce.cu", reduce_kernel(op, dtype))));
+        for index in [DType::I64, DType::U32] {
+            out.push(("indexing.cu", indexing_kernel("gather", dtype, index)));
+            out.push(("indexing.cu", indexing_kernel("index_select", dtype, index)));
+            // No atomic add on bytes: scatter_add on u8 is declined (UnsupportedDType).
+            if dtype != DType::U8 {
+                out.push(("indexing.cu", indexing_kernel("scatter_add", dtype, index)));
+            }
+        }
+    }
+    for dtype in FLOATS {
+        out.extend([false, true].map(|log| ("softmax.cu", softmax_kernel(log, dtype))));
+        out.push(("optim.cu", adam_kernel(dtype)));
     }
     out
 }

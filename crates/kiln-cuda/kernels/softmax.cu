@@ -1,0 +1,84 @@
+// Softmax and log-softmax over the last dim of a contiguous [rows, cols] input, one block per
+// row: the maximum (a non-finite maximum counts as 0, as in kiln's composed form), then the sum
+// of exp(x - max), then the outputs. `softmax_{dtype}` and `log_softmax_{dtype}`; halves
+// compute in f32 and round once.
+
+#define KILN_SOFTMAX_THREADS 256
+
+__device__ __forceinline__ float to_acc(f32 x) { return x; }
+__device__ __forceinline__ double to_acc(f64 x) { return x; }
+__device__ __forceinline__ float to_acc(f16 x) { return __half2float(x); }
+__device__ __forceinline__ float to_acc(bf16 x) { return __bfloat162float(x); }
+template <typename T> __device__ __forceinline__ T from_acc(float x);
+template <> __device__ __forceinline__ f32 from_acc<f32>(float x) { return x; }
+template <> __device__ __forceinline__ f16 from_acc<f16>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ bf16 from_acc<bf16>(float x) { return __float2bfloat16_rn(x); }
+template <typename T> __device__ __forceinline__ T from_acc(double x);
+template <> __device__ __forceinline__ f64 from_acc<f64>(double x) { return x; }
+
+
+template <typename A> __device__ __forceinline__ A neg_inf();
+template <> __device__ __forceinline__ float neg_inf<float>() { return __int_as_float(0xff800000); }
+template <> __device__ __forceinline__ double neg_inf<double>() { return __longlong_as_double(0xfff0000000000000ULL); }
+
+template <typename A> __device__ __forceinline__ A sm_block_sum(A v) {
+    __shared__ A s[KILN_SOFTMAX_THREADS];
+    s[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned k = blockDim.x / 2; k > 0; k >>= 1) {
+        if (threadIdx.x < k) s[threadIdx.x] += s[threadIdx.x + k];
+        __syncthreads();
+    }
+    A out = s[0];
+    __syncthreads();
+    return out;
+}
+template <typename A> __device__ __forceinline__ A sm_block_max(A v) {
+    __shared__ A s[KILN_SOFTMAX_THREADS];
+    s[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned k = blockDim.x / 2; k > 0; k >>= 1) {
+        if (threadIdx.x < k) {
+            A o = s[threadIdx.x + k];
+            if (o != o || o > s[threadIdx.x]) s[threadIdx.x] = o;  // NaN propagates
+        }
+        __syncthreads();
+    }
+    A out = s[0];
+    __syncthreads();
+    return out;
+}
+
+template <typename T, typename A, bool LOG>
+__device__ void softmax_rows(const T* in, T* out, u64 rows, u64 cols) {
+    for (u64 r = blockIdx.x; r < rows; r += gridDim.x) {
+        const T* x = in + r * cols;
+        T* y = out + r * cols;
+        A m = neg_inf<A>();
+        for (u64 c = threadIdx.x; c < cols; c += blockDim.x) {
+            A v = (A)to_acc(x[c]);
+            if (v != v || v > m) m = v;
+        }
+        m = sm_block_max(m);
+        if (isinf(m)) m = A(0);  // a row of -inf gives NaN, not a division by zero that hides
+        A s = A(0);
+        for (u64 c = threadIdx.x; c < cols; c += blockDim.x) s += exp((A)to_acc(x[c]) - m);
+        s = sm_block_sum(s);
+        for (u64 c = threadIdx.x; c < cols; c += blockDim.x) {
+            A z = (A)to_acc(x[c]) - m;
+            y[c] = from_acc<T>(LOG ? z - log(s) : exp(z) / s);
+        }
+    }
+}
+
+#define KILN_SOFTMAX(T, A)                                                                        \
+    extern "C" __global__ void softmax_##T(const T* in, T* out, u64 rows, u64 cols) {             \
+        softmax_rows<T, A, false>(in, out, rows, cols);                                           \
+    }                                                                                             \
+    extern "C" __global__ void log_softmax_##T(const T* in, T* out, u64 rows, u64 cols) {         \
+        softmax_rows<T, A, true>(in, out, rows, cols);                                            \
+    }
+KILN_SOFTMAX(f32, float)
+KILN_SOFTMAX(f64, double)
+KILN_SOFTMAX(f16, float)
+KILN_SOFTMAX(bf16, float)
