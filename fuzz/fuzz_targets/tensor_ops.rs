@@ -2,7 +2,7 @@
 //! random shapes and dtypes, element-wise ops, reductions, matmul, views, indexing, casts,
 //! softmax, concatenation) run side by side on the CPU backend and the reference oracle. Every
 //! call must return Ok or Err without panicking, both devices must agree on which, and Ok
-//! results must agree in value.
+//! results must agree in value (`kiln_conformance::compare`, the suite's tolerances).
 #![no_main]
 
 use kiln_conformance::reference::reference_device;
@@ -90,34 +90,6 @@ fn step(op: u8, p: &mut Program, stack: &[Tensor], dev: &Device) -> Option<Resul
     })
 }
 
-/// Values agree: integers exactly, floats within a tolerance that allows for different
-/// summation orders, NaN and infinities exactly.
-fn agree(a: &Tensor, b: &Tensor) -> std::result::Result<(), String> {
-    if a.dtype() != b.dtype() || a.shape() != b.shape() {
-        return Err(format!("cpu {} {} vs reference {} {}", a.dtype(), a.shape(), b.dtype(), b.shape()));
-    }
-    let (x, y) = (a.to_f64_vec().map_err(|e| e.to_string())?, b.to_f64_vec().map_err(|e| e.to_string())?);
-    let rel = match a.dtype() {
-        DType::F64 => 1e-9,
-        DType::F32 => 1e-4,
-        DType::F16 | DType::BF16 => 2e-2,
-        _ => 0.0,
-    };
-    for (i, (&p, &q)) in x.iter().zip(&y).enumerate() {
-        let same = if p.is_nan() || q.is_nan() {
-            p.is_nan() && q.is_nan()
-        } else if p.is_infinite() || q.is_infinite() {
-            p == q
-        } else {
-            (p - q).abs() <= rel * (p.abs() + q.abs()) + rel
-        };
-        if !same {
-            return Err(format!("element {i} of {}: cpu {p}, reference {q}", a.shape()));
-        }
-    }
-    Ok(())
-}
-
 fuzz_target!(|data: &[u8]| {
     let (cpu, reference) = (kiln_cpu::cpu(), reference_device());
     let (mut on_cpu, mut on_ref): (Vec<Tensor>, Vec<Tensor>) = (Vec::new(), Vec::new());
@@ -131,7 +103,9 @@ fuzz_target!(|data: &[u8]| {
         let Some(want) = step(op, &mut program, &on_ref, &reference) else { break };
         match (got, want) {
             (Ok(g), Ok(w)) => {
-                if let Err(e) = agree(&g, &w) {
+                // The conformance suite's per-dtype tolerances (integers exact; NaN and infinities
+                // must match exactly).
+                if let Err(e) = kiln_conformance::compare(&g, &w, None) {
                     panic!("op {} gave different results: {e}", op % 14);
                 }
                 // Both go on with the CPU's values, so that rounding differences within the

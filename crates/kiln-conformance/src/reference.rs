@@ -262,17 +262,17 @@ impl Backend for ReferenceBackend {
         Ok(())
     }
     fn index_select(&self, s: &RefStorage, sl: &Layout, i: &RefStorage, il: &Layout, dim: usize) -> Result<RefStorage> {
-        let ids = index_values("index_select", i, il)?;
-        // Every id is checked, even when the output is empty (PyTorch does the same).
-        for &ix in &ids {
-            in_range("index_select", ix, sl.dims()[dim], dim, sl.dims())?;
-        }
+        // Every id is checked up front, even when the output is empty (PyTorch does the same).
+        let ids = index_values("index_select", i, il)?
+            .into_iter()
+            .map(|ix| in_range("index_select", ix, sl.dims()[dim], dim, sl.dims()))
+            .collect::<Result<Vec<usize>>>()?;
         let mut dims = sl.dims().to_vec();
         dims[dim] = ids.len();
         let mut out = Vec::new();
         for pos in positions(&dims) {
             let mut p = pos.clone();
-            p[dim] = in_range("index_select", ids[pos[dim]], sl.dims()[dim], dim, sl.dims())?;
+            p[dim] = ids[pos[dim]];
             out.push(s.data[at(sl, &p)]);
         }
         Ok(new(s.dtype, out))

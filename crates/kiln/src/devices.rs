@@ -46,16 +46,7 @@ pub fn register_backend<B: Backend>(
              and not one of the built-in {BUILT_IN:?})"
         )));
     }
-    let opener: Opener = Arc::new(move |ordinal, profiled| {
-        let backend = open(ordinal)?;
-        Ok(if profiled {
-            let p = Profiled::new(backend);
-            let stats = p.stats();
-            (Device::new(p), Some(stats))
-        } else {
-            (Device::new(backend), None)
-        })
-    });
+    let opener: Opener = Arc::new(move |ordinal, profiled| Ok(wrap(open(ordinal)?, profiled)));
     let mut registry = REGISTRY.write().unwrap_or_else(|e| e.into_inner());
     registry.retain(|(name, _)| name != kind);
     registry.push((kind.to_string(), opener));
@@ -84,6 +75,16 @@ pub fn profiled_device(spec: &str) -> Result<(Device, Stats)> {
     let (dev, stats) = open(spec, true)?;
     let stats = stats.ok_or_else(|| Error::Msg(format!("device '{spec}': no profiling layer over this device")))?;
     Ok((dev, stats))
+}
+
+/// `backend` as a device, inside a [`Profiled`] layer when `profiled` (with its counters).
+fn wrap<B: Backend>(backend: B, profiled: bool) -> (Device, Option<Stats>) {
+    if !profiled {
+        return (Device::new(backend), None);
+    }
+    let p = Profiled::new(backend);
+    let stats = p.stats();
+    (Device::new(p), Some(stats))
 }
 
 fn open(spec: &str, profiled: bool) -> Result<(Device, Option<Stats>)> {
@@ -147,12 +148,8 @@ fn cuda_unavailable(spec: &str, _: usize) -> Error {
 
 #[cfg(feature = "cpu")]
 fn cpu_device(_: &str, profiled: bool) -> Result<(Device, Option<Stats>)> {
-    if profiled {
-        let p = Profiled::new(kiln_cpu::CpuBackend);
-        let stats = p.stats();
-        return Ok((Device::new(p), Some(stats)));
-    }
-    Ok((kiln_cpu::cpu(), None))
+    // Unprofiled, the one shared CPU device.
+    Ok(if profiled { wrap(kiln_cpu::CpuBackend, true) } else { (kiln_cpu::cpu(), None) })
 }
 
 #[cfg(not(feature = "cpu"))]

@@ -135,16 +135,13 @@ fn ctrl_c_writes_a_checkpoint_that_resumes_to_the_same_weights() {
     while stdout.read_line(&mut line).expect("read") > 0 && !line.trim_start().starts_with("1 ") {
         line.clear();
     }
-    std::thread::sleep(std::time::Duration::from_millis(100));
     let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill runs");
     assert!(killed.success());
     let out = child.wait_with_output().expect("wait");
     let err = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() {
-        println!("the run ended before the interrupt arrived; nothing to resume");
-        return;
-    }
-    assert_eq!(out.status.code(), Some(130), "{err}");
+    // Epochs 2 and 3 are still ahead when the signal is sent: a run that ends normally failed
+    // to handle it.
+    assert_eq!(out.status.code(), Some(130), "the interrupt did not stop the run: {err}");
     assert!(err.contains("wrote a checkpoint to") && err.contains("resume with:"), "{err}");
     let resumed = mnist(&[&args[..], &["--resume", &ckpt]].concat());
     assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
