@@ -18,7 +18,7 @@ pub struct KernelFile {
 pub const COMMON: &str = include_str!("../kernels/common.cuh");
 
 /// Every kernel file.
-pub const FILES: [KernelFile; 7] = [
+pub const FILES: [KernelFile; 8] = [
     KernelFile { name: "unary.cu", source: include_str!("../kernels/unary.cu") },
     KernelFile { name: "binary.cu", source: include_str!("../kernels/binary.cu") },
     KernelFile { name: "memory.cu", source: include_str!("../kernels/memory.cu") },
@@ -26,6 +26,7 @@ pub const FILES: [KernelFile; 7] = [
     KernelFile { name: "indexing.cu", source: include_str!("../kernels/indexing.cu") },
     KernelFile { name: "softmax.cu", source: include_str!("../kernels/softmax.cu") },
     KernelFile { name: "optim.cu", source: include_str!("../kernels/optim.cu") },
+    KernelFile { name: "conv.cu", source: include_str!("../kernels/conv.cu") },
 ];
 
 impl KernelFile {
@@ -89,6 +90,17 @@ pub fn adam_kernel(dtype: DType) -> String {
     format!("adam_{}", dtype.as_str())
 }
 
+/// `family` (`im2col`, `col2im`, `max_pool2d_indices`) on contiguous `[N, C, H, W]` `dtype` data.
+pub fn conv_kernel(family: &str, dtype: DType) -> String {
+    format!("{family}_{}", dtype.as_str())
+}
+
+/// The file under `kernels/` that defines `kernel` (one of [`expected`]'s names).
+pub fn file_of(kernel: &str) -> Option<&'static str> {
+    static MAP: std::sync::OnceLock<std::collections::HashMap<String, &'static str>> = std::sync::OnceLock::new();
+    MAP.get_or_init(|| expected().into_iter().map(|(file, name)| (name, file)).collect()).get(kernel).copied()
+}
+
 const REDUCE_OPS: [ReduceOp; 5] = [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min, ReduceOp::ArgMax, ReduceOp::ArgMin];
 
 /// Every kernel the backend launches, with the file that defines it.
@@ -118,6 +130,7 @@ pub fn expected() -> Vec<(&'static str, String)> {
     for dtype in FLOATS {
         out.extend([false, true].map(|log| ("softmax.cu", softmax_kernel(log, dtype))));
         out.push(("optim.cu", adam_kernel(dtype)));
+        out.extend(["im2col", "col2im", "max_pool2d_indices"].map(|f| ("conv.cu", conv_kernel(f, dtype))));
     }
     out
 }
