@@ -1,26 +1,47 @@
 //! # kiln-cuda
 //!
-//! kiln's CUDA backend, in progress. What exists today is its foundation, checked on machines
-//! without a GPU:
+//! kiln's CUDA backend: [`CudaBackend`] implements kiln's `Backend` trait with our own kernels
+//! (`kernels/*.cu`, compiled by NVRTC at first use for the device's exact architecture and
+//! cached on disk) and cuBLAS for matmul. It builds and starts on machines without CUDA: the
+//! driver, NVRTC and cuBLAS are found at run time, and their absence is an error that says what
+//! was searched, never a panic.
 //!
-//! - [`kernels`]: our kernels (`kernels/*.cu`), one file per op family, dtype variants stamped by
-//!   macros as `extern "C"` kernels named `{family}_{op}_{dtype}` from the same names
-//!   kiln-tensor's ops use.
-//! - [`driver`]: finding the CUDA driver and a device, with an error that says what was
-//!   searched when there is none (cudarc itself would panic).
-//! - [`nvrtc`]: finding NVRTC (a CUDA toolkit or NVIDIA's pip wheels) and compiling a kernel
-//!   file to PTX or CUBIN with the compiler's resource report. `cargo xtask kernels` compiles
-//!   every file for compute_80, compute_90 and sm_90 and prints registers and spills per kernel.
-//!
-//! The `Backend` implementation (device, storage, launches, cuBLAS) is not written yet; until
-//! it is, `kiln::device("cuda")` answers with an error that says so.
+//! - [`kernels`]: the kernel sources, one file per op family, dtype variants stamped by macros
+//!   as `extern "C"` kernels named `{family}_{op}_{dtype}` from the same names kiln-tensor's
+//!   ops use. `cargo xtask kernels` compiles every one for compute_80, compute_90 and sm_90 and
+//!   prints registers and spills.
+//! - [`driver`] and [`nvrtc`]: finding the driver, a device and NVRTC.
+//! - [`CudaBackend`]: one device and one stream; storage is a byte buffer plus its dtype
+//!   ([`CudaStorage`]); every op is a kernel launch or a cuBLAS call; the fused overrides
+//!   (Adam, softmax, im2col, col2im, max-pool argmax) are kernels too.
 //!
 //! ```
 //! // Every kernel name is derived from the op's own name:
 //! use kiln_tensor::{DType, UnaryOp};
 //! assert_eq!(kiln_cuda::kernels::unary_kernel(UnaryOp::Exp, DType::BF16), "unary_exp_bf16");
+//!
+//! // Opening a device fails with a message, not a panic, where there is none:
+//! match kiln_cuda::device(0) {
+//!     Ok(dev) => assert_eq!(dev.location(), "cuda:0"),
+//!     Err(e) => assert!(e.to_string().contains("CUDA")),
+//! }
 //! ```
 
+mod backend;
+pub mod cache;
 pub mod driver;
+mod fused;
+mod indexing;
 pub mod kernels;
+mod matmul;
 pub mod nvrtc;
+mod ops;
+mod storage;
+
+pub use backend::CudaBackend;
+pub use storage::CudaStorage;
+
+/// The device `cuda:ordinal` as a kiln [`kiln_tensor::Device`].
+pub fn device(ordinal: usize) -> kiln_tensor::Result<kiln_tensor::Device> {
+    CudaBackend::new(ordinal).map(kiln_tensor::Device::new)
+}

@@ -109,7 +109,7 @@ fn find() -> std::result::Result<Nvrtc, String> {
     ))
 }
 
-fn open_global(path: &Path) -> std::result::Result<(), String> {
+pub(crate) fn open_global(path: &Path) -> std::result::Result<(), String> {
     use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
     // SAFETY: NVIDIA's libraries have no initialisers with preconditions; the handle is leaked
     // on purpose so that the library stays loaded for cudarc.
@@ -118,6 +118,10 @@ fn open_global(path: &Path) -> std::result::Result<(), String> {
     std::mem::forget(lib);
     Ok(())
 }
+
+/// The options every kernel is compiled with besides the architecture and the include path (part
+/// of the kernel cache's key: changing them recompiles).
+pub const OPTIONS_KEY: &str = "--std=c++17";
 
 /// What one compilation produced.
 #[derive(Clone, Debug)]
@@ -136,7 +140,8 @@ pub fn compile(source: &str, name: &str, arch: &str) -> Result<Compiled> {
     let bad = |what: &str, e: &dyn std::fmt::Debug| cuda_error(format!("{name} for {arch}: {what} ({e:?})"));
     let src = CString::new(source).map_err(|_| cuda_error(format!("{name}: the source holds a NUL byte")))?;
     let cname = CString::new(name).map_err(|_| cuda_error(format!("{name}: the name holds a NUL byte")))?;
-    let mut options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".to_string()];
+    let mut options = vec![format!("--gpu-architecture={arch}")];
+    options.extend(OPTIONS_KEY.split(' ').map(String::from));
     if let Some(inc) = &nvrtc.include_dir {
         options.push(format!("--include-path={}", inc.display()));
     }

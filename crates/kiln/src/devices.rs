@@ -104,7 +104,7 @@ fn open(spec: &str, profiled: bool) -> Result<(Device, Option<Stats>)> {
         ("cpu", Some(n)) => {
             return Err(Error::Msg(format!("device '{spec}': there is one CPU device, \"cpu\" (not cpu:{n})")))
         }
-        ("cuda", n) => return Err(cuda_unavailable(spec, n.unwrap_or(0))),
+        ("cuda", n) => return cuda_device(spec, n.unwrap_or(0), profiled),
         _ => {}
     }
     let opener =
@@ -125,25 +125,20 @@ fn open(spec: &str, profiled: bool) -> Result<(Device, Option<Stats>)> {
 /// Why `cuda:N` cannot be opened: no driver, no such device, or (with a device) the backend's
 /// ops, which are not written yet.
 #[cfg(feature = "cuda")]
-fn cuda_unavailable(spec: &str, ordinal: usize) -> Error {
-    match kiln_cuda::driver::probe(ordinal) {
-        Err(Error::Backend { msg, .. }) => Error::Msg(format!("device '{spec}': {msg}")),
-        Err(e) => Error::Msg(format!("device '{spec}': {e}")),
-        Ok(info) => Error::Msg(format!(
-            "device '{spec}': found {} (device {} of {}), but kiln's CUDA backend cannot run ops on it yet; use \"cpu\"",
-            info.name,
-            info.ordinal,
-            info.count
-        )),
+fn cuda_device(spec: &str, ordinal: usize, profiled: bool) -> Result<(Device, Option<Stats>)> {
+    match kiln_cuda::CudaBackend::new(ordinal) {
+        Ok(backend) => Ok(wrap(backend, profiled)),
+        Err(Error::Backend { msg, .. }) => Err(Error::Msg(format!("device '{spec}': {msg}"))),
+        Err(e) => Err(Error::Msg(format!("device '{spec}': {e}"))),
     }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_unavailable(spec: &str, _: usize) -> Error {
-    Error::Msg(format!(
+fn cuda_device(spec: &str, _: usize, _: bool) -> Result<(Device, Option<Stats>)> {
+    Err(Error::Msg(format!(
         "device '{spec}': this build of kiln has no CUDA backend; build with `--features cuda` (for the example: \
          `cargo run --release -p mnist --features cuda -- --device cuda`)"
-    ))
+    )))
 }
 
 #[cfg(feature = "cpu")]

@@ -1,0 +1,89 @@
+//! The on-disk cache of compiled kernels: a CUBIN per (source, NVRTC version, architecture,
+//! options), so that only the first run on a machine pays NVRTC's compile time.
+//!
+//! The directory is `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`, with
+//! the files under `kernels/`. A cache that cannot be read or written is skipped, never an
+//! error: it only saves time. Entries are written to a temporary name and renamed, so a run
+//! killed mid-write leaves no torn file behind.
+
+use crate::nvrtc::{self, Compiled};
+use kiln_tensor::Result;
+use std::path::PathBuf;
+
+/// The directory holding cached kernels, if one can be named.
+pub fn dir() -> Option<PathBuf> {
+    let base = std::env::var_os("KILN_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("kiln")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kiln")))?;
+    Some(base.join("kernels"))
+}
+
+/// FNV-1a, 64 bits: stable across Rust versions and machines (`DefaultHasher` is neither).
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in *part {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // A separator, so that ("ab", "c") and ("a", "bc") differ.
+        h = (h ^ 0xff).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The cache file for `source` compiled for `arch` with the NVRTC found.
+fn entry(source: &str, file: &str, arch: &str) -> Option<PathBuf> {
+    let nv = nvrtc::load().ok()?;
+    let version = format!("{}.{}", nv.version.0, nv.version.1);
+    let key = fnv1a(&[source.as_bytes(), version.as_bytes(), arch.as_bytes(), nvrtc::OPTIONS_KEY.as_bytes()]);
+    let stem = file.trim_end_matches(".cu");
+    Some(dir()?.join(format!("{stem}-{arch}-{key:016x}.cubin")))
+}
+
+/// The CUBIN of `file` for `arch`: from the cache when present, else from `compile`, which is
+/// then stored.
+pub fn cubin(source: &str, file: &str, arch: &str, compile: impl FnOnce() -> Result<Compiled>) -> Result<Vec<u8>> {
+    let path = entry(source, file, arch);
+    if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()).filter(|b| !b.is_empty()) {
+        return Ok(bytes);
+    }
+    let code = compile()?.code;
+    if let Some(path) = path {
+        let _ = store(&path, &code);
+    }
+    Ok(code)
+}
+
+fn store(path: &std::path::Path, code: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().ok_or_else(|| std::io::Error::other("no parent"))?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, code)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_stable_and_separate_their_parts() {
+        assert_eq!(fnv1a(&[b"kiln"]), fnv1a(&[b"kiln"]));
+        assert_ne!(fnv1a(&[b"ab", b"c"]), fnv1a(&[b"a", b"bc"]));
+        // Pinned, so that a change of hash (which would orphan every cache entry) is deliberate.
+        assert_eq!(fnv1a(&[b""]), 0xaf64_724c_8602_eb6e);
+    }
+
+    #[test]
+    fn a_compiled_kernel_is_stored_and_reused() {
+        let dir = std::env::temp_dir().join(format!("kiln-cache-test-{}", std::process::id()));
+        let path = dir.join("x.cubin");
+        store(&path, b"cubin").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"cubin");
+        // No temporary file is left beside it.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,222 @@
+//! The fused overrides of `Backend`'s provided methods: the Adam update in one pass, softmax and
+//! log-softmax over rows, im2col and its adjoint, and max pooling's argmax. Each returns `None`
+//! for a case its kernel does not cover (an integer dtype, a shape the window does not fit), and
+//! kiln then composes the op as on any backend.
+#![allow(unsafe_code)]
+
+use crate::backend::CudaBackend;
+use crate::kernels;
+use crate::storage::{check_fits, CudaStorage};
+use cudarc::driver::{DeviceRepr, PushKernelArg};
+use kiln_tensor::{AdamStep, DType, Layout, Result, Shape, Window2d};
+
+/// `struct AdamArgs` of `optim.cu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct AdamArgs {
+    k: [f64; 8],
+    eps: f64,
+    decoupled: i32,
+    has_weight_decay: i32,
+}
+// SAFETY: plain old data with the C struct's layout (72 bytes of f64, then two i32).
+unsafe impl DeviceRepr for AdamArgs {}
+
+/// `struct Window` of `conv.cu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    n: u64,
+    c: u64,
+    h: u64,
+    w: u64,
+    kh: u64,
+    kw: u64,
+    oh: u64,
+    ow: u64,
+    sh: i64,
+    sw: i64,
+    ph: i64,
+    pw: i64,
+    dh: i64,
+    dw: i64,
+}
+// SAFETY: plain old data with the C struct's layout (fourteen 8-byte fields).
+unsafe impl DeviceRepr for Window {}
+
+impl Window {
+    /// The geometry for a contiguous `[N, C, H, W]` input, or `None` when the window does not
+    /// fit (kiln reports that error itself).
+    fn new(dims: [usize; 4], win: &Window2d) -> Option<Window> {
+        let (oh, ow) = win.output_size("conv", &Shape::new(dims)).ok()?;
+        let [n, c, h, w] = dims.map(|d| d as u64);
+        let i = |v: usize| v as i64;
+        Some(Window {
+            n,
+            c,
+            h,
+            w,
+            kh: win.kernel.0 as u64,
+            kw: win.kernel.1 as u64,
+            oh: oh as u64,
+            ow: ow as u64,
+            sh: i(win.stride.0.max(1)),
+            sw: i(win.stride.1.max(1)),
+            ph: i(win.padding.0),
+            pw: i(win.padding.1),
+            dh: i(win.dilation.0),
+            dw: i(win.dilation.1),
+        })
+    }
+
+    fn columns(&self) -> usize {
+        (self.n * self.c * self.kh * self.kw * self.oh * self.ow) as usize
+    }
+}
+
+fn dims4(layout: &Layout) -> Option<[usize; 4]> {
+    <[usize; 4]>::try_from(layout.dims()).ok()
+}
+
+pub(crate) fn adam_step(
+    dev: &CudaBackend,
+    step: &AdamStep,
+    inputs: [(&CudaStorage, &Layout); 4],
+) -> Result<Option<[CudaStorage; 3]>> {
+    const OP: &str = "adam_step";
+    let dtype = inputs[0].0.dtype;
+    let dims = inputs[0].1.dims();
+    if !dtype.is_float() || inputs.iter().any(|(s, l)| s.dtype != dtype || l.dims() != dims) {
+        return Ok(None);
+    }
+    let n = inputs[0].1.elem_count();
+    // The constants rounded to the storage dtype straight from f64, as the composed form's
+    // scalar operands are; the kernel's conversions of them are then exact.
+    let (k, eps) = step.prepare::<f64>();
+    let args = AdamArgs {
+        k: k.map(|v| dtype.round_f64(v)),
+        eps: dtype.round_f64(eps),
+        decoupled: i32::from(step.decoupled),
+        has_weight_decay: i32::from(step.weight_decay != 0.0),
+    };
+    let mut outs = [dev.alloc(OP, dtype, n)?, dev.alloc(OP, dtype, n)?, dev.alloc(OP, dtype, n)?];
+    if n == 0 {
+        return Ok(Some(outs));
+    }
+    let f = dev.function(&kernels::adam_kernel(dtype))?;
+    let mut tmps: [Option<CudaStorage>; 4] = Default::default();
+    let [t0, t1, t2, t3] = &mut tmps;
+    let p = dev.contiguous(OP, inputs[0].0, inputs[0].1, t0)?;
+    let g = dev.contiguous(OP, inputs[1].0, inputs[1].1, t1)?;
+    let m = dev.contiguous(OP, inputs[2].0, inputs[2].1, t2)?;
+    let v = dev.contiguous(OP, inputs[3].0, inputs[3].1, t3)?;
+    let n64 = n as u64;
+    let [po, mo, vo] = &mut outs;
+    let mut launch = dev.stream.launch_builder(&f);
+    launch.arg(&p).arg(&g).arg(&m).arg(&v).arg(&mut po.buf).arg(&mut mo.buf).arg(&mut vo.buf).arg(&args).arg(&n64);
+    // SAFETY: adam_T(p, g, m, v, p_out, m_out, v_out, AdamArgs, n) over n contiguous elements each.
+    unsafe { launch.launch(dev.grid(n)) }.map_err(|e| dev.driver_error(OP, e))?;
+    Ok(Some(outs))
+}
+
+pub(crate) fn softmax_last(
+    dev: &CudaBackend,
+    x: &CudaStorage,
+    layout: &Layout,
+    log: bool,
+) -> Result<Option<CudaStorage>> {
+    let op = if log { "log_softmax" } else { "softmax" };
+    if !x.dtype.is_float() {
+        return Ok(None);
+    }
+    let n = layout.elem_count();
+    let cols = layout.dims().last().copied().unwrap_or(1);
+    let mut out = dev.alloc(op, x.dtype, n)?;
+    if n == 0 {
+        return Ok(Some(out));
+    }
+    let rows = n / cols;
+    let f = dev.function(&kernels::softmax_kernel(log, x.dtype))?;
+    let mut tmp = None;
+    let input = dev.contiguous(op, x, layout, &mut tmp)?;
+    let (r, c) = (rows as u64, cols as u64);
+    let mut launch = dev.stream.launch_builder(&f);
+    launch.arg(&input).arg(&mut out.buf).arg(&r).arg(&c);
+    // SAFETY: softmax_T(in, out, rows, cols) over rows * cols contiguous elements, THREADS per block.
+    unsafe { launch.launch(dev.rows(rows)) }.map_err(|e| dev.driver_error(op, e))?;
+    Ok(Some(out))
+}
+
+/// Launches `family_T(input, out, Window)` over `out_len` outputs of `out_dtype`.
+fn window_kernel(
+    dev: &CudaBackend,
+    family: &'static str,
+    (x, layout): (&CudaStorage, &Layout),
+    g: Window,
+    out_dtype: DType,
+    out_len: usize,
+) -> Result<Option<CudaStorage>> {
+    if !x.dtype.is_float() {
+        return Ok(None);
+    }
+    check_fits(family, x, layout)?;
+    let mut out = dev.alloc(family, out_dtype, out_len)?;
+    if out_len == 0 {
+        return Ok(Some(out));
+    }
+    let f = dev.function(&kernels::conv_kernel(family, x.dtype))?;
+    let mut tmp = None;
+    let input = dev.contiguous(family, x, layout, &mut tmp)?;
+    let mut launch = dev.stream.launch_builder(&f);
+    launch.arg(&input).arg(&mut out.buf).arg(&g);
+    // SAFETY: family_T(const T* in, out, Window): the input holds the window's whole input (or
+    // columns) contiguously, and `out` its out_len outputs.
+    unsafe { launch.launch(dev.grid(out_len)) }.map_err(|e| dev.driver_error(family, e))?;
+    Ok(Some(out))
+}
+
+pub(crate) fn im2col(
+    dev: &CudaBackend,
+    x: &CudaStorage,
+    layout: &Layout,
+    win: &Window2d,
+) -> Result<Option<CudaStorage>> {
+    let Some(g) = dims4(layout).and_then(|d| Window::new(d, win)) else { return Ok(None) };
+    window_kernel(dev, "im2col", (x, layout), g, x.dtype, g.columns())
+}
+
+pub(crate) fn col2im(
+    dev: &CudaBackend,
+    cols: &CudaStorage,
+    layout: &Layout,
+    input_dims: [usize; 4],
+    win: &Window2d,
+) -> Result<Option<CudaStorage>> {
+    let Some(g) = Window::new(input_dims, win) else { return Ok(None) };
+    if layout.elem_count() != g.columns() {
+        return Ok(None);
+    }
+    window_kernel(dev, "col2im", (cols, layout), g, cols.dtype, input_dims.iter().product())
+}
+
+pub(crate) fn max_pool2d_indices(
+    dev: &CudaBackend,
+    x: &CudaStorage,
+    layout: &Layout,
+    win: &Window2d,
+) -> Result<Option<CudaStorage>> {
+    let Some(g) = dims4(layout).and_then(|d| Window::new(d, win)) else { return Ok(None) };
+    let len = (g.n * g.c * g.oh * g.ow) as usize;
+    window_kernel(dev, "max_pool2d_indices", (x, layout), g, DType::I64, len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_argument_structs_match_their_c_sizes() {
+        assert_eq!(std::mem::size_of::<AdamArgs>(), 80);
+        assert_eq!(std::mem::size_of::<Window>(), 112);
+    }
+}

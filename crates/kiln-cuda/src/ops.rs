@@ -1,0 +1,321 @@
+//! `impl Backend for CudaBackend`: each op checks what a kernel cannot (shapes, dtypes, views
+//! inside their storage), names its kernel with `kernels::*`, and launches it on the stream.
+//! Matmul is in `matmul.rs`, indexing in `indexing.rs`, the fused overrides in `fused.rs`.
+//! Convolutions keep the trait's default: kiln composes them from [`Backend::im2col`] (a kernel
+//! here) and cuBLAS matmuls.
+#![allow(unsafe_code)]
+
+use crate::backend::CudaBackend;
+use crate::kernels;
+use crate::storage::{check_fits, host_from_bytes, CudaStorage, Scalar, Strided};
+use cudarc::driver::{CudaView, PushKernelArg};
+use kiln_tensor::backend::unsupported;
+use kiln_tensor::{AdamStep, Backend, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d};
+
+const FLOATS: &str = "f32, f64, f16, bf16";
+
+fn same_shapes(op: &'static str, a: &Layout, b: &Layout) -> Result<()> {
+    if a.dims() == b.dims() {
+        Ok(())
+    } else {
+        Err(Error::shape_mismatch(op, a.shape(), b.shape()))
+    }
+}
+
+fn same_dtypes(op: &'static str, a: DType, b: DType) -> Result<()> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(Error::DTypeMismatch { op, lhs: a, rhs: b, shapes: String::new() })
+    }
+}
+
+impl CudaBackend {
+    /// `s` viewed through `layout` as one contiguous run: a view into `s` when the layout is
+    /// contiguous already, else a copy made into `tmp`.
+    pub(crate) fn contiguous<'a>(
+        &self,
+        op: &'static str,
+        s: &'a CudaStorage,
+        layout: &Layout,
+        tmp: &'a mut Option<CudaStorage>,
+    ) -> Result<CudaView<'a, u8>> {
+        check_fits(op, s, layout)?;
+        let size = s.dtype.size_in_bytes();
+        if let Some((start, _)) = layout.contiguous_range() {
+            return Ok(s.buf.slice(start * size..));
+        }
+        let copy = tmp.insert(self.make_contiguous(op, s, layout)?);
+        Ok(copy.buf.slice(..))
+    }
+
+    /// A contiguous copy of the elements of `layout`.
+    pub(crate) fn make_contiguous(&self, op: &'static str, s: &CudaStorage, layout: &Layout) -> Result<CudaStorage> {
+        let n = layout.elem_count();
+        let mut out = self.alloc(op, s.dtype, n)?;
+        self.copy_strided(s, layout, &mut out, &Layout::contiguous(layout.shape().clone()))?;
+        Ok(out)
+    }
+
+    /// Launches an element-wise kernel `name(in..., out, n)` over `n` outputs, each input a
+    /// `(storage, layout)` pair passed as pointer and collapsed view.
+    fn elementwise(
+        &self,
+        op: &'static str,
+        name: &str,
+        inputs: &[(&CudaStorage, &Layout)],
+        out_dtype: DType,
+    ) -> Result<CudaStorage> {
+        let n = inputs.first().map_or(0, |(_, l)| l.elem_count());
+        let mut out = self.alloc(op, out_dtype, n)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        let f = self.function(name)?;
+        let views = inputs
+            .iter()
+            .map(|(s, l)| {
+                check_fits(op, s, l)?;
+                Strided::collapsed(op, l)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let n64 = n as u64;
+        let mut launch = self.stream.launch_builder(&f);
+        for ((s, _), view) in inputs.iter().zip(&views) {
+            launch.arg(&s.buf).arg(view);
+        }
+        launch.arg(&mut out.buf).arg(&n64);
+        // SAFETY: the argument list matches the kernel's signature (pointer and Strided per input,
+        // output pointer, count); every view was checked to lie inside its storage and the output
+        // holds `n` elements.
+        unsafe { launch.launch(self.grid(n)) }.map_err(|e| self.driver_error(op, e))?;
+        Ok(out)
+    }
+}
+
+impl kiln_tensor::Backend for CudaBackend {
+    type Storage = CudaStorage;
+
+    fn location(&self) -> String {
+        format!("cuda:{}", self.info.ordinal)
+    }
+
+    fn upload(&self, data: &HostData) -> Result<CudaStorage> {
+        let mut out = self.alloc("upload", data.dtype(), data.len())?;
+        if !data.is_empty() {
+            self.stream.memcpy_htod(data.as_bytes(), &mut out.buf).map_err(|e| self.driver_error("upload", e))?;
+        }
+        Ok(out)
+    }
+
+    fn download(&self, s: &CudaStorage, layout: &Layout) -> Result<HostData> {
+        let n = layout.elem_count();
+        let size = s.dtype.size_in_bytes();
+        let mut bytes = vec![0u8; n * size];
+        if n > 0 {
+            let mut tmp = None;
+            let view = self.contiguous("download", s, layout, &mut tmp)?;
+            self.stream
+                .memcpy_dtoh(&view.slice(..n * size), &mut bytes)
+                .map_err(|e| self.driver_error("download", e))?;
+        }
+        self.sync("download")?;
+        Ok(host_from_bytes(s.dtype, &bytes))
+    }
+
+    fn fill(&self, len: usize, dtype: DType, value: f64) -> Result<CudaStorage> {
+        let mut out = self.alloc("fill", dtype, len)?;
+        if len > 0 {
+            let f = self.function(&kernels::fill_kernel(dtype))?;
+            let (value, n) = (Scalar::new(dtype, value), len as u64);
+            let mut launch = self.stream.launch_builder(&f);
+            launch.arg(&mut out.buf).arg(&value).arg(&n);
+            // SAFETY: fill_T(T* out, T value, u64 n) over the `len` elements just allocated.
+            unsafe { launch.launch(self.grid(len)) }.map_err(|e| self.driver_error("fill", e))?;
+        }
+        Ok(out)
+    }
+
+    fn copy_strided(&self, src: &CudaStorage, sl: &Layout, dst: &mut CudaStorage, dl: &Layout) -> Result<()> {
+        same_shapes("copy_strided", sl, dl)?;
+        same_dtypes("copy_strided", src.dtype, dst.dtype)?;
+        check_fits("copy_strided", src, sl)?;
+        check_fits("copy_strided", dst, dl)?;
+        let n = sl.elem_count();
+        if n == 0 {
+            return Ok(());
+        }
+        let f = self.function(&kernels::copy_kernel(src.dtype))?;
+        let (vs, vd, n64) =
+            (Strided::collapsed("copy_strided", sl)?, Strided::collapsed("copy_strided", dl)?, n as u64);
+        let mut launch = self.stream.launch_builder(&f);
+        launch.arg(&src.buf).arg(&vs).arg(&mut dst.buf).arg(&vd).arg(&n64);
+        // SAFETY: copy_T(src, Strided, dst, Strided, n); both views were checked against their storage.
+        unsafe { launch.launch(self.grid(n)) }.map_err(|e| self.driver_error("copy_strided", e))?;
+        Ok(())
+    }
+
+    fn cast(&self, s: &CudaStorage, layout: &Layout, dtype: DType) -> Result<CudaStorage> {
+        if s.dtype == dtype {
+            check_fits("cast", s, layout)?;
+            return self.make_contiguous("cast", s, layout);
+        }
+        self.elementwise("cast", &kernels::cast_kernel(s.dtype, dtype), &[(s, layout)], dtype)
+    }
+
+    fn unary(&self, op: UnaryOp, s: &CudaStorage, layout: &Layout) -> Result<CudaStorage> {
+        if !s.dtype.is_float() {
+            return Err(unsupported(op.name(), s.dtype, FLOATS));
+        }
+        self.elementwise(op.name(), &kernels::unary_kernel(op, s.dtype), &[(s, layout)], s.dtype)
+    }
+
+    fn binary(&self, op: BinaryOp, a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout) -> Result<CudaStorage> {
+        let dtype = a.dtype;
+        same_shapes(op.name(), la, lb)?;
+        same_dtypes(op.name(), dtype, b.dtype)?;
+        if dtype.is_int() && !op.supports_int() {
+            return Err(unsupported(op.name(), dtype, FLOATS));
+        }
+        // A kernel cannot raise an error; integer division checks its divisor on the host.
+        if dtype.is_int() && op == BinaryOp::Div && self.download(b, lb)?.to_f64_vec().contains(&0.0) {
+            return Err(Error::invalid("div", format!("integer division by zero ({dtype} tensor)")));
+        }
+        let out = if op.is_comparison() { DType::U8 } else { dtype };
+        self.elementwise(op.name(), &kernels::binary_kernel(op, dtype), &[(a, la), (b, lb)], out)
+    }
+
+    fn where_cond(
+        &self,
+        cond: &CudaStorage,
+        cl: &Layout,
+        on_true: &CudaStorage,
+        tl: &Layout,
+        on_false: &CudaStorage,
+        fl: &Layout,
+    ) -> Result<CudaStorage> {
+        same_shapes("where_cond", cl, tl)?;
+        same_shapes("where_cond", cl, fl)?;
+        if cond.dtype != DType::U8 {
+            return Err(unsupported("where_cond", cond.dtype, "u8 masks"));
+        }
+        same_dtypes("where_cond", on_true.dtype, on_false.dtype)?;
+        let name = kernels::where_kernel(on_true.dtype);
+        self.elementwise("where_cond", &name, &[(cond, cl), (on_true, tl), (on_false, fl)], on_true.dtype)
+    }
+
+    fn reduce(&self, op: ReduceOp, s: &CudaStorage, layout: &Layout, dims: &[usize]) -> Result<CudaStorage> {
+        let rank = layout.dims().len();
+        if dims.iter().any(|&d| d >= rank) || (op.is_arg() && dims.len() != 1) {
+            return Err(Error::invalid(op.name(), format!("cannot reduce dims {dims:?} of {}", layout.shape())));
+        }
+        // The reduced dims last: each output then reduces one contiguous row.
+        let perm: Vec<usize> = (0..rank).filter(|d| !dims.contains(d)).chain(dims.iter().copied()).collect();
+        let permuted = layout.permute(op.name(), &perm)?;
+        let cols: usize = dims.iter().map(|&d| layout.dims()[d]).product();
+        let rows: usize = (0..rank).filter(|d| !dims.contains(d)).map(|d| layout.dims()[d]).product();
+        if cols == 0 && op != ReduceOp::Sum && rows > 0 {
+            return Err(Error::invalid(
+                op.name(),
+                format!("{} over an empty set (dims {dims:?} of {})", op.name(), layout.shape()),
+            ));
+        }
+        let out_dtype = match op {
+            ReduceOp::ArgMax | ReduceOp::ArgMin => DType::I64,
+            ReduceOp::Sum if s.dtype.is_int() => DType::I64,
+            _ => s.dtype,
+        };
+        let mut out = self.alloc(op.name(), out_dtype, rows)?;
+        if rows == 0 {
+            return Ok(out);
+        }
+        if cols == 0 {
+            return self.fill(rows, out_dtype, 0.0);
+        }
+        let f = self.function(&kernels::reduce_kernel(op, s.dtype))?;
+        let mut tmp = None;
+        let x = self.contiguous(op.name(), s, &permuted, &mut tmp)?;
+        let (r, c) = (rows as u64, cols as u64);
+        let mut launch = self.stream.launch_builder(&f);
+        launch.arg(&x).arg(&mut out.buf).arg(&r).arg(&c);
+        // SAFETY: reduce_op_T(in, out, rows, cols) with `in` holding rows * cols contiguous
+        // elements and `out` rows; the kernel needs exactly THREADS threads per block.
+        unsafe { launch.launch(self.rows(rows)) }.map_err(|e| self.driver_error(op.name(), e))?;
+        Ok(out)
+    }
+
+    fn matmul(&self, a: &CudaStorage, la: &Layout, b: &CudaStorage, lb: &Layout) -> Result<CudaStorage> {
+        crate::matmul::matmul(self, (a, la), (b, lb))
+    }
+
+    fn gather(
+        &self,
+        s: &CudaStorage,
+        sl: &Layout,
+        index: &CudaStorage,
+        il: &Layout,
+        dim: usize,
+    ) -> Result<CudaStorage> {
+        crate::indexing::gather(self, (s, sl), (index, il), dim)
+    }
+
+    fn scatter_add(
+        &self,
+        dst: &mut CudaStorage,
+        dl: &Layout,
+        index: &CudaStorage,
+        il: &Layout,
+        src: &CudaStorage,
+        sl: &Layout,
+        dim: usize,
+    ) -> Result<()> {
+        crate::indexing::scatter_add(self, (dst, dl), (index, il), (src, sl), dim)
+    }
+
+    fn index_select(
+        &self,
+        s: &CudaStorage,
+        sl: &Layout,
+        ids: &CudaStorage,
+        il: &Layout,
+        dim: usize,
+    ) -> Result<CudaStorage> {
+        crate::indexing::index_select(self, (s, sl), (ids, il), dim)
+    }
+
+    // ---- fused overrides ----
+
+    fn adam_step(&self, step: &AdamStep, inputs: [(&CudaStorage, &Layout); 4]) -> Result<Option<[CudaStorage; 3]>> {
+        crate::fused::adam_step(self, step, inputs)
+    }
+
+    fn softmax_last(&self, x: &CudaStorage, layout: &Layout, log: bool) -> Result<Option<CudaStorage>> {
+        crate::fused::softmax_last(self, x, layout, log)
+    }
+
+    fn im2col(&self, x: &CudaStorage, layout: &Layout, win: &Window2d) -> Result<Option<CudaStorage>> {
+        crate::fused::im2col(self, x, layout, win)
+    }
+
+    fn col2im(
+        &self,
+        cols: &CudaStorage,
+        layout: &Layout,
+        input_dims: [usize; 4],
+        win: &Window2d,
+    ) -> Result<Option<CudaStorage>> {
+        crate::fused::col2im(self, cols, layout, input_dims, win)
+    }
+
+    fn max_pool2d_indices(&self, x: &CudaStorage, layout: &Layout, win: &Window2d) -> Result<Option<CudaStorage>> {
+        crate::fused::max_pool2d_indices(self, x, layout, win)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.sync("synchronize")
+    }
+
+    fn storage_dtype(&self, storage: &CudaStorage) -> Option<DType> {
+        Some(storage.dtype)
+    }
+}
