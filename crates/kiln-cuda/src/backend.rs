@@ -9,7 +9,9 @@
 
 use crate::storage::CudaStorage;
 use crate::{cache, driver, kernels, nvrtc};
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DriverError, LaunchConfig};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, DriverError, LaunchConfig,
+};
 use kiln_tensor::{DType, Error, Result};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,18 +124,33 @@ impl CudaBackend {
     }
 
     /// The kernel `name`, compiling (or loading from the disk cache) its file on first use.
-    pub(crate) fn function(&self, name: &str) -> Result<CudaFunction> {
+    fn function(&self, kernel: &'static kernels::Kernel) -> Result<CudaFunction> {
+        let name = kernel.name.as_str();
         if let Some(f) = self.functions.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
             return Ok(f.clone());
         }
-        let file = kernels::file_of(name)
-            .ok_or_else(|| cuda_error(format!("no kernel named {name} (kiln-cuda's kernel table is out of date)")))?;
-        let module = self.module(file)?;
+        let module = self.module(kernel.file)?;
         let f = module.load_function(name).map_err(|e| {
-            cuda_error(format!("kernel {name} is not in {file} as compiled for {}: {}", self.arch, describe(&e)))
+            cuda_error(format!("kernel {name} is not in {} as compiled for {}: {}", kernel.file, self.arch, describe(&e)))
         })?;
         self.functions.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), f.clone());
         Ok(f)
+    }
+
+    /// Starts a launch of the kernel `name`: push its arguments in order, then [`Launch::run`].
+    pub(crate) fn launch(&self, op: &'static str, name: &str) -> Result<Launch<'_>> {
+        let kernel = kernels::lookup(name)
+            .ok_or_else(|| cuda_error(format!("{op}: no kernel named {name} (kiln-cuda's kernel table is out of date)")))?;
+        Ok(Launch {
+            dev: self,
+            op,
+            kernel,
+            function: self.function(kernel)?,
+            addresses: Vec::new(),
+            args: Vec::new(),
+            sizes: Vec::new(),
+            _borrows: std::marker::PhantomData,
+        })
     }
 
     fn module(&self, file: &'static str) -> Result<Arc<CudaModule>> {
@@ -177,6 +194,92 @@ impl CudaBackend {
     /// Waits for the stream: the point where asynchronous kernel faults surface.
     pub(crate) fn sync(&self, op: &'static str) -> Result<()> {
         self.stream.synchronize().map_err(|e| self.driver_error(op, e))
+    }
+}
+
+/// One kernel launch being assembled. Each argument's byte size is recorded, and [`Launch::run`]
+/// refuses to launch unless they match the kernel's parameters in `kernels::expected` (which
+/// `cargo xtask kernels` checks against the compiled PTX): a wrong argument list is an error
+/// naming the kernel, never a kernel reading garbage.
+pub(crate) struct Launch<'a> {
+    dev: &'a CudaBackend,
+    op: &'static str,
+    kernel: &'static kernels::Kernel,
+    function: CudaFunction,
+    /// The device addresses of the buffer arguments (the driver reads each through a pointer).
+    addresses: Vec<u64>,
+    args: Vec<Arg>,
+    sizes: Vec<usize>,
+    /// Buffers and values must outlive the launch.
+    _borrows: std::marker::PhantomData<&'a ()>,
+}
+
+enum Arg {
+    /// Index into `addresses`.
+    Buffer(usize),
+    /// A value's bytes, borrowed for `'a`.
+    Value(*mut std::ffi::c_void),
+}
+
+impl<'a> Launch<'a> {
+    /// A device buffer (or a view into one) the kernel reads.
+    pub(crate) fn buf<T>(&mut self, buffer: &'a impl DevicePtr<T>) -> &mut Self {
+        // With one stream and event tracking off, the guard records nothing and may go.
+        let (address, _guard) = buffer.device_ptr(&self.dev.stream);
+        self.address(address)
+    }
+
+    /// A device buffer the kernel writes.
+    pub(crate) fn buf_mut<T>(&mut self, buffer: &'a mut impl DevicePtrMut<T>) -> &mut Self {
+        let (address, _guard) = buffer.device_ptr_mut(&self.dev.stream);
+        self.address(address)
+    }
+
+    fn address(&mut self, address: u64) -> &mut Self {
+        self.args.push(Arg::Buffer(self.addresses.len()));
+        self.addresses.push(address);
+        self.sizes.push(std::mem::size_of::<u64>());
+        self
+    }
+
+    /// A scalar or struct passed by value.
+    pub(crate) fn value<T: DeviceRepr>(&mut self, v: &'a T) -> &mut Self {
+        self.sizes.push(std::mem::size_of::<T>());
+        self.args.push(Arg::Value((v as *const T).cast_mut().cast()));
+        self
+    }
+
+    /// Checks the arguments against the kernel's parameters and launches it with `cfg`.
+    pub(crate) fn run(&mut self, cfg: LaunchConfig) -> Result<()> {
+        if self.sizes != self.kernel.params {
+            return Err(cuda_error(format!(
+                "{}: kernel {} takes parameters of {:?} bytes but was given {:?} (a bug in kiln-cuda)",
+                self.op, self.kernel.name, self.kernel.params, self.sizes
+            )));
+        }
+        self.dev.stream.context().bind_to_thread().map_err(|e| self.dev.driver_error(self.op, e))?;
+        let mut raw: Vec<*mut std::ffi::c_void> = self
+            .args
+            .iter()
+            .map(|a| match a {
+                Arg::Buffer(i) => (&self.addresses[*i] as *const u64).cast_mut().cast(),
+                Arg::Value(p) => *p,
+            })
+            .collect();
+        // SAFETY: the argument count and sizes match the kernel's parameters (checked above);
+        // every buffer is a live allocation of this context whose extent the op checked against
+        // the views it passes; the addresses and values outlive this call, which copies them.
+        let launched = unsafe {
+            cudarc::driver::result::launch_kernel(
+                self.function.cu_function(),
+                cfg.grid_dim,
+                cfg.block_dim,
+                cfg.shared_mem_bytes,
+                self.dev.stream.cu_stream(),
+                &mut raw,
+            )
+        };
+        launched.map_err(|e| self.dev.driver_error(self.op, e))
     }
 }
 

@@ -1,6 +1,11 @@
 //! The on-disk cache of compiled kernels: a CUBIN per (source, NVRTC version, architecture,
 //! options), so that only the first run on a machine pays NVRTC's compile time.
 //!
+//! A GPU host without NVRTC can load prebuilt CUBINs instead: `cargo xtask kernels` writes the
+//! sm_90 ones to `target/kernels/prebuilt/`, named by [`prebuilt_name`]; point
+//! `$KILN_CUDA_KERNEL_DIR` at such a folder (the GPU bundle does). They are used only when NVRTC
+//! is missing, and only for the exact source and architecture they were built from.
+//!
 //! The directory is `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`, with
 //! the files under `kernels/`. A cache that cannot be read or written is skipped, never an
 //! error: it only saves time. Entries are written to a temporary name and renamed, so a run
@@ -41,9 +46,27 @@ fn entry(source: &str, file: &str, arch: &str) -> Option<PathBuf> {
     Some(dir()?.join(format!("{stem}-{arch}-{key:016x}.cubin")))
 }
 
+/// The file name of a prebuilt CUBIN of `file` for `arch` (`sm_90`), keyed by the source and
+/// options but not the NVRTC version (the host that loads it has none).
+pub fn prebuilt_name(source: &str, file: &str, arch: &str) -> String {
+    let key = fnv1a(&[source.as_bytes(), arch.as_bytes(), nvrtc::OPTIONS_KEY.as_bytes()]);
+    format!("{}-{arch}-{key:016x}.cubin", file.trim_end_matches(".cu"))
+}
+
 /// The CUBIN of `file` for `arch`: from the cache when present, else from `compile`, which is
-/// then stored.
+/// then stored. Without NVRTC, from `$KILN_CUDA_KERNEL_DIR`'s prebuilt CUBINs.
 pub fn cubin(source: &str, file: &str, arch: &str, compile: impl FnOnce() -> Result<Compiled>) -> Result<Vec<u8>> {
+    if let Err(no_nvrtc) = nvrtc::load() {
+        let Some(dir) = std::env::var_os("KILN_CUDA_KERNEL_DIR").map(PathBuf::from) else { return Err(no_nvrtc) };
+        let path = dir.join(prebuilt_name(source, file, arch));
+        let why = match no_nvrtc {
+            kiln_tensor::Error::Backend { msg, .. } => msg,
+            other => other.to_string(),
+        };
+        return std::fs::read(&path).map_err(|e| {
+            crate::backend::cuda_error(format!("{why}; and no prebuilt kernels for {arch} either ({}: {e})", path.display()))
+        });
+    }
     let path = entry(source, file, arch);
     if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()).filter(|b| !b.is_empty()) {
         return Ok(bytes);

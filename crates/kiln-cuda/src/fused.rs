@@ -7,7 +7,7 @@
 use crate::backend::CudaBackend;
 use crate::kernels;
 use crate::storage::{check_fits, CudaStorage};
-use cudarc::driver::{DeviceRepr, PushKernelArg};
+use cudarc::driver::DeviceRepr;
 use kiln_tensor::{AdamStep, DType, Layout, Result, Shape, Window2d};
 
 /// `struct AdamArgs` of `optim.cu`.
@@ -103,7 +103,6 @@ pub(crate) fn adam_step(
     if n == 0 {
         return Ok(Some(outs));
     }
-    let f = dev.function(&kernels::adam_kernel(dtype))?;
     let mut tmps: [Option<CudaStorage>; 4] = Default::default();
     let [t0, t1, t2, t3] = &mut tmps;
     let p = dev.contiguous(OP, inputs[0].0, inputs[0].1, t0)?;
@@ -112,10 +111,9 @@ pub(crate) fn adam_step(
     let v = dev.contiguous(OP, inputs[3].0, inputs[3].1, t3)?;
     let n64 = n as u64;
     let [po, mo, vo] = &mut outs;
-    let mut launch = dev.stream.launch_builder(&f);
-    launch.arg(&p).arg(&g).arg(&m).arg(&v).arg(&mut po.buf).arg(&mut mo.buf).arg(&mut vo.buf).arg(&args).arg(&n64);
-    // SAFETY: adam_T(p, g, m, v, p_out, m_out, v_out, AdamArgs, n) over n contiguous elements each.
-    unsafe { launch.launch(dev.grid(n)) }.map_err(|e| dev.driver_error(OP, e))?;
+    let mut launch = dev.launch(OP, &kernels::adam_kernel(dtype))?;
+    launch.buf(&p).buf(&g).buf(&m).buf(&v).buf_mut(&mut po.buf).buf_mut(&mut mo.buf).buf_mut(&mut vo.buf);
+    launch.value(&args).value(&n64).run(dev.grid(n))?;
     Ok(Some(outs))
 }
 
@@ -136,14 +134,11 @@ pub(crate) fn softmax_last(
         return Ok(Some(out));
     }
     let rows = n / cols;
-    let f = dev.function(&kernels::softmax_kernel(log, x.dtype))?;
     let mut tmp = None;
     let input = dev.contiguous(op, x, layout, &mut tmp)?;
     let (r, c) = (rows as u64, cols as u64);
-    let mut launch = dev.stream.launch_builder(&f);
-    launch.arg(&input).arg(&mut out.buf).arg(&r).arg(&c);
-    // SAFETY: softmax_T(in, out, rows, cols) over rows * cols contiguous elements, THREADS per block.
-    unsafe { launch.launch(dev.rows(rows)) }.map_err(|e| dev.driver_error(op, e))?;
+    let mut launch = dev.launch(op, &kernels::softmax_kernel(log, x.dtype))?;
+    launch.buf(&input).buf_mut(&mut out.buf).value(&r).value(&c).run(dev.rows(rows))?;
     Ok(Some(out))
 }
 
@@ -164,14 +159,10 @@ fn window_kernel(
     if out_len == 0 {
         return Ok(Some(out));
     }
-    let f = dev.function(&kernels::conv_kernel(family, x.dtype))?;
     let mut tmp = None;
     let input = dev.contiguous(family, x, layout, &mut tmp)?;
-    let mut launch = dev.stream.launch_builder(&f);
-    launch.arg(&input).arg(&mut out.buf).arg(&g);
-    // SAFETY: family_T(const T* in, out, Window): the input holds the window's whole input (or
-    // columns) contiguously, and `out` its out_len outputs.
-    unsafe { launch.launch(dev.grid(out_len)) }.map_err(|e| dev.driver_error(family, e))?;
+    let mut launch = dev.launch(family, &kernels::conv_kernel(family, x.dtype))?;
+    launch.buf(&input).buf_mut(&mut out.buf).value(&g).run(dev.grid(out_len))?;
     Ok(Some(out))
 }
 

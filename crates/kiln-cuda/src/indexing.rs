@@ -7,7 +7,7 @@
 use crate::backend::CudaBackend;
 use crate::kernels::indexing_kernel;
 use crate::storage::{check_fits, CudaStorage, Strided};
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::CudaSlice;
 use kiln_tensor::backend::unsupported;
 use kiln_tensor::{Backend, DType, Error, Layout, Result};
 
@@ -73,14 +73,12 @@ pub(crate) fn gather(
     if n == 0 {
         return Ok(out);
     }
-    let f = dev.function(&indexing_kernel(OP, s.dtype, index.dtype))?;
     let bad = dev.bad_flag(OP)?;
     let (vs, vi, d, n64) = (Strided::exact(OP, sl)?, Strided::exact(OP, il)?, dim as u32, n as u64);
-    let mut launch = dev.stream.launch_builder(&f);
-    launch.arg(&s.buf).arg(&vs).arg(&index.buf).arg(&vi).arg(&d).arg(&mut out.buf).arg(&n64).arg(&bad);
-    // SAFETY: gather_T_I(src, Strided, index, Strided, dim, out, n, bad); views checked, `out`
-    // holds n elements, every index is range-checked in the kernel before it is used.
-    unsafe { launch.launch(dev.grid(n)) }.map_err(|e| dev.driver_error(OP, e))?;
+    // Every index is range-checked in the kernel before it is used.
+    let mut launch = dev.launch(OP, &indexing_kernel(OP, s.dtype, index.dtype))?;
+    launch.buf(&s.buf).value(&vs).buf(&index.buf).value(&vi).value(&d);
+    launch.buf_mut(&mut out.buf).value(&n64).buf(&bad).run(dev.grid(n))?;
     match dev.flagged(OP, &bad)? {
         Some(pos) => Err(dev.out_of_range(OP, index, il, pos, sl, dim)),
         None => Ok(out),
@@ -108,14 +106,12 @@ pub(crate) fn index_select(
     if n == 0 {
         return Ok(out);
     }
-    let f = dev.function(&indexing_kernel(OP, s.dtype, ids.dtype))?;
     let bad = dev.bad_flag(OP)?;
     let (vs, vi, vo) = (Strided::exact(OP, sl)?, Strided::exact(OP, il)?, Strided::exact(OP, &lo)?);
     let (d, n64) = (dim as u32, n as u64);
-    let mut launch = dev.stream.launch_builder(&f);
-    launch.arg(&s.buf).arg(&vs).arg(&ids.buf).arg(&vi).arg(&vo).arg(&d).arg(&mut out.buf).arg(&n64).arg(&bad);
-    // SAFETY: index_select_T_I(src, Strided, ids, Strided, out shape, dim, out, n, bad); as gather.
-    unsafe { launch.launch(dev.grid(n)) }.map_err(|e| dev.driver_error(OP, e))?;
+    let mut launch = dev.launch(OP, &indexing_kernel(OP, s.dtype, ids.dtype))?;
+    launch.buf(&s.buf).value(&vs).buf(&ids.buf).value(&vi).value(&vo).value(&d);
+    launch.buf_mut(&mut out.buf).value(&n64).buf(&bad).run(dev.grid(n))?;
     match dev.flagged(OP, &bad)? {
         Some(pos) => {
             // Output element `pos` read id number (pos / inner) % ids.len().
@@ -153,14 +149,12 @@ pub(crate) fn scatter_add(
     if n == 0 {
         return Ok(());
     }
-    let f = dev.function(&indexing_kernel(OP, dst.dtype, index.dtype))?;
     let bad = dev.bad_flag(OP)?;
     let (vd, vi, vs) = (Strided::exact(OP, dl)?, Strided::exact(OP, il)?, Strided::exact(OP, sl)?);
     let (d, n64) = (dim as u32, n as u64);
-    let mut launch = dev.stream.launch_builder(&f);
-    launch.arg(&mut dst.buf).arg(&vd).arg(&index.buf).arg(&vi).arg(&src.buf).arg(&vs).arg(&d).arg(&n64).arg(&bad);
-    // SAFETY: scatter_add_T_I(dst, Strided, index, Strided, src, Strided, dim, n, bad); as gather.
-    unsafe { launch.launch(dev.grid(n)) }.map_err(|e| dev.driver_error(OP, e))?;
+    let mut launch = dev.launch(OP, &indexing_kernel(OP, dst.dtype, index.dtype))?;
+    launch.buf_mut(&mut dst.buf).value(&vd).buf(&index.buf).value(&vi).buf(&src.buf).value(&vs);
+    launch.value(&d).value(&n64).buf(&bad).run(dev.grid(n))?;
     match dev.flagged(OP, &bad)? {
         Some(pos) => Err(dev.out_of_range(OP, index, il, pos, dl, dim)),
         None => Ok(()),

@@ -95,42 +95,81 @@ pub fn conv_kernel(family: &str, dtype: DType) -> String {
     format!("{family}_{}", dtype.as_str())
 }
 
-/// The file under `kernels/` that defines `kernel` (one of [`expected`]'s names).
-pub fn file_of(kernel: &str) -> Option<&'static str> {
-    static MAP: std::sync::OnceLock<std::collections::HashMap<String, &'static str>> = std::sync::OnceLock::new();
-    MAP.get_or_init(|| expected().into_iter().map(|(file, name)| (name, file)).collect()).get(kernel).copied()
+/// One kernel the backend launches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    /// The file under `kernels/` that defines it.
+    pub file: &'static str,
+    /// Its `extern "C"` name.
+    pub name: String,
+    /// The byte size of each parameter, in order: what the backend passes at launch (checked
+    /// before every launch) and what `cargo xtask kernels` checks against the compiled PTX.
+    pub params: Vec<usize>,
+}
+
+/// The kernel named `name`, if the backend has one.
+pub fn lookup(name: &str) -> Option<&'static Kernel> {
+    static MAP: std::sync::OnceLock<std::collections::HashMap<String, Kernel>> = std::sync::OnceLock::new();
+    MAP.get_or_init(|| expected().into_iter().map(|k| (k.name.clone(), k)).collect()).get(name)
 }
 
 const REDUCE_OPS: [ReduceOp; 5] = [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min, ReduceOp::ArgMax, ReduceOp::ArgMin];
 
-/// Every kernel the backend launches, with the file that defines it.
-pub fn expected() -> Vec<(&'static str, String)> {
+/// Parameter sizes: a device pointer, a `Strided` view, a `u64` count, a `u32` dim.
+const P: usize = 8;
+const VIEW: usize = 144;
+const N: usize = 8;
+const DIM: usize = 4;
+/// `AdamArgs` of `optim.cu` and `Window` of `conv.cu`.
+const ADAM_ARGS: usize = 80;
+const WINDOW: usize = 112;
+
+/// Every kernel the backend launches, with its file and parameters.
+pub fn expected() -> Vec<Kernel> {
     let mut out = Vec::new();
+    let mut add = |file: &'static str, name: String, params: &[usize]| {
+        out.push(Kernel { file, name, params: params.to_vec() });
+    };
     for dtype in FLOATS {
-        out.extend(UnaryOp::ALL.iter().map(|&op| ("unary.cu", unary_kernel(op, dtype))));
-        out.extend(BinaryOp::ALL.iter().map(|&op| ("binary.cu", binary_kernel(op, dtype))));
+        for op in UnaryOp::ALL {
+            add("unary.cu", unary_kernel(op, dtype), &[P, VIEW, P, N]);
+        }
+        for op in BinaryOp::ALL {
+            add("binary.cu", binary_kernel(op, dtype), &[P, VIEW, P, VIEW, P, N]);
+        }
     }
     for dtype in INTS {
-        let int_ops = BinaryOp::ALL.iter().filter(|op| op.supports_int());
-        out.extend(int_ops.map(|&op| ("binary.cu", binary_kernel(op, dtype))));
+        for &op in BinaryOp::ALL.iter().filter(|op| op.supports_int()) {
+            add("binary.cu", binary_kernel(op, dtype), &[P, VIEW, P, VIEW, P, N]);
+        }
     }
     for dtype in DType::ALL {
-        out.extend([copy_kernel(dtype), fill_kernel(dtype), where_kernel(dtype)].map(|k| ("memory.cu", k)));
-        out.extend(DType::ALL.iter().map(|&to| ("memory.cu", cast_kernel(dtype, to))));
-        out.extend(REDUCE_OPS.iter().map(|&op| ("reduce.cu", reduce_kernel(op, dtype))));
+        add("memory.cu", copy_kernel(dtype), &[P, VIEW, P, VIEW, N]);
+        add("memory.cu", fill_kernel(dtype), &[P, dtype.size_in_bytes(), N]);
+        add("memory.cu", where_kernel(dtype), &[P, VIEW, P, VIEW, P, VIEW, P, N]);
+        for &to in DType::ALL.iter() {
+            add("memory.cu", cast_kernel(dtype, to), &[P, VIEW, P, N]);
+        }
+        for &op in REDUCE_OPS.iter() {
+            add("reduce.cu", reduce_kernel(op, dtype), &[P, P, N, N]);
+        }
         for index in [DType::I64, DType::U32] {
-            out.push(("indexing.cu", indexing_kernel("gather", dtype, index)));
-            out.push(("indexing.cu", indexing_kernel("index_select", dtype, index)));
+            add("indexing.cu", indexing_kernel("gather", dtype, index), &[P, VIEW, P, VIEW, DIM, P, N, P]);
+            add("indexing.cu", indexing_kernel("index_select", dtype, index), &[P, VIEW, P, VIEW, VIEW, DIM, P, N, P]);
             // No atomic add on bytes: scatter_add on u8 is declined (UnsupportedDType).
             if dtype != DType::U8 {
-                out.push(("indexing.cu", indexing_kernel("scatter_add", dtype, index)));
+                add("indexing.cu", indexing_kernel("scatter_add", dtype, index), &[P, VIEW, P, VIEW, P, VIEW, DIM, N, P]);
             }
         }
     }
     for dtype in FLOATS {
-        out.extend([false, true].map(|log| ("softmax.cu", softmax_kernel(log, dtype))));
-        out.push(("optim.cu", adam_kernel(dtype)));
-        out.extend(["im2col", "col2im", "max_pool2d_indices"].map(|f| ("conv.cu", conv_kernel(f, dtype))));
+        for log in [false, true] {
+            add("softmax.cu", softmax_kernel(log, dtype), &[P, P, N, N]);
+        }
+        add("optim.cu", adam_kernel(dtype), &[P, P, P, P, P, P, P, ADAM_ARGS, N]);
+        for family in ["im2col", "col2im", "max_pool2d_indices"] {
+            add("conv.cu", conv_kernel(family, dtype), &[P, P, WINDOW]);
+        }
     }
     out
 }
@@ -154,7 +193,7 @@ mod tests {
             assert!(binary.contains(&entry), "binary.cu has no kernel for {}", op.name());
         }
         let names = expected();
-        let mut unique: Vec<&String> = names.iter().map(|(_, k)| k).collect();
+        let mut unique: Vec<&String> = names.iter().map(|k| &k.name).collect();
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "kernel names repeat");

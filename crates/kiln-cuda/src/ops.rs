@@ -8,7 +8,7 @@
 use crate::backend::CudaBackend;
 use crate::kernels;
 use crate::storage::{check_fits, host_from_bytes, CudaStorage, Scalar, Strided};
-use cudarc::driver::{CudaView, PushKernelArg};
+use cudarc::driver::CudaView;
 use kiln_tensor::backend::unsupported;
 use kiln_tensor::{AdamStep, Backend, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d};
 
@@ -71,7 +71,6 @@ impl CudaBackend {
         if n == 0 {
             return Ok(out);
         }
-        let f = self.function(name)?;
         let views = inputs
             .iter()
             .map(|(s, l)| {
@@ -80,15 +79,11 @@ impl CudaBackend {
             })
             .collect::<Result<Vec<_>>>()?;
         let n64 = n as u64;
-        let mut launch = self.stream.launch_builder(&f);
+        let mut launch = self.launch(op, name)?;
         for ((s, _), view) in inputs.iter().zip(&views) {
-            launch.arg(&s.buf).arg(view);
+            launch.buf(&s.buf).value(view);
         }
-        launch.arg(&mut out.buf).arg(&n64);
-        // SAFETY: the argument list matches the kernel's signature (pointer and Strided per input,
-        // output pointer, count); every view was checked to lie inside its storage and the output
-        // holds `n` elements.
-        unsafe { launch.launch(self.grid(n)) }.map_err(|e| self.driver_error(op, e))?;
+        launch.buf_mut(&mut out.buf).value(&n64).run(self.grid(n))?;
         Ok(out)
     }
 }
@@ -126,12 +121,9 @@ impl kiln_tensor::Backend for CudaBackend {
     fn fill(&self, len: usize, dtype: DType, value: f64) -> Result<CudaStorage> {
         let mut out = self.alloc("fill", dtype, len)?;
         if len > 0 {
-            let f = self.function(&kernels::fill_kernel(dtype))?;
             let (value, n) = (Scalar::new(dtype, value), len as u64);
-            let mut launch = self.stream.launch_builder(&f);
-            launch.arg(&mut out.buf).arg(&value).arg(&n);
-            // SAFETY: fill_T(T* out, T value, u64 n) over the `len` elements just allocated.
-            unsafe { launch.launch(self.grid(len)) }.map_err(|e| self.driver_error("fill", e))?;
+            let mut launch = self.launch("fill", &kernels::fill_kernel(dtype))?;
+            launch.buf_mut(&mut out.buf).value(&value).value(&n).run(self.grid(len))?;
         }
         Ok(out)
     }
@@ -145,13 +137,10 @@ impl kiln_tensor::Backend for CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        let f = self.function(&kernels::copy_kernel(src.dtype))?;
         let (vs, vd, n64) =
             (Strided::collapsed("copy_strided", sl)?, Strided::collapsed("copy_strided", dl)?, n as u64);
-        let mut launch = self.stream.launch_builder(&f);
-        launch.arg(&src.buf).arg(&vs).arg(&mut dst.buf).arg(&vd).arg(&n64);
-        // SAFETY: copy_T(src, Strided, dst, Strided, n); both views were checked against their storage.
-        unsafe { launch.launch(self.grid(n)) }.map_err(|e| self.driver_error("copy_strided", e))?;
+        let mut launch = self.launch("copy_strided", &kernels::copy_kernel(src.dtype))?;
+        launch.buf(&src.buf).value(&vs).buf_mut(&mut dst.buf).value(&vd).value(&n64).run(self.grid(n))?;
         Ok(())
     }
 
@@ -232,15 +221,12 @@ impl kiln_tensor::Backend for CudaBackend {
         if cols == 0 {
             return self.fill(rows, out_dtype, 0.0);
         }
-        let f = self.function(&kernels::reduce_kernel(op, s.dtype))?;
         let mut tmp = None;
         let x = self.contiguous(op.name(), s, &permuted, &mut tmp)?;
         let (r, c) = (rows as u64, cols as u64);
-        let mut launch = self.stream.launch_builder(&f);
-        launch.arg(&x).arg(&mut out.buf).arg(&r).arg(&c);
-        // SAFETY: reduce_op_T(in, out, rows, cols) with `in` holding rows * cols contiguous
-        // elements and `out` rows; the kernel needs exactly THREADS threads per block.
-        unsafe { launch.launch(self.rows(rows)) }.map_err(|e| self.driver_error(op.name(), e))?;
+        // The row kernels need exactly THREADS threads per block, which `rows` gives.
+        let mut launch = self.launch(op.name(), &kernels::reduce_kernel(op, s.dtype))?;
+        launch.buf(&x).buf_mut(&mut out.buf).value(&r).value(&c).run(self.rows(rows))?;
         Ok(out)
     }
 
