@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod autocast;
 pub mod checkpoint;
 pub mod init;
 mod layers;
@@ -35,6 +36,7 @@ pub mod scheduler;
 mod summary;
 pub mod zoo;
 
+pub use autocast::autocast;
 pub use init::{manual_seed, Init};
 pub use layers::*;
 pub use module::{join, Buffer, Entry, Mode, Module, RngState};

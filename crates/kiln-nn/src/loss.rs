@@ -59,7 +59,8 @@ pub fn cross_entropy_with(logits: &Tensor, targets: &Tensor, opts: CrossEntropy)
     if !(0.0..=1.0).contains(&opts.label_smoothing) {
         return Err(Error::invalid(OP, format!("label_smoothing must be in [0, 1], got {}", opts.label_smoothing)));
     }
-    let logp = logits.log_softmax(-1)?;
+    // Half logits (from autocast) are widened: the loss is summed and exponentiated in f32.
+    let logp = crate::autocast::widen(logits)?.log_softmax(-1)?;
     let nll = logp.gather(1, &targets.unsqueeze(1)?)?.squeeze(1)?.neg()?;
     let loss = if opts.label_smoothing > 0.0 {
         let eps = opts.label_smoothing;

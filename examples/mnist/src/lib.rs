@@ -68,6 +68,29 @@ pub enum DatasetKind {
     Fashion,
 }
 
+/// The precision layers compute in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionKind {
+    /// f32 throughout.
+    F32,
+    /// Mixed precision: Linear and Conv2d in bf16 (tensor cores on a GPU); parameters,
+    /// optimizer state and the loss in f32.
+    Bf16,
+    /// Mixed precision with f16 instead of bf16.
+    F16,
+}
+
+impl PrecisionKind {
+    /// The dtype layers compute in.
+    pub fn dtype(self) -> kiln::DType {
+        match self {
+            PrecisionKind::F32 => kiln::DType::F32,
+            PrecisionKind::Bf16 => kiln::DType::BF16,
+            PrecisionKind::F16 => kiln::DType::F16,
+        }
+    }
+}
+
 /// How pixels become inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ScalingKind {
@@ -126,6 +149,10 @@ pub struct TrainArgs {
     /// The optimizer (default: Adam for the MLP, Adadelta for the CNN).
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
+    /// Compute precision: f32, or mixed precision with bf16 or f16 layers (f32 master weights,
+    /// optimizer state and loss), as torch.autocast.
+    #[arg(long, value_enum, default_value_t = PrecisionKind::F32)]
+    pub dtype: PrecisionKind,
     /// Seed for initialisation, shuffling and dropout.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -213,7 +240,8 @@ fn train_device(args: &TrainArgs) -> kiln::Result<(kiln::Device, Option<kiln::pr
 fn run(cli: Cli) -> kiln::Result<ExitCode> {
     let trained = |args: &TrainArgs| -> kiln::Result<ExitCode> {
         let (dev, stats) = train_device(args)?;
-        Ok(match train::train(args, &dev, stats)? {
+        let finished = kiln::nn::autocast(args.dtype.dtype(), || train::train(args, &dev, stats))?;
+        Ok(match finished {
             train::Finished::Done => ExitCode::SUCCESS,
             // 130: the shell's code for a run stopped by Ctrl-C.
             train::Finished::Interrupted => ExitCode::from(130),

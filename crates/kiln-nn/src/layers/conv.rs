@@ -104,8 +104,9 @@ impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         let win = Window2d { kernel: c.kernel_size, stride: c.stride, padding: c.padding, dilation: c.dilation };
-        let bias = self.bias.as_ref().map(Var::as_tensor);
-        x.conv2d(&self.weight.as_tensor(), bias.as_ref(), win, c.groups)
+        use crate::autocast::for_compute;
+        let bias = self.bias.as_ref().map(|b| for_compute(&b.as_tensor())).transpose()?;
+        for_compute(x)?.conv2d(&for_compute(&self.weight.as_tensor())?, bias.as_ref(), win, c.groups)
     }
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'_>)) {
         f(&join(prefix, "weight"), Entry::Param(&self.weight));

@@ -74,9 +74,10 @@ impl Module for Linear {
                 format!("expects inputs [..., {}], got shape {}", self.config.in_features, x.shape()),
             ));
         }
-        let y = x.matmul(&self.weight.as_tensor().t()?)?;
+        use crate::autocast::for_compute;
+        let y = for_compute(x)?.matmul(&for_compute(&self.weight.as_tensor())?.t()?)?;
         match &self.bias {
-            Some(b) => y.add(&b.as_tensor()),
+            Some(b) => y.add(&for_compute(&b.as_tensor())?),
             None => Ok(y),
         }
     }
