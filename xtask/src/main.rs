@@ -4,11 +4,15 @@
 //!   test suite), stopping at the first failure.
 //! - `cargo xtask kernels [--require-nvrtc]`: every CUDA kernel compiled with NVRTC, with
 //!   registers and spills per kernel (see `kernels.rs`).
+//! - `cargo xtask gpu-bundle`: the CUDA test binaries, the MNIST example, the CUDA benches,
+//!   prebuilt kernels, MNIST and a `run.sh`, for a GPU host without Rust or network (see
+//!   `gpu_bundle.rs`).
 //! - `cargo xtask bench [FILTER] [--compare] [--save NAME] [--baseline NAME]`: the criterion
 //!   benches in one table with this machine's roofline and, with `--compare`, the `gemm` crate
 //!   and PyTorch side by side (see `bench.rs`).
 
 mod bench;
+mod gpu_bundle;
 mod kernels;
 mod roofline;
 
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "bench" => bench::bench(&root, &args[1..]),
         "kernels" => kernels::kernels(&root, &args[1..]),
+        "gpu-bundle" => gpu_bundle::gpu_bundle(&root),
         "roofline" => {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             for t in [1, threads] {
@@ -54,7 +59,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  ci     format check, clippy -D warnings, cargo test --workspace\n  bench  criterion benches with roofline and peers\n  roofline  this machine's bandwidth and FMA peak, on 1 and all threads\n  kernels  compile kiln-cuda's kernels with NVRTC (compute_80, compute_90, sm_90); registers and spills [--require-nvrtc]\n\n{}",
+                "usage: cargo xtask <task>\n\ntasks:\n  ci     format check, clippy -D warnings, cargo test --workspace\n  bench  criterion benches with roofline and peers\n  roofline  this machine's bandwidth and FMA peak, on 1 and all threads\n  kernels  compile kiln-cuda's kernels with NVRTC (compute_80, compute_90, sm_90); registers and spills [--require-nvrtc]\n  gpu-bundle  build target/gpu-bundle/kiln-gpu.tar.gz: CUDA tests, MNIST example, benches and run.sh for a GPU host\n\n{}",
                 bench::USAGE
             );
             return if task.is_empty() || task == "help" || task == "--help" {

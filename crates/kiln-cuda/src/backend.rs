@@ -131,7 +131,12 @@ impl CudaBackend {
         }
         let module = self.module(kernel.file)?;
         let f = module.load_function(name).map_err(|e| {
-            cuda_error(format!("kernel {name} is not in {} as compiled for {}: {}", kernel.file, self.arch, describe(&e)))
+            cuda_error(format!(
+                "kernel {name} is not in {} as compiled for {}: {}",
+                kernel.file,
+                self.arch,
+                describe(&e)
+            ))
         })?;
         self.functions.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), f.clone());
         Ok(f)
@@ -139,8 +144,9 @@ impl CudaBackend {
 
     /// Starts a launch of the kernel `name`: push its arguments in order, then [`Launch::run`].
     pub(crate) fn launch(&self, op: &'static str, name: &str) -> Result<Launch<'_>> {
-        let kernel = kernels::lookup(name)
-            .ok_or_else(|| cuda_error(format!("{op}: no kernel named {name} (kiln-cuda's kernel table is out of date)")))?;
+        let kernel = kernels::lookup(name).ok_or_else(|| {
+            cuda_error(format!("{op}: no kernel named {name} (kiln-cuda's kernel table is out of date)"))
+        })?;
         Ok(Launch {
             dev: self,
             op,

@@ -64,7 +64,10 @@ pub fn cubin(source: &str, file: &str, arch: &str, compile: impl FnOnce() -> Res
             other => other.to_string(),
         };
         return std::fs::read(&path).map_err(|e| {
-            crate::backend::cuda_error(format!("{why}; and no prebuilt kernels for {arch} either ({}: {e})", path.display()))
+            crate::backend::cuda_error(format!(
+                "{why}; and no prebuilt kernels for {arch} either ({}: {e})",
+                path.display()
+            ))
         });
     }
     let path = entry(source, file, arch);

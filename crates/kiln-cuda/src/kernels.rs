@@ -158,7 +158,11 @@ pub fn expected() -> Vec<Kernel> {
             add("indexing.cu", indexing_kernel("index_select", dtype, index), &[P, VIEW, P, VIEW, VIEW, DIM, P, N, P]);
             // No atomic add on bytes: scatter_add on u8 is declined (UnsupportedDType).
             if dtype != DType::U8 {
-                add("indexing.cu", indexing_kernel("scatter_add", dtype, index), &[P, VIEW, P, VIEW, P, VIEW, DIM, N, P]);
+                add(
+                    "indexing.cu",
+                    indexing_kernel("scatter_add", dtype, index),
+                    &[P, VIEW, P, VIEW, P, VIEW, DIM, N, P],
+                );
             }
         }
     }

@@ -41,7 +41,17 @@ mod storage;
 pub use backend::CudaBackend;
 pub use storage::CudaStorage;
 
-/// The device `cuda:ordinal` as a kiln [`kiln_tensor::Device`].
+/// The device `cuda:ordinal` as a kiln [`kiln_tensor::Device`]: opened once per process, so
+/// that every caller shares one context, stream, kernel modules and cuBLAS handle.
 pub fn device(ordinal: usize) -> kiln_tensor::Result<kiln_tensor::Device> {
-    CudaBackend::new(ordinal).map(kiln_tensor::Device::new)
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static OPEN: OnceLock<Mutex<HashMap<usize, kiln_tensor::Device>>> = OnceLock::new();
+    let mut open = OPEN.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(dev) = open.get(&ordinal) {
+        return Ok(dev.clone());
+    }
+    let dev = kiln_tensor::Device::new(CudaBackend::new(ordinal)?);
+    open.insert(ordinal, dev.clone());
+    Ok(dev)
 }

@@ -126,8 +126,13 @@ fn open(spec: &str, profiled: bool) -> Result<(Device, Option<Stats>)> {
 /// ops, which are not written yet.
 #[cfg(feature = "cuda")]
 fn cuda_device(spec: &str, ordinal: usize, profiled: bool) -> Result<(Device, Option<Stats>)> {
-    match kiln_cuda::CudaBackend::new(ordinal) {
-        Ok(backend) => Ok(wrap(backend, profiled)),
+    let opened = if profiled {
+        kiln_cuda::CudaBackend::new(ordinal).map(|b| wrap(b, true))
+    } else {
+        kiln_cuda::device(ordinal).map(|d| (d, None))
+    };
+    match opened {
+        Ok(opened) => Ok(opened),
         Err(Error::Backend { msg, .. }) => Err(Error::Msg(format!("device '{spec}': {msg}"))),
         Err(e) => Err(Error::Msg(format!("device '{spec}': {e}"))),
     }
