@@ -7,7 +7,7 @@
 //! freeing a temporary never waits for the device.
 #![allow(unsafe_code)]
 
-use crate::storage::CudaStorage;
+use crate::storage::{CudaStorage, Scalar};
 use crate::{cache, driver, kernels, nvrtc};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, DriverError, LaunchConfig,
@@ -59,6 +59,7 @@ impl CudaBackend {
             .unwrap_or(1)
             .max(1) as u32;
         let tf32 = std::env::var("KILN_CUDA_TF32").is_ok_and(|v| v == "1");
+        keep_freed_memory(&ctx);
         Ok(CudaBackend {
             stream: ctx.default_stream(),
             info,
@@ -248,6 +249,13 @@ impl<'a> Launch<'a> {
         self
     }
 
+    /// A scalar of `dtype` (its first `dtype.size_in_bytes()` bytes are the parameter).
+    pub(crate) fn scalar(&mut self, v: &'a Scalar, dtype: DType) -> &mut Self {
+        self.sizes.push(dtype.size_in_bytes());
+        self.args.push(Arg::Value((v as *const Scalar).cast_mut().cast()));
+        self
+    }
+
     /// A scalar or struct passed by value.
     pub(crate) fn value<T: DeviceRepr>(&mut self, v: &'a T) -> &mut Self {
         self.sizes.push(std::mem::size_of::<T>());
@@ -286,6 +294,23 @@ impl<'a> Launch<'a> {
             )
         };
         launched.map_err(|e| self.dev.driver_error(self.op, e))
+    }
+}
+
+/// Lets the driver's memory pool keep freed memory for reuse instead of returning it to the
+/// system at every synchronization (its default threshold is 0): without this, every training
+/// step would allocate its temporaries from the system again. Best effort: a device without
+/// memory pools allocates synchronously through cudarc anyway.
+fn keep_freed_memory(ctx: &CudaContext) {
+    use cudarc::driver::sys;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold: u64 = u64::MAX;
+    // SAFETY: `pool` and `threshold` are valid for the calls; the attribute takes a u64.
+    unsafe {
+        if sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) == sys::CUresult::CUDA_SUCCESS {
+            let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD;
+            let _ = sys::cuMemPoolSetAttribute(pool, attr, (&mut threshold as *mut u64).cast());
+        }
     }
 }
 

@@ -18,7 +18,7 @@ pub struct KernelFile {
 pub const COMMON: &str = include_str!("../kernels/common.cuh");
 
 /// Every kernel file.
-pub const FILES: [KernelFile; 8] = [
+pub const FILES: [KernelFile; 9] = [
     KernelFile { name: "unary.cu", source: include_str!("../kernels/unary.cu") },
     KernelFile { name: "binary.cu", source: include_str!("../kernels/binary.cu") },
     KernelFile { name: "memory.cu", source: include_str!("../kernels/memory.cu") },
@@ -27,6 +27,7 @@ pub const FILES: [KernelFile; 8] = [
     KernelFile { name: "softmax.cu", source: include_str!("../kernels/softmax.cu") },
     KernelFile { name: "optim.cu", source: include_str!("../kernels/optim.cu") },
     KernelFile { name: "conv.cu", source: include_str!("../kernels/conv.cu") },
+    KernelFile { name: "random.cu", source: include_str!("../kernels/random.cu") },
 ];
 
 impl KernelFile {
@@ -93,6 +94,11 @@ pub fn adam_kernel(dtype: DType) -> String {
 /// `family` (`im2col`, `col2im`, `max_pool2d_indices`) on contiguous `[N, C, H, W]` `dtype` data.
 pub fn conv_kernel(family: &str, dtype: DType) -> String {
     format!("{family}_{}", dtype.as_str())
+}
+
+/// Uniform random numbers of `dtype`, kiln's Philox stream.
+pub fn random_uniform_kernel(dtype: DType) -> String {
+    format!("random_uniform_{}", dtype.as_str())
 }
 
 /// One kernel the backend launches.
@@ -171,6 +177,7 @@ pub fn expected() -> Vec<Kernel> {
             add("softmax.cu", softmax_kernel(log, dtype), &[P, P, N, N]);
         }
         add("optim.cu", adam_kernel(dtype), &[P, P, P, P, P, P, P, ADAM_ARGS, N]);
+        add("random.cu", random_uniform_kernel(dtype), &[P, N, 8, 8, 8, 8]);
         for family in ["im2col", "col2im", "max_pool2d_indices"] {
             add("conv.cu", conv_kernel(family, dtype), &[P, P, WINDOW]);
         }

@@ -90,6 +90,8 @@ pub(crate) fn matmul(dev: &CudaBackend, a: (&CudaStorage, &Layout), b: (&CudaSto
     };
     let mut out = dev.alloc("matmul", dtype, len)?;
     let blas_guard = blas(dev)?;
+    // cuBLAS runs in the calling thread's current context, which must be this device's.
+    dev.stream.context().bind_to_thread().map_err(|e| dev.driver_error("matmul", e))?;
     let Some(blas) = blas_guard.as_ref() else { return Err(cuda_error("matmul: cuBLAS handle missing")) };
 
     let (data_type, compute) = match dtype {

@@ -10,7 +10,9 @@ use crate::kernels;
 use crate::storage::{check_fits, host_from_bytes, CudaStorage, Scalar, Strided};
 use cudarc::driver::CudaView;
 use kiln_tensor::backend::unsupported;
-use kiln_tensor::{AdamStep, Backend, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d};
+use kiln_tensor::{
+    AdamStep, Backend, BinaryOp, DType, Distribution, Error, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d,
+};
 
 const FLOATS: &str = "f32, f64, f16, bf16";
 
@@ -123,7 +125,7 @@ impl kiln_tensor::Backend for CudaBackend {
         if len > 0 {
             let (value, n) = (Scalar::new(dtype, value), len as u64);
             let mut launch = self.launch("fill", &kernels::fill_kernel(dtype))?;
-            launch.buf_mut(&mut out.buf).value(&value).value(&n).run(self.grid(len))?;
+            launch.buf_mut(&mut out.buf).scalar(&value, dtype).value(&n).run(self.grid(len))?;
         }
         Ok(out)
     }
@@ -270,6 +272,24 @@ impl kiln_tensor::Backend for CudaBackend {
     }
 
     // ---- fused overrides ----
+
+    fn random(&self, dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<CudaStorage> {
+        let Distribution::Uniform { low, high } = dist else {
+            // Normal draws need libm's log and cos bit for bit: generated on the host.
+            return self.upload(&kiln_tensor::random::sample_as(dist, len, seed, dtype));
+        };
+        if !dtype.is_float() {
+            return self.upload(&kiln_tensor::random::sample_as(dist, len, seed, dtype));
+        }
+        let mut out = self.alloc("random", dtype, len)?;
+        if len > 0 {
+            let (n, below) = (len as u64, kiln_tensor::random::largest_below(dtype, high));
+            let mut launch = self.launch("random", &kernels::random_uniform_kernel(dtype))?;
+            launch.buf_mut(&mut out.buf).value(&n).value(&seed).value(&low).value(&high).value(&below);
+            launch.run(self.grid(len))?;
+        }
+        Ok(out)
+    }
 
     fn adam_step(&self, step: &AdamStep, inputs: [(&CudaStorage, &Layout); 4]) -> Result<Option<[CudaStorage; 3]>> {
         crate::fused::adam_step(self, step, inputs)

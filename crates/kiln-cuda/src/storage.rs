@@ -104,9 +104,6 @@ impl Strided {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Scalar([u8; 8]);
 
-// SAFETY: plain bytes.
-unsafe impl DeviceRepr for Scalar {}
-
 impl Scalar {
     /// `value` rounded (or, for integers, truncated and saturated) to `dtype`, as `fill` does.
     pub(crate) fn new(dtype: DType, value: f64) -> Scalar {

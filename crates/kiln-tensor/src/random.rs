@@ -120,6 +120,12 @@ fn tiny(dtype: DType) -> f64 {
 }
 
 /// The largest value of `dtype` below `x`.
+/// The largest value of `dtype` below `x` rounded to `dtype`: what a uniform draw that rounds
+/// up to its exclusive upper bound becomes (a device generating the stream itself needs it).
+pub fn largest_below(dtype: DType, x: f64) -> f64 {
+    below(dtype, x)
+}
+
 fn below(dtype: DType, x: f64) -> f64 {
     let r = dtype.round_f64(x);
     if r == 0.0 {
