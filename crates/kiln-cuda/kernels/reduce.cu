@@ -1,20 +1,20 @@
 // Reductions over the last dim of a contiguous [rows, cols] input (the host moves the reduced
 // dims last first): `reduce_{op}_{dtype}`, one block per row at a time, warp shuffles within a
 // warp and shared memory across warps, so a row's result does not depend on the grid size.
-// sum accumulates floats in f32 (f64 for f64) and integers in i64, which it returns; max and min
+// sum accumulates floats in f64, as the CPU backend does (an f32 accumulator drifts by about 1e-4
+// over a million elements), and integers in i64, which it returns; max and min
 // propagate NaN; argmax and argmin return the first best index as i64, a NaN counting as best.
 
 #define KILN_REDUCE_THREADS 256
 
-template <typename T> struct Acc { typedef float type; };
-template <> struct Acc<f64> { typedef f64 type; };
+template <typename T> struct Acc { typedef double type; };
 template <> struct Acc<i64> { typedef i64 type; };
 template <> struct Acc<u32> { typedef i64 type; };
 template <> struct Acc<u8> { typedef i64 type; };
 
 template <typename T> __device__ __forceinline__ typename Acc<T>::type widen(T x) { return (typename Acc<T>::type)x; }
-template <> __device__ __forceinline__ float widen<f16>(f16 x) { return __half2float(x); }
-template <> __device__ __forceinline__ float widen<bf16>(bf16 x) { return __bfloat162float(x); }
+template <> __device__ __forceinline__ double widen<f16>(f16 x) { return __half2float(x); }
+template <> __device__ __forceinline__ double widen<bf16>(bf16 x) { return __bfloat162float(x); }
 
 template <typename A> __device__ __forceinline__ bool r_isnan(A x) { return x != x; }
 
@@ -123,14 +123,14 @@ KILN_REDUCE(i64, i64)
 KILN_REDUCE(u32, i64)
 KILN_REDUCE(u8, i64)
 
-// Half types: the sum rounds once from its f32 accumulator.
+// Half types: the sum rounds once from its f64 accumulator (correctly, as the host's from_f64).
 #define KILN_REDUCE_HALF(T)                                                                          \
     extern "C" __global__ void reduce_sum_##T(const T* in, T* out, u64 rows, u64 cols) {             \
         for (u64 r = blockIdx.x; r < rows; r += gridDim.x) {                                         \
-            float s = 0.0f;                                                                          \
+            double s = 0.0;                                                                          \
             for (u64 c = threadIdx.x; c < cols; c += blockDim.x) s += to_f32(in[r * cols + c]);      \
-            s = block_reduce(s, [](float a, float b) { return a + b; });                             \
-            if (threadIdx.x == 0) out[r] = from_f32<T>(s);                                           \
+            s = block_reduce(s, [](double a, double b) { return a + b; });                           \
+            if (threadIdx.x == 0) out[r] = from_f64<T>(s);                                           \
         }                                                                                            \
     }                                                                                                \
     KILN_REDUCE_EXTREMES(T)

@@ -120,8 +120,10 @@ pub(crate) fn open_global(path: &Path) -> std::result::Result<(), String> {
 }
 
 /// The options every kernel is compiled with besides the architecture and the include path (part
-/// of the kernel cache's key: changing them recompiles).
-pub const OPTIONS_KEY: &str = "--std=c++17";
+/// of the kernel cache's key: changing them recompiles). No FMA contraction: `a * b + c` rounds
+/// twice, as in Rust, so element-wise results match the CPU backend's bit for bit where the
+/// math functions allow; these kernels are bound by memory, not by arithmetic.
+pub const OPTIONS_KEY: &str = "--std=c++17 --fmad=false";
 
 /// What one compilation produced.
 #[derive(Clone, Debug)]

@@ -20,6 +20,15 @@ pub struct CudaStorage {
     pub(crate) len: usize,
 }
 
+impl Drop for CudaStorage {
+    fn drop(&mut self) {
+        // cudarc frees on the buffer's stream through the calling thread's current context: a
+        // tensor dropped on a thread that never ran an op (a channel, a loader worker) must make
+        // the device's context current first, or the free fails and poisons the next call.
+        let _ = self.buf.context().bind_to_thread();
+    }
+}
+
 impl CudaStorage {
     /// The element type.
     pub fn dtype(&self) -> DType {

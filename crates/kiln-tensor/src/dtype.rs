@@ -67,13 +67,42 @@ impl DType {
         match self {
             DType::F64 => v,
             DType::F32 => v as f32 as f64,
-            DType::F16 => f16::from_f64(v).to_f64(),
-            DType::BF16 => bf16::from_f64(v).to_f64(),
+            DType::F16 => f16_from_f64(v).to_f64(),
+            DType::BF16 => bf16_from_f64(v).to_f64(),
             DType::I64 => v as i64 as f64,
             DType::U32 => v as u32 as f64,
             DType::U8 => v as u8 as f64,
         }
     }
+}
+
+/// `v` rounded to f32 with round-to-odd: exact values stay, others become whichever of their two
+/// f32 neighbours has an odd last bit. Rounding that to a format at least two bits narrower (f16,
+/// bf16) gives the correctly rounded result of `v` itself — what a GPU's `__double2half` and
+/// `__double2bfloat16` compute. (`half`'s own `from_f64` rounds twice or truncates first, so it
+/// is off by one unit in about one case in several thousand.)
+fn f32_round_to_odd(v: f64) -> f32 {
+    let f = v as f32;
+    if !f.is_finite() || f as f64 == v || f.to_bits() & 1 == 1 {
+        return f;
+    }
+    if f == 0.0 {
+        // The smallest subnormal with `v`'s sign.
+        return f32::from_bits(if v < 0.0 { 0x8000_0001 } else { 1 });
+    }
+    // `f` is the even neighbour; the odd one is the next f32 toward `v`.
+    let magnitude_grows = ((f as f64) < v) == (f > 0.0);
+    f32::from_bits(if magnitude_grows { f.to_bits() + 1 } else { f.to_bits() - 1 })
+}
+
+/// `v` correctly rounded (to nearest, ties to even) to f16.
+pub fn f16_from_f64(v: f64) -> f16 {
+    f16::from_f32(f32_round_to_odd(v))
+}
+
+/// `v` correctly rounded (to nearest, ties to even) to bf16.
+pub fn bf16_from_f64(v: f64) -> bf16 {
+    bf16::from_f32(f32_round_to_odd(v))
 }
 
 impl fmt::Display for DType {
@@ -130,8 +159,8 @@ macro_rules! with_dtype {
 }
 with_dtype!(f32, F32, |v| v as f32, |x: f32| x as f64);
 with_dtype!(f64, F64, |v| v, |x| x);
-with_dtype!(f16, F16, f16::from_f64, |x: f16| x.to_f64());
-with_dtype!(bf16, BF16, bf16::from_f64, |x: bf16| x.to_f64());
+with_dtype!(f16, F16, f16_from_f64, |x: f16| x.to_f64());
+with_dtype!(bf16, BF16, bf16_from_f64, |x: bf16| x.to_f64());
 with_dtype!(i64, I64, |v| v as i64, |x| x as f64);
 with_dtype!(u32, U32, |v| v as u32, |x| x as f64);
 with_dtype!(u8, U8, |v| v as u8, |x| x as f64);
@@ -214,5 +243,53 @@ impl HostData {
     /// The raw little-endian bytes of the elements.
     pub fn as_bytes(&self) -> &[u8] {
         map_host!(self, v => bytemuck::cast_slice(v))
+    }
+}
+
+#[cfg(test)]
+mod rounding_tests {
+    use super::*;
+
+    /// The nearest of the dtype's values around `v` (ties to the even bit pattern), found by
+    /// comparing distances in f64 (exact here: the candidates are within a few units of `v`).
+    fn nearest<T: Copy>(v: f64, guess: T, bits: fn(T) -> u16, from: fn(u16) -> T, to: fn(T) -> f64) -> T {
+        let b = bits(guess);
+        let candidates = [from(b.wrapping_sub(1)), guess, from(b.wrapping_add(1))];
+        let mut best = guess;
+        for c in candidates {
+            let (dc, db) = ((to(c) - v).abs(), (to(best) - v).abs());
+            if dc < db || (dc == db && bits(c) & 1 == 0 && bits(best) & 1 == 1) {
+                best = c;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn half_conversions_from_f64_round_once_to_nearest_even() {
+        // Just above a bf16 halfway point only in the low bits of an f32: half's bf16::from_f64
+        // drops them and rounds down.
+        assert_eq!(bf16_from_f64(f32::from_bits(0x3F80_8001) as f64).to_bits(), 0x3F81);
+        // Exact ties go to even; just above a tie goes up, even when f32 would make it a tie.
+        assert_eq!(bf16_from_f64(1.0 + 2f64.powi(-8)).to_bits(), 0x3F80);
+        assert_eq!(bf16_from_f64(1.0 + 2f64.powi(-8) + 2f64.powi(-40)).to_bits(), 0x3F81);
+        assert_eq!(f16_from_f64(1.0 + 2f64.powi(-11) + 2f64.powi(-40)).to_bits(), 0x3C01);
+        assert_eq!(f16_from_f64(-(1.0 + 2f64.powi(-11) + 2f64.powi(-40))).to_bits(), 0xBC01);
+        assert!(f16_from_f64(f64::NAN).is_nan() && bf16_from_f64(f64::NAN).is_nan());
+        assert_eq!(f16_from_f64(1e10), f16::INFINITY);
+        assert_eq!(bf16_from_f64(-1e300), bf16::NEG_INFINITY);
+        assert_eq!(f16_from_f64(1e-300).to_bits(), 0);
+        // A sweep of values with bits below f32's precision, against the nearest neighbour.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = f64::from_bits((x & 0x800f_ffff_ffff_ffff) | ((1010 + (x >> 52) % 25) << 52));
+            let b = bf16_from_f64(v);
+            assert_eq!(b, nearest(v, b, bf16::to_bits, bf16::from_bits, bf16::to_f64), "bf16 of {v:e}");
+            let h = f16_from_f64(v);
+            assert_eq!(h, nearest(v, h, f16::to_bits, f16::from_bits, f16::to_f64), "f16 of {v:e}");
+        }
     }
 }

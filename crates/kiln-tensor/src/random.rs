@@ -136,8 +136,12 @@ fn below(dtype: DType, x: f64) -> f64 {
     match dtype {
         DType::F64 => f64::from_bits(step(r.to_bits(), r > 0.0)),
         DType::F32 => f32::from_bits(step((r as f32).to_bits() as u64, r > 0.0) as u32) as f64,
-        DType::F16 => half::f16::from_bits(step(half::f16::from_f64(r).to_bits() as u64, r > 0.0) as u16).to_f64(),
-        DType::BF16 => half::bf16::from_bits(step(half::bf16::from_f64(r).to_bits() as u64, r > 0.0) as u16).to_f64(),
+        DType::F16 => {
+            half::f16::from_bits(step(crate::dtype::f16_from_f64(r).to_bits() as u64, r > 0.0) as u16).to_f64()
+        }
+        DType::BF16 => {
+            half::bf16::from_bits(step(crate::dtype::bf16_from_f64(r).to_bits() as u64, r > 0.0) as u16).to_f64()
+        }
         _ => r - 1.0,
     }
 }

@@ -68,6 +68,17 @@ pub enum DatasetKind {
     Fashion,
 }
 
+/// How the learning rate changes from epoch to epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleKind {
+    /// The same rate every epoch.
+    Constant,
+    /// Cosine from --lr down to 0 over the run (`CosineAnnealingLR`, stepped per epoch).
+    Cosine,
+    /// Times 0.7 after every epoch (`StepLR(step_size=1, gamma=0.7)`, PyTorch's CNN example).
+    Step,
+}
+
 /// The precision layers compute in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PrecisionKind {
@@ -149,6 +160,10 @@ pub struct TrainArgs {
     /// The optimizer (default: Adam for the MLP, Adadelta for the CNN).
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
+    /// The learning-rate schedule (default: step for Adadelta, as PyTorch's CNN example;
+    /// constant otherwise).
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleKind>,
     /// Compute precision: f32, or mixed precision with bf16 or f16 layers (f32 master weights,
     /// optimizer state and loss), as torch.autocast.
     #[arg(long, value_enum, default_value_t = PrecisionKind::F32)]

@@ -2,9 +2,9 @@
 
 use crate::progress::{self, Progress};
 use crate::report::{confusion_matrix, write_curve, EpochRow};
-use crate::{model, DatasetKind, EvalArgs, ModelKind, OptimizerKind, TrainArgs};
+use crate::{model, DatasetKind, EvalArgs, ModelKind, OptimizerKind, ScheduleKind, TrainArgs};
 use kiln::nn::optim::{Adadelta, AdadeltaConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, Sgd, SgdConfig};
-use kiln::nn::scheduler::{LrSchedule, StepLr};
+use kiln::nn::scheduler::{CosineAnnealingLr, LrSchedule, StepLr};
 use kiln::nn::{checkpoint, loss, resume, Module};
 use kiln::prelude::*;
 use kiln_data::mnist::Kind;
@@ -88,11 +88,20 @@ pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stat
         OptimizerKind::Adadelta => Box::new(Adadelta::new(params, AdadeltaConfig { lr, ..AdadeltaConfig::default() })),
     };
     // PyTorch's example steps StepLR(gamma 0.7) after every epoch with Adadelta.
-    let schedule = (opt_kind == OptimizerKind::Adadelta).then_some(StepLr { base: lr, step_size: 1, gamma: 0.7 });
+    let schedule_kind = args.schedule.unwrap_or(if opt_kind == OptimizerKind::Adadelta {
+        ScheduleKind::Step
+    } else {
+        ScheduleKind::Constant
+    });
+    let schedule: Option<Box<dyn LrSchedule>> = match schedule_kind {
+        ScheduleKind::Constant => None,
+        ScheduleKind::Step => Some(Box::new(StepLr { base: lr, step_size: 1, gamma: 0.7 })),
+        ScheduleKind::Cosine => Some(Box::new(CosineAnnealingLr { base: lr, t_max: epochs, eta_min: 0.0 })),
+    };
     let loader = DataLoader::new(train_set.clone(), batch_size, dev)?.shuffle(args.seed);
     // What a resumed run must share with the one that wrote the checkpoint (--epochs may grow).
     let config = format!(
-        "{} {:?} {opt_kind:?} lr {lr} batch {batch_size} seed {} limit {:?}",
+        "{} {:?} {opt_kind:?} lr {lr} {schedule_kind:?} batch {batch_size} seed {} limit {:?}",
         name(c.dataset, c.model),
         c.scaling(),
         args.seed,
@@ -108,12 +117,17 @@ pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stat
     progress::install_ctrl_c();
 
     println!(
-        "kiln mnist: {} on {} ({} train / {} test images), {:?} lr {lr}, batch {batch_size}, {epochs} epochs, device {}{}, seed {}",
+        "kiln mnist: {} on {} ({} train / {} test images), {:?} lr {lr}{}, batch {batch_size}, {epochs} epochs, device {}{}, seed {}",
         name(c.dataset, c.model),
         dataset_name(c.dataset),
         train_set.len(),
         test_set.len(),
         opt_kind,
+        match schedule_kind {
+            ScheduleKind::Constant => "",
+            ScheduleKind::Cosine => " (cosine)",
+            ScheduleKind::Step => " (x0.7 per epoch)",
+        },
         dev.location(),
         match args.dtype {
             crate::PrecisionKind::F32 => String::new(),
