@@ -1,7 +1,7 @@
 """PyTorch twin of `cargo run --release -p mnist` (MLP 784-128-ReLU-10, Adam lr 1e-3, batch 32).
 
 Reads the IDX files kiln's fetcher cached, so both frameworks see the same bytes:
-    python3 benches/peers/torch_mnist.py --seed 1 [--epochs 10] [--threads 2] [--scaling unit|standardized]
+    python3 benches/peers/torch_mnist.py --seed 1 [--epochs 10] [--threads 2] [--scaling unit|standardized] [--schedule constant|cosine]
 Prints one line per epoch: epoch, train loss, test accuracy, seconds.
 """
 import argparse, gzip, os, pathlib, struct, time
@@ -43,6 +43,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--scaling", choices=["unit", "standardized"], default="unit")
+    ap.add_argument("--schedule", choices=["constant", "cosine"], default="cosine")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
@@ -50,6 +51,8 @@ def main():
     xte, yte = load("test", a.scaling)
     model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    # Stepped once per epoch, as kiln's --schedule cosine.
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=a.epochs) if a.schedule == "cosine" else None
     for epoch in range(1, a.epochs + 1):
         t0 = time.perf_counter()
         perm = torch.randperm(len(xtr))
@@ -65,6 +68,8 @@ def main():
         with torch.no_grad():
             acc = (model(xte).argmax(1) == yte).float().mean().item() * 100
         print(f"{epoch} {total / len(xtr):.4f} {acc:.2f} {secs:.2f}", flush=True)
+        if sched:
+            sched.step()
 
 
 if __name__ == "__main__":

@@ -63,3 +63,25 @@ fn mixing_devices_is_an_error_that_names_both() -> Result<()> {
     assert!(err.contains("cuda:0") && err.contains("cpu"), "{err}");
     Ok(())
 }
+
+#[test]
+fn a_tensor_dropped_on_another_thread_leaves_the_device_usable() -> Result<()> {
+    let Some(gpu) = cuda() else { return Ok(()) };
+    let t = Tensor::ones([1000], DType::F32, &gpu)?;
+    std::thread::spawn(move || drop(t)).join().expect("the dropping thread panicked");
+    let sum = Tensor::ones([1000], DType::F32, &gpu)?.sum_all()?.to_scalar::<f32>()?;
+    assert_eq!(sum, 1000.0);
+    Ok(())
+}
+
+#[test]
+fn uniform_draws_match_the_host_stream_bit_for_bit() -> Result<()> {
+    let Some(gpu) = cuda() else { return Ok(()) };
+    let cpu = kiln::device("cpu")?;
+    for dtype in [DType::F32, DType::F64, DType::F16, DType::BF16] {
+        let on_gpu = Tensor::rand_uniform(-0.5, 0.25, [100_003], dtype, 42, &gpu)?.to_dtype(DType::F64)?;
+        let on_cpu = Tensor::rand_uniform(-0.5, 0.25, [100_003], dtype, 42, &cpu)?.to_dtype(DType::F64)?;
+        assert_eq!(on_gpu.to_vec::<f64>()?, on_cpu.to_vec::<f64>()?, "{dtype}");
+    }
+    Ok(())
+}

@@ -160,8 +160,8 @@ pub struct TrainArgs {
     /// The optimizer (default: Adam for the MLP, Adadelta for the CNN).
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
-    /// The learning-rate schedule (default: step for Adadelta, as PyTorch's CNN example;
-    /// constant otherwise).
+    /// The learning-rate schedule, stepped per epoch (default: step for Adadelta, as PyTorch's
+    /// CNN example; cosine otherwise).
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleKind>,
     /// Compute precision: f32, or mixed precision with bf16 or f16 layers (f32 master weights,

@@ -87,11 +87,14 @@ pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stat
         OptimizerKind::Sgd => Box::new(Sgd::new(params, SgdConfig { momentum: 0.9, ..SgdConfig::new(lr) })),
         OptimizerKind::Adadelta => Box::new(Adadelta::new(params, AdadeltaConfig { lr, ..AdadeltaConfig::default() })),
     };
-    // PyTorch's example steps StepLR(gamma 0.7) after every epoch with Adadelta.
+    // PyTorch's example steps StepLR(gamma 0.7) after every epoch with Adadelta. The others decay
+    // along a cosine: at a constant rate the last epoch's test accuracy wanders from seed to seed
+    // (MLP, seeds 1-10: mean 97.78 %, seed 1 97.31 %); decayed, it settles (97.92 to 98.16 %,
+    // mean 98.04 %).
     let schedule_kind = args.schedule.unwrap_or(if opt_kind == OptimizerKind::Adadelta {
         ScheduleKind::Step
     } else {
-        ScheduleKind::Constant
+        ScheduleKind::Cosine
     });
     let schedule: Option<Box<dyn LrSchedule>> = match schedule_kind {
         ScheduleKind::Constant => None,
