@@ -79,3 +79,41 @@ KILN_ADAM(f32, OpsF32)
 KILN_ADAM(f64, OpsF64)
 KILN_ADAM(f16, OpsHalf<f16>)
 KILN_ADAM(bf16, OpsHalf<bf16>)
+
+// The SGD update in one pass: `sgd_{dtype}` over contiguous parameter, gradient and momentum
+// buffer, writing the new parameter and buffer; `SgdStep::apply` op for op (kiln-tensor's
+// fused.rs). k = weight_decay, momentum, 1 - dampening, lr, already rounded to the dtype.
+struct SgdArgs {
+    double k[4];
+    int first;
+    int nesterov;
+    int has_weight_decay;
+    int has_momentum;
+};
+
+template <typename S, typename O>
+__device__ void sgd(const S* p_in, const S* g_in, const S* b_in, S* p_out, S* b_out, SgdArgs a, u64 n) {
+    typedef typename O::T T;
+    T wd = O::c(a.k[0]), momentum = O::c(a.k[1]), undamped = O::c(a.k[2]), lr = O::c(a.k[3]);
+    KILN_FOR_EACH(i, n) {
+        T p = load(p_in[i]), g = load(g_in[i]);
+        if (a.has_weight_decay) g = O::add(g, O::mul(p, wd));
+        T buf = g;
+        if (a.has_momentum) {
+            buf = a.first ? g : O::add(O::mul(load(b_in[i]), momentum), O::mul(g, undamped));
+            g = a.nesterov ? O::add(g, O::mul(buf, momentum)) : buf;
+        }
+        p_out[i] = store<S>(O::sub(p, O::mul(g, lr)));
+        b_out[i] = store<S>(buf);
+    }
+}
+
+#define KILN_SGD(S, OPS)                                                                                \
+    extern "C" __global__ void sgd_##S(const S* p, const S* g, const S* b, S* p_out, S* b_out,          \
+                                       SgdArgs a, u64 n) {                                             \
+        sgd<S, OPS>(p, g, b, p_out, b_out, a, n);                                                       \
+    }
+KILN_SGD(f32, OpsF32)
+KILN_SGD(f64, OpsF64)
+KILN_SGD(f16, OpsHalf<f16>)
+KILN_SGD(bf16, OpsHalf<bf16>)

@@ -8,7 +8,7 @@ use crate::backend::CudaBackend;
 use crate::kernels;
 use crate::storage::{check_fits, CudaStorage};
 use cudarc::driver::DeviceRepr;
-use kiln_tensor::{AdamStep, DType, Layout, Result, Shape, Window2d};
+use kiln_tensor::{AdamStep, DType, Layout, Result, SgdStep, Shape, Window2d};
 
 /// `struct AdamArgs` of `optim.cu`.
 #[repr(C)]
@@ -21,6 +21,19 @@ struct AdamArgs {
 }
 // SAFETY: plain old data with the C struct's layout (72 bytes of f64, then two i32).
 unsafe impl DeviceRepr for AdamArgs {}
+
+/// `struct SgdArgs` of `optim.cu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct SgdArgs {
+    k: [f64; 4],
+    first: i32,
+    nesterov: i32,
+    has_weight_decay: i32,
+    has_momentum: i32,
+}
+// SAFETY: plain old data with the C struct's layout (32 bytes of f64, then four i32).
+unsafe impl DeviceRepr for SgdArgs {}
 
 /// `struct Window` of `conv.cu`.
 #[repr(C)]
@@ -117,6 +130,43 @@ pub(crate) fn adam_step(
     Ok(Some(outs))
 }
 
+pub(crate) fn sgd_step(
+    dev: &CudaBackend,
+    step: &SgdStep,
+    inputs: [(&CudaStorage, &Layout); 3],
+) -> Result<Option<[CudaStorage; 2]>> {
+    const OP: &str = "sgd_step";
+    let dtype = inputs[0].0.dtype;
+    let dims = inputs[0].1.dims();
+    if !dtype.is_float() || inputs.iter().any(|(s, l)| s.dtype != dtype || l.dims() != dims) {
+        return Ok(None);
+    }
+    let n = inputs[0].1.elem_count();
+    let k = [step.weight_decay, step.momentum, 1.0 - step.dampening, step.lr];
+    let args = SgdArgs {
+        k: k.map(|v| dtype.round_f64(v)),
+        first: i32::from(step.first),
+        nesterov: i32::from(step.nesterov),
+        has_weight_decay: i32::from(step.weight_decay != 0.0),
+        has_momentum: i32::from(step.momentum != 0.0),
+    };
+    let mut outs = [dev.alloc(OP, dtype, n)?, dev.alloc(OP, dtype, n)?];
+    if n == 0 {
+        return Ok(Some(outs));
+    }
+    let mut tmps: [Option<CudaStorage>; 3] = Default::default();
+    let [t0, t1, t2] = &mut tmps;
+    let p = dev.contiguous(OP, inputs[0].0, inputs[0].1, t0)?;
+    let g = dev.contiguous(OP, inputs[1].0, inputs[1].1, t1)?;
+    let b = dev.contiguous(OP, inputs[2].0, inputs[2].1, t2)?;
+    let n64 = n as u64;
+    let [po, bo] = &mut outs;
+    let mut launch = dev.launch(OP, &kernels::sgd_kernel(dtype))?;
+    launch.buf(&p).buf(&g).buf(&b).buf_mut(&mut po.buf).buf_mut(&mut bo.buf).value(&args).value(&n64);
+    launch.run(dev.grid(n))?;
+    Ok(Some(outs))
+}
+
 pub(crate) fn softmax_last(
     dev: &CudaBackend,
     x: &CudaStorage,
@@ -208,6 +258,7 @@ mod tests {
     #[test]
     fn kernel_argument_structs_match_their_c_sizes() {
         assert_eq!(std::mem::size_of::<AdamArgs>(), 80);
+        assert_eq!(std::mem::size_of::<SgdArgs>(), 48);
         assert_eq!(std::mem::size_of::<Window>(), 112);
     }
 }

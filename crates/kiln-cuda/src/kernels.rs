@@ -96,6 +96,11 @@ pub fn conv_kernel(family: &str, dtype: DType) -> String {
     format!("{family}_{}", dtype.as_str())
 }
 
+/// The fused SGD update on `dtype` parameters.
+pub fn sgd_kernel(dtype: DType) -> String {
+    format!("sgd_{}", dtype.as_str())
+}
+
 /// Uniform random numbers of `dtype`, kiln's Philox stream.
 pub fn random_uniform_kernel(dtype: DType) -> String {
     format!("random_uniform_{}", dtype.as_str())
@@ -126,8 +131,9 @@ const P: usize = 8;
 const VIEW: usize = 144;
 const N: usize = 8;
 const DIM: usize = 4;
-/// `AdamArgs` of `optim.cu` and `Window` of `conv.cu`.
+/// `AdamArgs` and `SgdArgs` of `optim.cu`, `Window` of `conv.cu`.
 const ADAM_ARGS: usize = 80;
+const SGD_ARGS: usize = 48;
 const WINDOW: usize = 112;
 
 /// Every kernel the backend launches, with its file and parameters.
@@ -177,6 +183,7 @@ pub fn expected() -> Vec<Kernel> {
             add("softmax.cu", softmax_kernel(log, dtype), &[P, P, N, N]);
         }
         add("optim.cu", adam_kernel(dtype), &[P, P, P, P, P, P, P, ADAM_ARGS, N]);
+        add("optim.cu", sgd_kernel(dtype), &[P, P, P, P, P, SGD_ARGS, N]);
         add("random.cu", random_uniform_kernel(dtype), &[P, N, 8, 8, 8, 8]);
         for family in ["im2col", "col2im", "max_pool2d_indices"] {
             add("conv.cu", conv_kernel(family, dtype), &[P, P, WINDOW]);

@@ -11,7 +11,8 @@ use crate::storage::{check_fits, host_from_bytes, CudaStorage, Scalar, Strided};
 use cudarc::driver::CudaView;
 use kiln_tensor::backend::unsupported;
 use kiln_tensor::{
-    AdamStep, Backend, BinaryOp, DType, Distribution, Error, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d,
+    AdamStep, Backend, BinaryOp, DType, Distribution, Error, HostData, Layout, ReduceOp, Result, SgdStep, UnaryOp,
+    Window2d,
 };
 
 const FLOATS: &str = "f32, f64, f16, bf16";
@@ -293,6 +294,10 @@ impl kiln_tensor::Backend for CudaBackend {
 
     fn adam_step(&self, step: &AdamStep, inputs: [(&CudaStorage, &Layout); 4]) -> Result<Option<[CudaStorage; 3]>> {
         crate::fused::adam_step(self, step, inputs)
+    }
+
+    fn sgd_step(&self, step: &SgdStep, inputs: [(&CudaStorage, &Layout); 3]) -> Result<Option<[CudaStorage; 2]>> {
+        crate::fused::sgd_step(self, step, inputs)
     }
 
     fn softmax_last(&self, x: &CudaStorage, layout: &Layout, log: bool) -> Result<Option<CudaStorage>> {

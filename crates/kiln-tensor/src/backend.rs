@@ -35,7 +35,7 @@
 //!
 //! Everything else has a default built from the required core: [`Backend::binary_scalar`] (a
 //! filled 1-element storage broadcast with stride 0), [`Backend::random`] (Philox numbers
-//! generated on the host and uploaded), the fused kernels ([`Backend::adam_step`],
+//! generated on the host and uploaded), the fused kernels ([`Backend::adam_step`], [`Backend::sgd_step`],
 //! [`Backend::softmax_last`], [`Backend::im2col`], [`Backend::col2im`], [`Backend::conv2d`],
 //! [`Backend::conv2d_backward`], [`Backend::max_pool2d_indices`], which return `None` so that
 //! kiln composes them), [`Backend::synchronize`] and [`Backend::storage_dtype`]. Override them
@@ -68,7 +68,7 @@
 //! fallback arm that returns an `Invalid` error). Changing or adding a *required* method, or
 //! adding a dtype, is a breaking release.
 
-use crate::{AdamStep, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d};
+use crate::{AdamStep, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, SgdStep, UnaryOp, Window2d};
 
 /// A probability distribution for [`Backend::random`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -220,6 +220,14 @@ pub trait Backend: Send + Sync + 'static {
     /// with [`AdamStep::apply`]'s roundings. Default: `None`, and kiln composes the update from
     /// primitive ops. Return `None` too for any case your kernel does not cover.
     fn adam_step(&self, step: &AdamStep, inputs: [(&Self::Storage, &Layout); 4]) -> Result<Option<[Self::Storage; 3]>> {
+        let _ = (step, inputs);
+        Ok(None)
+    }
+
+    /// One fused SGD update: `inputs` are the parameter, its gradient and its momentum buffer
+    /// (equal shapes and dtypes, contiguous); returns the new `[param, buffer]`, each computed
+    /// with [`SgdStep::apply`]'s roundings. Default: `None` (composed from primitive ops).
+    fn sgd_step(&self, step: &SgdStep, inputs: [(&Self::Storage, &Layout); 3]) -> Result<Option<[Self::Storage; 2]>> {
         let _ = (step, inputs);
         Ok(None)
     }

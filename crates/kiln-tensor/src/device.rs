@@ -2,7 +2,7 @@
 //! and model code never names a backend type. Registration is open: `Device::new(any_backend)`.
 
 use crate::backend::{Backend, ConvGrads, Distribution};
-use crate::{AdamStep, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d};
+use crate::{AdamStep, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, SgdStep, UnaryOp, Window2d};
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
@@ -99,6 +99,7 @@ pub(crate) trait DynBackend: Send + Sync {
     fn index_select(&self, s: &AnyStorage, sl: &Layout, i: &AnyStorage, il: &Layout, dim: usize) -> Result<AnyStorage>;
     fn random(&self, dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<AnyStorage>;
     fn adam_step(&self, step: &AdamStep, inputs: [(&AnyStorage, &Layout); 4]) -> Result<Option<[AnyStorage; 3]>>;
+    fn sgd_step(&self, step: &SgdStep, inputs: [(&AnyStorage, &Layout); 3]) -> Result<Option<[AnyStorage; 2]>>;
     fn im2col(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<AnyStorage>>;
     fn col2im(&self, c: &AnyStorage, l: &Layout, dims: [usize; 4], win: &Window2d) -> Result<Option<AnyStorage>>;
     fn softmax_last(&self, x: &AnyStorage, l: &Layout, log: bool) -> Result<Option<AnyStorage>>;
@@ -215,6 +216,11 @@ impl<B: Backend> DynBackend for B {
         let [p, g, m, v] = inputs;
         let typed = [(get(self, p.0)?, p.1), (get(self, g.0)?, g.1), (get(self, m.0)?, m.1), (get(self, v.0)?, v.1)];
         Ok(Backend::adam_step(self, step, typed)?.map(|out| out.map(|s| Box::new(s) as AnyStorage)))
+    }
+    fn sgd_step(&self, step: &SgdStep, inputs: [(&AnyStorage, &Layout); 3]) -> Result<Option<[AnyStorage; 2]>> {
+        let [p, g, b] = inputs;
+        let typed = [(get(self, p.0)?, p.1), (get(self, g.0)?, g.1), (get(self, b.0)?, b.1)];
+        Ok(Backend::sgd_step(self, step, typed)?.map(|out| out.map(|s| Box::new(s) as AnyStorage)))
     }
     fn im2col(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<AnyStorage>> {
         Ok(Backend::im2col(self, get(self, x)?, l, win)?.map(|s| Box::new(s) as AnyStorage))

@@ -127,3 +127,92 @@ fn composed(s: &AdamStep, p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor) -> Res
     let next = p.sub(&m.div(&denom)?.mul_scalar(s.lr / bc1)?)?;
     Ok((next, m, v))
 }
+
+/// One SGD update (`torch.optim.SGD` arithmetic): weight decay, momentum with dampening,
+/// Nesterov.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdStep {
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum factor (0: no buffer).
+    pub momentum: f64,
+    /// Dampening of the momentum.
+    pub dampening: f64,
+    /// L2 penalty added to the gradient.
+    pub weight_decay: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// The first step: the momentum buffer starts at the gradient itself, as PyTorch's does.
+    pub first: bool,
+}
+
+impl SgdStep {
+    /// The constants for [`SgdStep::apply`], each rounded to `T` as a scalar operand of the
+    /// composed form is: `[weight_decay, momentum, 1 - dampening, lr]`.
+    pub fn prepare<T: Float>(&self) -> [T; 4] {
+        [T::c(self.weight_decay), T::c(self.momentum), T::c(1.0 - self.dampening), T::c(self.lr)]
+    }
+
+    /// The update of one element: `(p, g, buf) -> (p', buf')`, rounding after every operation
+    /// in the composed form's order. Without momentum `buf'` is the (decayed) gradient.
+    #[inline(always)]
+    pub fn apply<T: Float>(&self, k: &[T; 4], p: T, g: T, buf: T) -> (T, T) {
+        let [wd, momentum, undamped, lr] = *k;
+        let g = if self.weight_decay != 0.0 { g + p * wd } else { g };
+        let (g, buf) = if self.momentum != 0.0 {
+            let buf = if self.first { g } else { buf * momentum + g * undamped };
+            (if self.nesterov { g + buf * momentum } else { buf }, buf)
+        } else {
+            (g, g)
+        };
+        (p - g * lr, buf)
+    }
+}
+
+impl Tensor {
+    /// One SGD update of parameter `self` with gradient `grad` and momentum buffer `buf` (any
+    /// tensor of the parameter's shape on the first step or without momentum): returns the new
+    /// `(param, buf)`. Fused into one pass where the backend offers it, with the same results as
+    /// the composed ops either way. Runs without gradient tracking.
+    pub fn sgd_step(&self, grad: &Tensor, buf: &Tensor, step: &SgdStep) -> Result<(Tensor, Tensor)> {
+        const OP: &str = "sgd_step";
+        self.float_only(OP)?;
+        for t in [grad, buf] {
+            if t.dims() != self.dims() {
+                return Err(Error::ShapeMismatch {
+                    op: OP,
+                    lhs: self.shape().clone(),
+                    rhs: t.shape().clone(),
+                    hint: "; the parameter, its gradient and its momentum buffer must have equal shapes".into(),
+                });
+            }
+            self.same_dtype(OP, t)?;
+            self.same_device(OP, t)?;
+        }
+        let [p, g, b] = [self, grad, buf].map(|t| t.detach().contiguous());
+        let (p, g, b) = (p?, g?, b?);
+        let fused = self
+            .backend()
+            .sgd_step(step, [(p.storage(), p.layout()), (g.storage(), g.layout()), (b.storage(), b.layout())])?;
+        match fused {
+            Some([p, b]) => {
+                let wrap = |s| self.result(s, self.shape().clone(), self.dtype(), None);
+                Ok((wrap(p), wrap(b)))
+            }
+            None => no_grad(|| composed_sgd(step, self, grad, buf)),
+        }
+    }
+}
+
+/// The SGD update from primitive ops, for backends without a fused kernel.
+fn composed_sgd(s: &SgdStep, p: &Tensor, g: &Tensor, buf: &Tensor) -> Result<(Tensor, Tensor)> {
+    let g = if s.weight_decay != 0.0 { g.add(&p.mul_scalar(s.weight_decay)?)? } else { g.detach() };
+    let (g, buf) = if s.momentum != 0.0 {
+        let buf =
+            if s.first { g.clone() } else { buf.mul_scalar(s.momentum)?.add(&g.mul_scalar(1.0 - s.dampening)?)? };
+        (if s.nesterov { g.add(&buf.mul_scalar(s.momentum)?)? } else { buf.clone() }, buf)
+    } else {
+        (g.clone(), g)
+    };
+    Ok((p.sub(&g.mul_scalar(s.lr)?)?, buf))
+}

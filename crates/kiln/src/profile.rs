@@ -17,7 +17,7 @@
 //! ```
 
 use kiln_tensor::backend::Distribution;
-use kiln_tensor::{AdamStep, Backend, BinaryOp, DType, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d};
+use kiln_tensor::{AdamStep, Backend, BinaryOp, DType, HostData, Layout, ReduceOp, Result, SgdStep, UnaryOp, Window2d};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -228,6 +228,11 @@ impl<B: Backend> Backend for Profiled<B> {
     fn adam_step(&self, step: &AdamStep, inputs: [(&B::Storage, &Layout); 4]) -> Result<Option<[B::Storage; 3]>> {
         let bytes = Bytes(inputs.iter().map(|(s, l)| self.bytes(s, l)).sum::<Bytes>().0.map(|n| n * 7 / 4));
         self.timed(|| "adam_step".into(), bytes, || self.inner.adam_step(step, inputs))
+    }
+    fn sgd_step(&self, step: &SgdStep, inputs: [(&B::Storage, &Layout); 3]) -> Result<Option<[B::Storage; 2]>> {
+        // Three read, two written.
+        let bytes = Bytes(inputs.iter().map(|(s, l)| self.bytes(s, l)).sum::<Bytes>().0.map(|n| n * 5 / 3));
+        self.timed(|| "sgd_step".into(), bytes, || self.inner.sgd_step(step, inputs))
     }
     fn im2col(&self, x: &B::Storage, l: &Layout, win: &Window2d) -> Result<Option<B::Storage>> {
         self.timed(|| "im2col".into(), self.bytes(x, l), || self.inner.im2col(x, l, win))

@@ -141,6 +141,31 @@ pub(crate) fn composite(ctx: &mut Ctx) {
             }
         }
     }
+    // The fused SGD update against the composed one: plain, momentum (first and later steps),
+    // dampening with weight decay and Nesterov.
+    for dtype in DType::FLOATS {
+        for (shape, grad_view) in [(vec![4, 7], View::Contiguous), (vec![5, 3], View::Transposed)] {
+            for (momentum, dampening, weight_decay, nesterov, first) in [
+                (0.0, 0.0, 0.0, false, false),
+                (0.9, 0.0, 0.0, false, true),
+                (0.9, 0.0, 0.0, false, false),
+                (0.9, 0.1, 0.01, true, false),
+            ] {
+                let step = kiln_tensor::SgdStep { lr: 0.05, momentum, dampening, weight_decay, nesterov, first };
+                let inputs = [
+                    Input::new(&shape, dtype, (-1.0, 1.0), View::Contiguous),
+                    Input::new(&shape, dtype, (-1.0, 1.0), grad_view),
+                    Input::new(&shape, dtype, (-0.1, 0.1), View::Contiguous),
+                ];
+                let tol = Some(if dtype.size_in_bytes() >= 4 { Tolerance::EXACT } else { Tolerance::for_dtype(dtype) });
+                let name = format!("sgd_step {dtype} {shape:?} grad {grad_view:?} {step:?}");
+                ctx.check(name, &inputs, tol, move |t| {
+                    let (p, b) = t[0].sgd_step(&t[1], &t[2], &step)?;
+                    Tensor::cat(&[&p, &b], 0)
+                });
+            }
+        }
+    }
     // Convolution and pooling: backends may fuse im2col, col2im and the pooling argmax.
     let odd = Window2d { kernel: (3, 2), stride: (2, 1), padding: (1, 2), dilation: (1, 2) };
     for dtype in DType::FLOATS {

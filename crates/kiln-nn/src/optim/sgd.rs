@@ -2,7 +2,7 @@
 //! (`torch.optim.SGD`).
 
 use super::{buffer, store, Rule, State};
-use kiln_tensor::{Result, Tensor};
+use kiln_tensor::{Result, SgdStep, Tensor};
 
 /// Hyper-parameters of [`super::Sgd`] (PyTorch's defaults except `lr`, which has none there).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -34,19 +34,21 @@ impl Rule for SgdConfig {
         self.lr = lr;
     }
     fn update(&self, state: &mut State, t: u64, name: &str, p: &Tensor, g: &Tensor) -> Result<Tensor> {
-        let mut g = if self.weight_decay != 0.0 { g.add(&p.mul_scalar(self.weight_decay)?)? } else { g.clone() };
-        if self.momentum != 0.0 {
+        let step = SgdStep {
+            lr: self.lr,
+            momentum: self.momentum,
+            dampening: self.dampening,
+            weight_decay: self.weight_decay,
+            nesterov: self.nesterov,
             // The first step starts the buffer at the gradient itself, as PyTorch does.
-            let buf = if t == 1 {
-                g.clone()
-            } else {
-                buffer(state, name, "momentum_buffer", p)?
-                    .mul_scalar(self.momentum)?
-                    .add(&g.mul_scalar(1.0 - self.dampening)?)?
-            };
-            store(state, name, "momentum_buffer", buf.clone());
-            g = if self.nesterov { g.add(&buf.mul_scalar(self.momentum)?)? } else { buf };
+            first: t == 1,
+        };
+        // Without a buffer yet (or without momentum) the gradient stands in: it is not read.
+        let buf = if self.momentum != 0.0 && t > 1 { buffer(state, name, "momentum_buffer", p)? } else { g.clone() };
+        let (next, buf) = p.sgd_step(g, &buf, &step)?;
+        if self.momentum != 0.0 {
+            store(state, name, "momentum_buffer", buf);
         }
-        p.sub(&g.mul_scalar(self.lr)?)
+        Ok(next)
     }
 }
