@@ -192,6 +192,74 @@ pub(crate) fn softmax_last(
     Ok(Some(out))
 }
 
+/// `(rows, cols)` of logits `[N, C]` with `[N]` class indices, or `None` for shapes and dtypes
+/// the cross-entropy kernels do not take.
+fn cross_entropy_shape(x: (&CudaStorage, &Layout), t: (&CudaStorage, &Layout)) -> Option<(usize, usize)> {
+    let [rows, cols] = <[usize; 2]>::try_from(x.1.dims()).ok()?;
+    let [n] = <[usize; 1]>::try_from(t.1.dims()).ok()?;
+    let ok = x.0.dtype.is_float() && matches!(t.0.dtype, DType::I64 | DType::U32) && n == rows && cols > 0;
+    ok.then_some((rows, cols))
+}
+
+pub(crate) fn cross_entropy_rows(
+    dev: &CudaBackend,
+    x: (&CudaStorage, &Layout),
+    t: (&CudaStorage, &Layout),
+) -> Result<Option<CudaStorage>> {
+    const OP: &str = "cross_entropy";
+    let Some((rows, cols)) = cross_entropy_shape(x, t) else { return Ok(None) };
+    let mut out = dev.alloc(OP, x.0.dtype, rows)?;
+    if rows == 0 {
+        return Ok(Some(out));
+    }
+    let (mut tx, mut tt) = (None, None);
+    let logits = dev.contiguous(OP, x.0, x.1, &mut tx)?;
+    let classes = dev.contiguous(OP, t.0, t.1, &mut tt)?;
+    let bad = dev.stream.clone_htod(&[u64::MAX]).map_err(|e| dev.driver_error(OP, e))?;
+    let (r, c) = (rows as u64, cols as u64);
+    let mut launch = dev.launch(OP, &kernels::cross_entropy_kernel(false, x.0.dtype, t.0.dtype))?;
+    launch.buf(&logits).buf(&classes).buf_mut(&mut out.buf).value(&r).value(&c).buf(&bad).run(dev.rows(rows))?;
+    let flagged = dev.stream.clone_dtoh(&bad).map_err(|e| dev.driver_error(OP, e))?;
+    if let Some(&row) = flagged.first().filter(|&&b| b != u64::MAX) {
+        let row = row as usize - 1;
+        let class = kiln_tensor::Backend::download(dev, t.0, t.1)?.to_f64_vec().get(row).copied().unwrap_or(f64::NAN);
+        return Err(kiln_tensor::Error::IndexOutOfRange {
+            op: OP,
+            index: class as i64,
+            size: cols,
+            dim: 1,
+            shape: x.1.shape().clone(),
+        });
+    }
+    Ok(Some(out))
+}
+
+pub(crate) fn cross_entropy_rows_backward(
+    dev: &CudaBackend,
+    x: (&CudaStorage, &Layout),
+    t: (&CudaStorage, &Layout),
+    g: (&CudaStorage, &Layout),
+) -> Result<Option<CudaStorage>> {
+    const OP: &str = "cross_entropy_backward";
+    let Some((rows, cols)) = cross_entropy_shape(x, t) else { return Ok(None) };
+    if g.0.dtype != x.0.dtype || g.1.dims() != [rows] {
+        return Ok(None);
+    }
+    let mut out = dev.alloc(OP, x.0.dtype, rows * cols)?;
+    if rows == 0 {
+        return Ok(Some(out));
+    }
+    let (mut tx, mut tt, mut tg) = (None, None, None);
+    let logits = dev.contiguous(OP, x.0, x.1, &mut tx)?;
+    let classes = dev.contiguous(OP, t.0, t.1, &mut tt)?;
+    let grad = dev.contiguous(OP, g.0, g.1, &mut tg)?;
+    let (r, c) = (rows as u64, cols as u64);
+    // The forward checked every class (the backward only runs after it).
+    let mut launch = dev.launch(OP, &kernels::cross_entropy_kernel(true, x.0.dtype, t.0.dtype))?;
+    launch.buf(&logits).buf(&classes).buf(&grad).buf_mut(&mut out.buf).value(&r).value(&c).run(dev.rows(rows))?;
+    Ok(Some(out))
+}
+
 /// Launches `family_T(input, out, Window)` over `out_len` outputs of `out_dtype`.
 fn window_kernel(
     dev: &CudaBackend,

@@ -96,6 +96,13 @@ pub fn conv_kernel(family: &str, dtype: DType) -> String {
     format!("{family}_{}", dtype.as_str())
 }
 
+/// Cross-entropy rows (or, with `backward`, their gradient) of `dtype` logits against `index`
+/// classes.
+pub fn cross_entropy_kernel(backward: bool, dtype: DType, index: DType) -> String {
+    let family = if backward { "cross_entropy_backward" } else { "cross_entropy" };
+    format!("{family}_{}_{}", dtype.as_str(), index.as_str())
+}
+
 /// The fused SGD update on `dtype` parameters.
 pub fn sgd_kernel(dtype: DType) -> String {
     format!("sgd_{}", dtype.as_str())
@@ -181,6 +188,10 @@ pub fn expected() -> Vec<Kernel> {
     for dtype in FLOATS {
         for log in [false, true] {
             add("softmax.cu", softmax_kernel(log, dtype), &[P, P, N, N]);
+        }
+        for index in [DType::I64, DType::U32] {
+            add("softmax.cu", cross_entropy_kernel(false, dtype, index), &[P, P, P, N, N, P]);
+            add("softmax.cu", cross_entropy_kernel(true, dtype, index), &[P, P, P, P, N, N]);
         }
         add("optim.cu", adam_kernel(dtype), &[P, P, P, P, P, P, P, ADAM_ARGS, N]);
         add("optim.cu", sgd_kernel(dtype), &[P, P, P, P, P, SGD_ARGS, N]);

@@ -296,6 +296,23 @@ impl kiln_tensor::Backend for CudaBackend {
         crate::fused::adam_step(self, step, inputs)
     }
 
+    fn cross_entropy_rows(
+        &self,
+        logits: (&CudaStorage, &Layout),
+        targets: (&CudaStorage, &Layout),
+    ) -> Result<Option<CudaStorage>> {
+        crate::fused::cross_entropy_rows(self, logits, targets)
+    }
+
+    fn cross_entropy_rows_backward(
+        &self,
+        logits: (&CudaStorage, &Layout),
+        targets: (&CudaStorage, &Layout),
+        grad: (&CudaStorage, &Layout),
+    ) -> Result<Option<CudaStorage>> {
+        crate::fused::cross_entropy_rows_backward(self, logits, targets, grad)
+    }
+
     fn sgd_step(&self, step: &SgdStep, inputs: [(&CudaStorage, &Layout); 3]) -> Result<Option<[CudaStorage; 2]>> {
         crate::fused::sgd_step(self, step, inputs)
     }

@@ -60,14 +60,16 @@ pub fn cross_entropy_with(logits: &Tensor, targets: &Tensor, opts: CrossEntropy)
         return Err(Error::invalid(OP, format!("label_smoothing must be in [0, 1], got {}", opts.label_smoothing)));
     }
     // Half logits (from autocast) are widened: the loss is summed and exponentiated in f32.
-    let logp = crate::autocast::widen(logits)?.log_softmax(-1)?;
-    let nll = logp.gather(1, &targets.unsqueeze(1)?)?.squeeze(1)?.neg()?;
+    let logits = crate::autocast::widen(logits)?;
     let loss = if opts.label_smoothing > 0.0 {
         let eps = opts.label_smoothing;
+        let logp = logits.log_softmax(-1)?;
+        let nll = logp.gather(1, &targets.unsqueeze(1)?)?.squeeze(1)?.neg()?;
         let uniform = logp.mean(-1, false)?.neg()?;
         nll.mul_scalar(1.0 - eps)?.add(&uniform.mul_scalar(eps)?)?
     } else {
-        nll
+        // One fused pass forward and one backward where the backend has them.
+        logits.cross_entropy_rows(targets)?
     };
     reduce(loss, opts.reduction)
 }

@@ -36,6 +36,7 @@
 //! Everything else has a default built from the required core: [`Backend::binary_scalar`] (a
 //! filled 1-element storage broadcast with stride 0), [`Backend::random`] (Philox numbers
 //! generated on the host and uploaded), the fused kernels ([`Backend::adam_step`], [`Backend::sgd_step`],
+//! [`Backend::cross_entropy_rows`] and its backward,
 //! [`Backend::softmax_last`], [`Backend::im2col`], [`Backend::col2im`], [`Backend::conv2d`],
 //! [`Backend::conv2d_backward`], [`Backend::max_pool2d_indices`], which return `None` so that
 //! kiln composes them), [`Backend::synchronize`] and [`Backend::storage_dtype`]. Override them
@@ -260,6 +261,32 @@ pub trait Backend: Send + Sync + 'static {
     /// from max, exp, sum and a division or log).
     fn softmax_last(&self, x: &Self::Storage, layout: &Layout, log: bool) -> Result<Option<Self::Storage>> {
         let _ = (x, layout, log);
+        Ok(None)
+    }
+
+    /// Cross-entropy per row of contiguous float `logits` `[N, C]` against contiguous class
+    /// indices `targets` `[N]` (`i64` or `u32`): `[N]` values `lse(x_r) - x_r[t_r]`, each row
+    /// shifted by its maximum as in [`Backend::softmax_last`]. A class outside `0..C` is
+    /// [`Error::IndexOutOfRange`]. Default: `None` (composed from log-softmax and gather).
+    fn cross_entropy_rows(
+        &self,
+        logits: (&Self::Storage, &Layout),
+        targets: (&Self::Storage, &Layout),
+    ) -> Result<Option<Self::Storage>> {
+        let _ = (logits, targets);
+        Ok(None)
+    }
+
+    /// The gradient of [`Backend::cross_entropy_rows`] with respect to the logits, for the
+    /// contiguous per-row gradient `grad` `[N]` (the logits' dtype): `[N, C]` values
+    /// `(softmax(x_r)[c] - [c == t_r]) * grad_r`. Default: `None` (composed).
+    fn cross_entropy_rows_backward(
+        &self,
+        logits: (&Self::Storage, &Layout),
+        targets: (&Self::Storage, &Layout),
+        grad: (&Self::Storage, &Layout),
+    ) -> Result<Option<Self::Storage>> {
+        let _ = (logits, targets, grad);
         Ok(None)
     }
 

@@ -100,6 +100,13 @@ pub(crate) trait DynBackend: Send + Sync {
     fn random(&self, dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<AnyStorage>;
     fn adam_step(&self, step: &AdamStep, inputs: [(&AnyStorage, &Layout); 4]) -> Result<Option<[AnyStorage; 3]>>;
     fn sgd_step(&self, step: &SgdStep, inputs: [(&AnyStorage, &Layout); 3]) -> Result<Option<[AnyStorage; 2]>>;
+    fn cross_entropy_rows(&self, x: (&AnyStorage, &Layout), t: (&AnyStorage, &Layout)) -> Result<Option<AnyStorage>>;
+    fn cross_entropy_rows_backward(
+        &self,
+        x: (&AnyStorage, &Layout),
+        t: (&AnyStorage, &Layout),
+        g: (&AnyStorage, &Layout),
+    ) -> Result<Option<AnyStorage>>;
     fn im2col(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<AnyStorage>>;
     fn col2im(&self, c: &AnyStorage, l: &Layout, dims: [usize; 4], win: &Window2d) -> Result<Option<AnyStorage>>;
     fn softmax_last(&self, x: &AnyStorage, l: &Layout, log: bool) -> Result<Option<AnyStorage>>;
@@ -216,6 +223,19 @@ impl<B: Backend> DynBackend for B {
         let [p, g, m, v] = inputs;
         let typed = [(get(self, p.0)?, p.1), (get(self, g.0)?, g.1), (get(self, m.0)?, m.1), (get(self, v.0)?, v.1)];
         Ok(Backend::adam_step(self, step, typed)?.map(|out| out.map(|s| Box::new(s) as AnyStorage)))
+    }
+    fn cross_entropy_rows(&self, x: (&AnyStorage, &Layout), t: (&AnyStorage, &Layout)) -> Result<Option<AnyStorage>> {
+        let out = Backend::cross_entropy_rows(self, (get(self, x.0)?, x.1), (get(self, t.0)?, t.1))?;
+        Ok(out.map(|s| Box::new(s) as AnyStorage))
+    }
+    fn cross_entropy_rows_backward(
+        &self,
+        x: (&AnyStorage, &Layout),
+        t: (&AnyStorage, &Layout),
+        g: (&AnyStorage, &Layout),
+    ) -> Result<Option<AnyStorage>> {
+        let typed = ((get(self, x.0)?, x.1), (get(self, t.0)?, t.1), (get(self, g.0)?, g.1));
+        Ok(Backend::cross_entropy_rows_backward(self, typed.0, typed.1, typed.2)?.map(|s| Box::new(s) as AnyStorage))
     }
     fn sgd_step(&self, step: &SgdStep, inputs: [(&AnyStorage, &Layout); 3]) -> Result<Option<[AnyStorage; 2]>> {
         let [p, g, b] = inputs;

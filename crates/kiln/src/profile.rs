@@ -229,6 +229,19 @@ impl<B: Backend> Backend for Profiled<B> {
         let bytes = Bytes(inputs.iter().map(|(s, l)| self.bytes(s, l)).sum::<Bytes>().0.map(|n| n * 7 / 4));
         self.timed(|| "adam_step".into(), bytes, || self.inner.adam_step(step, inputs))
     }
+    fn cross_entropy_rows(&self, x: (&B::Storage, &Layout), t: (&B::Storage, &Layout)) -> Result<Option<B::Storage>> {
+        self.timed(|| "cross_entropy".into(), self.bytes(x.0, x.1), || self.inner.cross_entropy_rows(x, t))
+    }
+    fn cross_entropy_rows_backward(
+        &self,
+        x: (&B::Storage, &Layout),
+        t: (&B::Storage, &Layout),
+        g: (&B::Storage, &Layout),
+    ) -> Result<Option<B::Storage>> {
+        // The logits read and their gradient written.
+        let bytes = Bytes(self.bytes(x.0, x.1).0.map(|n| 2 * n));
+        self.timed(|| "cross_entropy_backward".into(), bytes, || self.inner.cross_entropy_rows_backward(x, t, g))
+    }
     fn sgd_step(&self, step: &SgdStep, inputs: [(&B::Storage, &Layout); 3]) -> Result<Option<[B::Storage; 2]>> {
         // Three read, two written.
         let bytes = Bytes(inputs.iter().map(|(s, l)| self.bytes(s, l)).sum::<Bytes>().0.map(|n| n * 5 / 3));

@@ -120,6 +120,9 @@ pub(crate) fn grads(ctx: &mut Ctx) {
     ctx.grad_check("logsumexp".into(), &x(), H, |t| t[0].logsumexp(1, false));
     ctx.grad_check("softmax".into(), &x(), H, |t| t[0].softmax(1));
     ctx.grad_check("log_softmax".into(), &x(), H, |t| t[0].log_softmax(0));
+    ctx.grad_check("cross_entropy_rows".into(), &x(), H, |t| {
+        t[0].cross_entropy_rows(&Tensor::from_vec(vec![2i64, 0, 3], [3], t[0].device())?)
+    });
     let mm = |sa: &[usize], va, sb: &[usize], vb| [f64_input(sa, (-1.0, 1.0), va), f64_input(sb, (-1.0, 1.0), vb)];
     ctx.grad_check("matmul".into(), &mm(&[3, 4], View::Contiguous, &[4, 2], View::Contiguous), H, |t| {
         t[0].matmul(&t[1])

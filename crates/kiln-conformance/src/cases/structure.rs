@@ -267,6 +267,29 @@ pub(crate) fn composite(ctx: &mut Ctx) {
             );
         }
     }
+    // Cross-entropy rows (a backend may fuse the forward and the backward), against i64 and u32
+    // classes, with the logits' gradient; then a class out of range.
+    for dtype in DType::FLOATS {
+        let tol = Some(Tolerance::for_dtype(dtype).scaled(4.0));
+        for index in [DType::I64, DType::U32] {
+            let classes = Input::values(&[5], index, vec![0.0, 36.0, 7.0, 7.0, 20.0]);
+            let x = Input::new(&[5, 37], dtype, (-4.0, 4.0), View::Offset);
+            ctx.check(format!("cross_entropy_rows {dtype} {index}"), &[x.clone(), classes.clone()], tol, |t| {
+                t[0].cross_entropy_rows(&t[1])
+            });
+            ctx.check(format!("cross_entropy_rows {dtype} {index} gradient"), &[x, classes], tol, |t| {
+                let x = kiln_tensor::Var::new(t[0].clone());
+                let weights = Tensor::arange(1.0, 6.0, t[0].dtype(), t[0].device())?;
+                let grads = x.as_tensor().cross_entropy_rows(&t[1])?.mul(&weights)?.sum((), false)?.backward()?;
+                grads.get(&x).cloned().ok_or_else(|| kiln_tensor::Error::Msg("no gradient".into()))
+            });
+        }
+        let x = Input::new(&[2, 3], dtype, (-1.0, 1.0), View::Contiguous);
+        let bad = Input::values(&[2], DType::I64, vec![1.0, 3.0]);
+        ctx.check(format!("cross_entropy_rows {dtype} class out of range"), &[x, bad], None, |t| {
+            t[0].cross_entropy_rows(&t[1])
+        });
+    }
     // Extreme logits stay finite.
     let big = Input::values(&[2, 3], DType::F32, vec![1e4, -1e4, 0.0, -1e4, -1e4, -1e4]);
     ctx.check("log_softmax of +-1e4".into(), &[big.clone()], None, |t| t[0].log_softmax(-1));

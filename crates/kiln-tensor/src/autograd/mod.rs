@@ -41,6 +41,8 @@ pub(crate) enum Op {
     Softmax(Tensor, bool),
     /// A fused convolution of `x` with the weight as `[O, C * KH * KW]`.
     Conv2d(Tensor, Tensor, crate::Window2d),
+    /// Fused cross-entropy rows of logits `[N, C]` against class indices `[N]`.
+    CrossEntropy(Tensor, Tensor),
 }
 
 impl Op {
@@ -59,7 +61,8 @@ impl Op {
             | Op::Gather(x, _, _)
             | Op::IndexSelect(x, _, _)
             | Op::Im2col(x, _)
-            | Op::Softmax(x, _) => vec![x],
+            | Op::Softmax(x, _)
+            | Op::CrossEntropy(x, _) => vec![x],
             Op::Binary(a, b, _) | Op::Matmul(a, b) | Op::Conv2d(a, b, _) => vec![a, b],
             Op::Where(_, t, f) => vec![t, f],
             Op::ScatterAdd(base, _, src, _) => vec![base, src],

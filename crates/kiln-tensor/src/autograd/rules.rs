@@ -155,6 +155,7 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
             };
             vec![(x.clone(), dx)]
         }
+        Op::CrossEntropy(x, targets) => vec![(x.clone(), x.detach().cross_entropy_rows_grad(targets, g)?)],
         Op::Conv2d(x, w, win) => {
             let (dx, dw) = crate::ops::conv::conv2d_grads(&x.detach(), &w.detach(), g, *win, need(x))?;
             let mut out = vec![(w.clone(), dw)];

@@ -190,6 +190,57 @@ impl Tensor {
         self.sub(&self.logsumexp(dim, true)?)
     }
 
+    /// Cross-entropy of each row of logits `[N, C]` against class indices `[N]` (`i64` or `u32`):
+    /// `[N]` values `logsumexp(x_r) - x_r[t_r]`, differentiable in the logits. One fused pass
+    /// where the backend has it, else log-softmax and gather.
+    pub fn cross_entropy_rows(&self, targets: &Tensor) -> Result<Tensor> {
+        const OP: &str = "cross_entropy";
+        self.float_only(OP)?;
+        self.same_device(OP, targets)?;
+        if self.rank() != 2 || targets.rank() != 1 || targets.dims()[0] != self.dims()[0] {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: self.shape().clone(),
+                rhs: targets.shape().clone(),
+                hint: "; expects [N, C] scores and [N] class indices".into(),
+            });
+        }
+        if !matches!(targets.dtype(), DType::I64 | DType::U32) {
+            return Err(Error::UnsupportedDType {
+                op: OP,
+                dtype: targets.dtype(),
+                supported: "i64, u32 (class indices)",
+            });
+        }
+        if self.elem_count() > 0 {
+            let (x, t) = crate::no_grad(|| Ok::<_, Error>((self.contiguous()?, targets.contiguous()?)))?;
+            let fused = self.backend().cross_entropy_rows((x.storage(), x.layout()), (t.storage(), t.layout()))?;
+            if let Some(s) = fused {
+                let rec = Some(Op::CrossEntropy(self.clone(), targets.detach()));
+                return Ok(self.result(s, Shape::new([self.dims()[0]]), self.dtype(), rec));
+            }
+        }
+        self.log_softmax(-1)?.gather(1, &targets.unsqueeze(1)?)?.squeeze(1)?.neg()
+    }
+
+    /// The gradient of [`Tensor::cross_entropy_rows`] for the per-row gradient `grad`:
+    /// `(softmax(x_r) - onehot(t_r)) * grad_r`.
+    pub(crate) fn cross_entropy_rows_grad(&self, targets: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        let (x, t, g) =
+            crate::no_grad(|| Ok::<_, Error>((self.contiguous()?, targets.contiguous()?, grad.contiguous()?)))?;
+        let fused = self.backend().cross_entropy_rows_backward(
+            (x.storage(), x.layout()),
+            (t.storage(), t.layout()),
+            (g.storage(), g.layout()),
+        )?;
+        if let Some(s) = fused {
+            return Ok(self.result(s, self.shape().clone(), self.dtype(), None));
+        }
+        let classes = Tensor::arange(0.0, self.dims()[1] as f64, t.dtype(), self.device())?;
+        let onehot = classes.unsqueeze(0)?.eq(&t.unsqueeze(1)?)?.to_dtype(self.dtype())?;
+        x.softmax(-1)?.sub(&onehot)?.mul(&g.unsqueeze(1)?)
+    }
+
     /// The backend's fused (log-)softmax over the last dim `dim`, if it has one.
     fn softmax_fused(&self, dim: usize, log: bool) -> Result<Option<Tensor>> {
         if dim + 1 != self.rank() || self.elem_count() == 0 {
