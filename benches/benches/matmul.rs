@@ -20,6 +20,20 @@ fn kiln_matmul(c: &mut Criterion) {
     g.finish();
 }
 
+/// The MLP's two large products as training makes them, with transposed views: the forward
+/// `x @ w.t()` (w stored `[out, in]`, as Linear keeps it) and the weight gradient `dy.t() @ x`.
+fn mlp_views(c: &mut Criterion) {
+    let dev = kiln::kiln_cpu::cpu();
+    let mut g = c.benchmark_group("matmul-views");
+    let x = Tensor::randn(0.0, 1.0, [32, 784], DType::F32, 1, &dev).unwrap();
+    let w = Tensor::randn(0.0, 1.0, [128, 784], DType::F32, 2, &dev).unwrap();
+    let dy = Tensor::randn(0.0, 1.0, [32, 128], DType::F32, 3, &dev).unwrap();
+    g.throughput(Throughput::Elements(2 * 32 * 784 * 128));
+    g.bench_function("f32/x@w.t/32x784x128", |b| b.iter(|| black_box(x.matmul(&w.t().unwrap()).unwrap())));
+    g.bench_function("f32/dy.t@x/128x32x784", |b| b.iter(|| black_box(dy.t().unwrap().matmul(&x).unwrap())));
+    g.finish();
+}
+
 fn peer_gemm(c: &mut Criterion) {
     if !kiln_benches::peers() {
         return;
@@ -70,5 +84,5 @@ fn gemm_into(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize
     }
 }
 
-criterion_group! { name = benches; config = kiln_benches::criterion(); targets = kiln_matmul, peer_gemm }
+criterion_group! { name = benches; config = kiln_benches::criterion(); targets = kiln_matmul, mlp_views, peer_gemm }
 criterion_main!(benches);

@@ -29,6 +29,7 @@ mod pool;
 mod reduce;
 mod simd;
 mod softmax;
+mod spin_pool;
 mod storage;
 mod strided;
 

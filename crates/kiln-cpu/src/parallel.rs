@@ -30,12 +30,16 @@ where
             first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
         }
     };
-    rayon::in_place_scope(|s| {
-        for _ in 0..helpers {
-            s.spawn(|_| work());
-        }
-        work();
-    });
+    // The spinning pool when it has this many threads and is free; rayon's otherwise.
+    let pooled = threads >= crate::spin_pool::threads() && crate::spin_pool::run(&work).is_some();
+    if !pooled {
+        rayon::in_place_scope(|s| {
+            for _ in 0..helpers {
+                s.spawn(|_| work());
+            }
+            work();
+        });
+    }
     match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(e) => Err(e),
         None => Ok(()),
