@@ -91,43 +91,65 @@ fn dims4(layout: &Layout) -> Option<[usize; 4]> {
     <[usize; 4]>::try_from(layout.dims()).ok()
 }
 
-pub(crate) fn adam_step(
+/// One pass of an optimizer kernel, `name(inputs..., outputs..., args, n)`, over `inputs` of one
+/// float dtype and shape, writing `outputs` new tensors of the same; `None` for mixed dtypes or
+/// shapes (kiln then composes the update).
+fn optimizer_pass<A: DeviceRepr>(
     dev: &CudaBackend,
-    step: &AdamStep,
-    inputs: [(&CudaStorage, &Layout); 4],
-) -> Result<Option<[CudaStorage; 3]>> {
-    const OP: &str = "adam_step";
+    op: &'static str,
+    inputs: &[(&CudaStorage, &Layout)],
+    outputs: usize,
+    name: fn(DType) -> String,
+    args: impl FnOnce(DType) -> A,
+) -> Result<Option<Vec<CudaStorage>>> {
     let dtype = inputs[0].0.dtype;
     let dims = inputs[0].1.dims();
     if !dtype.is_float() || inputs.iter().any(|(s, l)| s.dtype != dtype || l.dims() != dims) {
         return Ok(None);
     }
     let n = inputs[0].1.elem_count();
-    // The constants rounded to the storage dtype straight from f64, as the composed form's
-    // scalar operands are; the kernel's conversions of them are then exact.
-    let (k, eps) = step.prepare::<f64>();
-    let args = AdamArgs {
-        k: k.map(|v| dtype.round_f64(v)),
-        eps: dtype.round_f64(eps),
-        decoupled: i32::from(step.decoupled),
-        has_weight_decay: i32::from(step.weight_decay != 0.0),
-    };
-    let mut outs = [dev.alloc(OP, dtype, n)?, dev.alloc(OP, dtype, n)?, dev.alloc(OP, dtype, n)?];
+    let mut outs = (0..outputs).map(|_| dev.alloc(op, dtype, n)).collect::<Result<Vec<_>>>()?;
     if n == 0 {
         return Ok(Some(outs));
     }
-    let mut tmps: [Option<CudaStorage>; 4] = Default::default();
-    let [t0, t1, t2, t3] = &mut tmps;
-    let p = dev.contiguous(OP, inputs[0].0, inputs[0].1, t0)?;
-    let g = dev.contiguous(OP, inputs[1].0, inputs[1].1, t1)?;
-    let m = dev.contiguous(OP, inputs[2].0, inputs[2].1, t2)?;
-    let v = dev.contiguous(OP, inputs[3].0, inputs[3].1, t3)?;
-    let n64 = n as u64;
-    let [po, mo, vo] = &mut outs;
-    let mut launch = dev.launch(OP, &kernels::adam_kernel(dtype))?;
-    launch.buf(&p).buf(&g).buf(&m).buf(&v).buf_mut(&mut po.buf).buf_mut(&mut mo.buf).buf_mut(&mut vo.buf);
-    launch.value(&args).value(&n64).run(dev.grid(n))?;
+    let (args, n64) = (args(dtype), n as u64);
+    let mut tmps: Vec<Option<CudaStorage>> = inputs.iter().map(|_| None).collect();
+    let views = inputs
+        .iter()
+        .zip(tmps.iter_mut())
+        .map(|((s, l), tmp)| dev.contiguous(op, s, l, tmp))
+        .collect::<Result<Vec<_>>>()?;
+    {
+        let mut launch = dev.launch(op, &name(dtype))?;
+        for view in &views {
+            launch.buf(view);
+        }
+        for out in outs.iter_mut() {
+            launch.buf_mut(&mut out.buf);
+        }
+        launch.value(&args).value(&n64).run(dev.grid(n))?;
+    }
     Ok(Some(outs))
+}
+
+pub(crate) fn adam_step(
+    dev: &CudaBackend,
+    step: &AdamStep,
+    inputs: [(&CudaStorage, &Layout); 4],
+) -> Result<Option<[CudaStorage; 3]>> {
+    // The constants rounded to the storage dtype straight from f64, as the composed form's
+    // scalar operands are; the kernel's conversions of them are then exact.
+    let args = |dtype: DType| {
+        let (k, eps) = step.prepare::<f64>();
+        AdamArgs {
+            k: k.map(|v| dtype.round_f64(v)),
+            eps: dtype.round_f64(eps),
+            decoupled: i32::from(step.decoupled),
+            has_weight_decay: i32::from(step.weight_decay != 0.0),
+        }
+    };
+    let outs = optimizer_pass(dev, "adam_step", &inputs, 3, kernels::adam_kernel, args)?;
+    Ok(outs.and_then(|v| <[CudaStorage; 3]>::try_from(v).ok()))
 }
 
 pub(crate) fn sgd_step(
@@ -135,36 +157,15 @@ pub(crate) fn sgd_step(
     step: &SgdStep,
     inputs: [(&CudaStorage, &Layout); 3],
 ) -> Result<Option<[CudaStorage; 2]>> {
-    const OP: &str = "sgd_step";
-    let dtype = inputs[0].0.dtype;
-    let dims = inputs[0].1.dims();
-    if !dtype.is_float() || inputs.iter().any(|(s, l)| s.dtype != dtype || l.dims() != dims) {
-        return Ok(None);
-    }
-    let n = inputs[0].1.elem_count();
-    let k = [step.weight_decay, step.momentum, 1.0 - step.dampening, step.lr];
-    let args = SgdArgs {
-        k: k.map(|v| dtype.round_f64(v)),
+    let args = |dtype: DType| SgdArgs {
+        k: [step.weight_decay, step.momentum, 1.0 - step.dampening, step.lr].map(|v| dtype.round_f64(v)),
         first: i32::from(step.first),
         nesterov: i32::from(step.nesterov),
         has_weight_decay: i32::from(step.weight_decay != 0.0),
         has_momentum: i32::from(step.momentum != 0.0),
     };
-    let mut outs = [dev.alloc(OP, dtype, n)?, dev.alloc(OP, dtype, n)?];
-    if n == 0 {
-        return Ok(Some(outs));
-    }
-    let mut tmps: [Option<CudaStorage>; 3] = Default::default();
-    let [t0, t1, t2] = &mut tmps;
-    let p = dev.contiguous(OP, inputs[0].0, inputs[0].1, t0)?;
-    let g = dev.contiguous(OP, inputs[1].0, inputs[1].1, t1)?;
-    let b = dev.contiguous(OP, inputs[2].0, inputs[2].1, t2)?;
-    let n64 = n as u64;
-    let [po, bo] = &mut outs;
-    let mut launch = dev.launch(OP, &kernels::sgd_kernel(dtype))?;
-    launch.buf(&p).buf(&g).buf(&b).buf_mut(&mut po.buf).buf_mut(&mut bo.buf).value(&args).value(&n64);
-    launch.run(dev.grid(n))?;
-    Ok(Some(outs))
+    let outs = optimizer_pass(dev, "sgd_step", &inputs, 2, kernels::sgd_kernel, args)?;
+    Ok(outs.and_then(|v| <[CudaStorage; 2]>::try_from(v).ok()))
 }
 
 pub(crate) fn softmax_last(
