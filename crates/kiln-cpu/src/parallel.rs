@@ -62,3 +62,37 @@ where
     });
     debug_assert!(result.is_ok(), "tasks here never fail");
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::run_tasks;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Every task runs exactly once, from several threads at once (so that some calls find the
+    /// awake pool busy and take rayon's path), including nested calls from inside a task.
+    #[test]
+    fn every_task_runs_once_with_concurrent_and_nested_callers() {
+        let callers: Vec<_> = (0..3)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    for round in 0..500 {
+                        let counts: Vec<AtomicUsize> = (0..37).map(|_| AtomicUsize::new(0)).collect();
+                        run_tasks(37, 8, |i| {
+                            if i == 5 && round % 7 == 0 {
+                                run_tasks(3, 8, |_| Ok(()))?;
+                            }
+                            counts[i].fetch_add(1, Ordering::Relaxed);
+                            Ok(())
+                        })
+                        .unwrap();
+                        assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1), "round {round}");
+                    }
+                })
+            })
+            .collect();
+        for c in callers {
+            c.join().unwrap();
+        }
+    }
+}

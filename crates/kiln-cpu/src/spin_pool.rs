@@ -33,6 +33,8 @@ struct Pool {
     /// Held by the caller for the whole of a job.
     busy: Mutex<()>,
     parked: AtomicUsize,
+    /// Set when a task panicked on a helper.
+    panicked: AtomicBool,
     park_lock: Mutex<()>,
     wake: Condvar,
 }
@@ -55,6 +57,7 @@ fn pool() -> &'static Pool {
             joined: AtomicUsize::new(0),
             busy: Mutex::new(()),
             parked: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
             park_lock: Mutex::new(()),
             wake: Condvar::new(),
         }));
@@ -104,7 +107,12 @@ fn helper(pool: &'static Pool) {
             if let Some(SendJob(f)) = job {
                 // SAFETY: `open` was true after we joined, so the caller is still in `run`,
                 // waiting for `joined` to reach 0 before its closure goes out of scope.
-                unsafe { (*f)() };
+                let call = std::panic::AssertUnwindSafe(|| unsafe { (*f)() });
+                // A panicking task must not kill the helper with `joined` still counting it
+                // (the caller would wait forever): the caller re-raises it instead.
+                if std::panic::catch_unwind(call).is_err() {
+                    pool.panicked.store(true, SeqCst);
+                }
             }
         }
         pool.joined.fetch_sub(1, SeqCst);
@@ -141,7 +149,11 @@ pub(crate) fn run(work: &(dyn Fn() + Sync)) -> Option<()> {
             *self.0.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
-    let _close = Close(pool);
+    let close = Close(pool);
     work();
+    drop(close);
+    if pool.panicked.swap(false, SeqCst) {
+        panic!("a kiln-cpu task panicked on a helper thread (a bug: tasks return errors)");
+    }
     Some(())
 }
