@@ -46,7 +46,10 @@ impl CudaBackend {
         check_fits(op, s, layout)?;
         let size = s.dtype.size_in_bytes();
         if let Some((start, _)) = layout.contiguous_range() {
-            return Ok(s.buf.slice(start * size..));
+            // An empty view may sit anywhere; never let cudarc's bounds assert panic on it.
+            return s.buf.try_slice(start * size..).ok_or_else(|| {
+                Error::invalid(op, format!("view {layout:?} starts past a storage of {} elements", s.len))
+            });
         }
         let copy = tmp.insert(self.make_contiguous(op, s, layout)?);
         Ok(copy.buf.slice(..))
