@@ -234,6 +234,15 @@ pub fn fetch_into(spec: &DatasetSpec, dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| io(dir.display(), e))?;
     let missing = |dir: &Path| spec.files.iter().filter(|f| !cached(dir, f)).copied().collect::<Vec<_>>();
     let mut todo = missing(dir);
+    // Files placed in the cache by hand as `<name>.gz` (as the error below invites, and as the
+    // GPU bundle ships them) are unpacked in place before any source is tried.
+    let packed: Vec<FileSpec> = todo.iter().filter(|f| dir.join(format!("{}.gz", f.name)).is_file()).copied().collect();
+    if !packed.is_empty() {
+        if let Err(e) = from_dir(dir, dir, &packed) {
+            eprintln!("kiln: unpacking the .gz files in {} failed ({e})", dir.display());
+        }
+        todo = missing(dir);
+    }
     let mut tried = Vec::new();
     for (k, source) in spec.sources.iter().enumerate() {
         if todo.is_empty() {

@@ -118,3 +118,15 @@ fn when_every_source_fails_the_error_lists_them() {
     assert!(err.contains("copy from /nonexistent/kiln"), "{err}");
     assert!(err.contains("x-idx1-ubyte") && err.contains("KILN_DATA_DIR"), "{err}");
 }
+
+#[test]
+fn gzip_files_placed_in_the_cache_by_hand_are_used_without_any_source() {
+    let a = idx::encode(&[3], &[1, 2, 3]);
+    let file = FileSpec { name: "g-idx1-ubyte", sha256: leak(sha256_hex(&a)) };
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("g-idx1-ubyte.gz"), gzip(&a)).expect("write");
+    // The only source fails: the .gz in the cache must be enough.
+    let s = spec(vec![file], vec![Source::Dir("/nonexistent/kiln".into())]);
+    fetch_into(&s, dir.path()).expect("the .gz in the cache is used");
+    assert_eq!(std::fs::read(dir.path().join("g-idx1-ubyte")).expect("unpacked"), a);
+}
