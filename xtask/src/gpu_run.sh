@@ -48,7 +48,12 @@ train_summary() {
     local acc=$(grep -Eo "test accuracy [0-9.]+ %" "$1" | tail -1)
     # The epoch rows: "epoch loss train% test% seconds samples/s"; the mean of the seconds.
     local per_epoch=$(awk '/^ +[0-9]+ +[0-9.]+ +[0-9.]+% +[0-9.]+% +[0-9.]+/ { s += $5; n++ } END { if (n) printf "%.2f s/epoch over %d epochs", s / n, n }' "$1")
-    echo "${acc:-no accuracy}; ${per_epoch:-no epoch finished}"
+    if [ -z "$acc" ]; then
+        # No result: the last line is the error (or where it stopped).
+        echo "$(tail -n 1 "$1" | cut -c1-100)"
+        return
+    fi
+    echo "$acc; ${per_epoch:-no epoch finished}"
 }
 bench_summary() {
     grep -q "skipped: no CUDA device" "$1" && { echo "skipped (no device)"; return; }
