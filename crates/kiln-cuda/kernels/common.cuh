@@ -46,3 +46,13 @@ typedef __nv_bfloat16 bf16;
 typedef long long i64;
 typedef unsigned int u32;
 typedef unsigned char u8;
+
+// Loads into the compute type (f32 and the half types as float, f64 as double) and stores back,
+// rounding once: what every kernel that computes in a wider type than it stores uses.
+__device__ __forceinline__ float load_acc(f32 x) { return x; }
+__device__ __forceinline__ double load_acc(f64 x) { return x; }
+__device__ __forceinline__ float load_acc(f16 x) { return __half2float(x); }
+__device__ __forceinline__ float load_acc(bf16 x) { return __bfloat162float(x); }
+template <typename T> __device__ __forceinline__ T store_acc(float x) { return from_f32<T>(x); }
+template <> __device__ __forceinline__ f32 store_acc<f32>(float x) { return x; }
+template <typename T> __device__ __forceinline__ T store_acc(double x) { return x; }

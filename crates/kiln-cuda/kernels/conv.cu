@@ -11,14 +11,6 @@ struct Window {
     i64 sh, sw, ph, pw, dh, dw;
 };
 
-__device__ __forceinline__ float acc_load(f32 x) { return x; }
-__device__ __forceinline__ double acc_load(f64 x) { return x; }
-__device__ __forceinline__ float acc_load(f16 x) { return __half2float(x); }
-__device__ __forceinline__ float acc_load(bf16 x) { return __bfloat162float(x); }
-template <typename T> __device__ __forceinline__ T acc_store(float x) { return from_f32<T>(x); }
-template <> __device__ __forceinline__ f32 acc_store<f32>(float x) { return x; }
-template <typename T> __device__ __forceinline__ T acc_store(double x) { return x; }
-
 // out[n][(c * KH + i) * KW + j][oy * OW + ox] = x[n][c][oy * sh - ph + i * dh][ox * sw - pw + j * dw]
 template <typename T>
 __device__ void im2col(const T* x, T* out, Window g) {
@@ -48,10 +40,10 @@ __device__ void col2im(const T* cols, T* out, Window g) {
             for (u64 j = 0; j < g.kw; ++j) {
                 i64 tx = xx + g.pw - (i64)j * g.dw;
                 if (tx < 0 || tx % g.sw != 0 || tx / g.sw >= (i64)g.ow) continue;
-                s += (A)acc_load(base[(i * g.kw + j) * l + (u64)(ty / g.sh) * g.ow + (u64)(tx / g.sw)]);
+                s += (A)load_acc(base[(i * g.kw + j) * l + (u64)(ty / g.sh) * g.ow + (u64)(tx / g.sw)]);
             }
         }
-        out[e] = acc_store<T>(s);
+        out[e] = store_acc<T>(s);
     }
 }
 
@@ -71,7 +63,7 @@ __device__ void max_pool_indices(const T* x, i64* out, Window g) {
             for (u64 j = 0; j < g.kw; ++j) {
                 i64 xx = (i64)ox * g.sw - g.pw + (i64)j * g.dw;
                 if (xx < 0 || xx >= (i64)g.w) continue;
-                double v = (double)acc_load(p[(u64)y * g.w + (u64)xx]);
+                double v = (double)load_acc(p[(u64)y * g.w + (u64)xx]);
                 bool take = !found || (best == best && (v != v || v > best));
                 if (take) { best = v; at = y * (i64)g.w + xx; found = true; }
             }

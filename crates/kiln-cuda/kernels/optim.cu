@@ -41,13 +41,6 @@ template <typename H> struct OpsHalf {
     static __device__ T sqrt(T a) { return r(__fsqrt_rn(a)); }
 };
 
-__device__ __forceinline__ float load(f32 x) { return x; }
-__device__ __forceinline__ double load(f64 x) { return x; }
-__device__ __forceinline__ float load(f16 x) { return __half2float(x); }
-__device__ __forceinline__ float load(bf16 x) { return __bfloat162float(x); }
-template <typename S> __device__ __forceinline__ S store(float x) { return from_f32<S>(x); }
-template <> __device__ __forceinline__ f32 store<f32>(float x) { return x; }
-template <typename S> __device__ __forceinline__ S store(double x) { return x; }
 
 
 template <typename S, typename O>
@@ -57,16 +50,16 @@ __device__ void adam(const S* p_in, const S* g_in, const S* m_in, const S* v_in,
     T decay = O::c(a.k[0]), wd = O::c(a.k[1]), b1 = O::c(a.k[2]), one_b1 = O::c(a.k[3]);
     T b2 = O::c(a.k[4]), one_b2 = O::c(a.k[5]), sqrt_bc2 = O::c(a.k[6]), step = O::c(a.k[7]), eps = O::c(a.eps);
     KILN_FOR_EACH(i, n) {
-        T p = load(p_in[i]), g = load(g_in[i]), m = load(m_in[i]), v = load(v_in[i]);
+        T p = load_acc(p_in[i]), g = load_acc(g_in[i]), m = load_acc(m_in[i]), v = load_acc(v_in[i]);
         if (a.decoupled && a.has_weight_decay) p = O::mul(p, decay);
         if (!a.decoupled && a.has_weight_decay) g = O::add(g, O::mul(p, wd));
         m = O::add(O::mul(m, b1), O::mul(g, one_b1));
         v = O::add(O::mul(v, b2), O::mul(O::mul(g, g), one_b2));
         T denom = O::add(O::div(O::sqrt(v), sqrt_bc2), eps);
         p = O::sub(p, O::mul(O::div(m, denom), step));
-        p_out[i] = store<S>(p);
-        m_out[i] = store<S>(m);
-        v_out[i] = store<S>(v);
+        p_out[i] = store_acc<S>(p);
+        m_out[i] = store_acc<S>(m);
+        v_out[i] = store_acc<S>(v);
     }
 }
 
@@ -96,15 +89,15 @@ __device__ void sgd(const S* p_in, const S* g_in, const S* b_in, S* p_out, S* b_
     typedef typename O::T T;
     T wd = O::c(a.k[0]), momentum = O::c(a.k[1]), undamped = O::c(a.k[2]), lr = O::c(a.k[3]);
     KILN_FOR_EACH(i, n) {
-        T p = load(p_in[i]), g = load(g_in[i]);
+        T p = load_acc(p_in[i]), g = load_acc(g_in[i]);
         if (a.has_weight_decay) g = O::add(g, O::mul(p, wd));
         T buf = g;
         if (a.has_momentum) {
-            buf = a.first ? g : O::add(O::mul(load(b_in[i]), momentum), O::mul(g, undamped));
+            buf = a.first ? g : O::add(O::mul(load_acc(b_in[i]), momentum), O::mul(g, undamped));
             g = a.nesterov ? O::add(g, O::mul(buf, momentum)) : buf;
         }
-        p_out[i] = store<S>(O::sub(p, O::mul(g, lr)));
-        b_out[i] = store<S>(buf);
+        p_out[i] = store_acc<S>(O::sub(p, O::mul(g, lr)));
+        b_out[i] = store_acc<S>(buf);
     }
 }
 

@@ -5,16 +5,6 @@
 
 #define KILN_SOFTMAX_THREADS 256
 
-__device__ __forceinline__ float to_acc(f32 x) { return x; }
-__device__ __forceinline__ double to_acc(f64 x) { return x; }
-__device__ __forceinline__ float to_acc(f16 x) { return __half2float(x); }
-__device__ __forceinline__ float to_acc(bf16 x) { return __bfloat162float(x); }
-template <typename T> __device__ __forceinline__ T from_acc(float x);
-template <> __device__ __forceinline__ f32 from_acc<f32>(float x) { return x; }
-template <> __device__ __forceinline__ f16 from_acc<f16>(float x) { return __float2half_rn(x); }
-template <> __device__ __forceinline__ bf16 from_acc<bf16>(float x) { return __float2bfloat16_rn(x); }
-template <typename T> __device__ __forceinline__ T from_acc(double x);
-template <> __device__ __forceinline__ f64 from_acc<f64>(double x) { return x; }
 
 
 template <typename A> __device__ __forceinline__ A neg_inf();
@@ -56,17 +46,17 @@ __device__ void softmax_rows(const T* in, T* out, u64 rows, u64 cols) {
         T* y = out + r * cols;
         A m = neg_inf<A>();
         for (u64 c = threadIdx.x; c < cols; c += blockDim.x) {
-            A v = (A)to_acc(x[c]);
+            A v = (A)load_acc(x[c]);
             if (v != v || v > m) m = v;
         }
         m = sm_block_max(m);
         if (isinf(m)) m = A(0);  // a row of -inf gives NaN, not a division by zero that hides
         A s = A(0);
-        for (u64 c = threadIdx.x; c < cols; c += blockDim.x) s += exp((A)to_acc(x[c]) - m);
+        for (u64 c = threadIdx.x; c < cols; c += blockDim.x) s += exp((A)load_acc(x[c]) - m);
         s = sm_block_sum(s);
         for (u64 c = threadIdx.x; c < cols; c += blockDim.x) {
-            A z = (A)to_acc(x[c]) - m;
-            y[c] = from_acc<T>(LOG ? z - log(s) : exp(z) / s);
+            A z = (A)load_acc(x[c]) - m;
+            y[c] = store_acc<T>(LOG ? z - log(s) : exp(z) / s);
         }
     }
 }
@@ -95,13 +85,13 @@ template <typename T, typename A>
 __device__ __forceinline__ void row_stats(const T* x, u64 cols, A& m, A& s) {
     m = neg_inf<A>();
     for (u64 c = threadIdx.x; c < cols; c += blockDim.x) {
-        A v = (A)to_acc(x[c]);
+        A v = (A)load_acc(x[c]);
         if (v != v || v > m) m = v;
     }
     m = sm_block_max(m);
     if (isinf(m)) m = A(0);
     s = A(0);
-    for (u64 c = threadIdx.x; c < cols; c += blockDim.x) s += exp((A)to_acc(x[c]) - m);
+    for (u64 c = threadIdx.x; c < cols; c += blockDim.x) s += exp((A)load_acc(x[c]) - m);
     s = sm_block_sum(s);
 }
 
@@ -116,8 +106,8 @@ __device__ void cross_entropy_rows(const T* in, const I* t, T* out, u64 rows, u6
             if (!class_ok(k, cols)) {
                 atomicMin(bad, r + 1);
             } else {
-                A z = (A)to_acc(x[(u64)k]) - m;
-                out[r] = from_acc<T>(-(z - log(s)));
+                A z = (A)load_acc(x[(u64)k]) - m;
+                out[r] = store_acc<T>(-(z - log(s)));
             }
         }
     }
@@ -130,11 +120,11 @@ __device__ void cross_entropy_backward_rows(const T* in, const I* t, const T* g,
         T* y = out + r * cols;
         A m, s;
         row_stats<T, A>(x, cols, m, s);
-        A gr = (A)to_acc(g[r]);
+        A gr = (A)load_acc(g[r]);
         u64 k = (u64)t[r];
         for (u64 c = threadIdx.x; c < cols; c += blockDim.x) {
-            A p = exp((A)to_acc(x[c]) - m) / s;
-            y[c] = from_acc<T>((p - (c == k ? A(1) : A(0))) * gr);
+            A p = exp((A)load_acc(x[c]) - m) / s;
+            y[c] = store_acc<T>((p - (c == k ? A(1) : A(0))) * gr);
         }
     }
 }
