@@ -15,14 +15,25 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// How long a helper keeps spinning for the next job before it parks.
+/// How long a helper keeps spinning for the next job before it parks, unless
+/// `KILN_CPU_SPIN_US` says otherwise (`0` turns the pool off: every op then uses rayon's
+/// sleeping workers, for machines shared with other busy processes).
 const SPIN: Duration = Duration::from_micros(200);
+
+fn spin() -> Option<Duration> {
+    match std::env::var("KILN_CPU_SPIN_US").ok().and_then(|v| v.parse::<u64>().ok()) {
+        Some(0) => None,
+        Some(us) => Some(Duration::from_micros(us)),
+        None => Some(SPIN),
+    }
+}
 
 /// The job being run: a type-erased `&(dyn Fn() + Sync)` that lives until [`run`] returns.
 type Job = *const (dyn Fn() + Sync + 'static);
 
 struct Pool {
     helpers: usize,
+    spin: Duration,
     /// Incremented for every job published.
     epoch: AtomicU64,
     job: Mutex<Option<SendJob>>,
@@ -48,9 +59,11 @@ unsafe impl Send for SendJob {}
 fn pool() -> &'static Pool {
     static POOL: OnceLock<&'static Pool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let helpers = rayon::current_num_threads().saturating_sub(1);
+        let spin = spin();
+        let helpers = if spin.is_some() { rayon::current_num_threads().saturating_sub(1) } else { 0 };
         let pool: &'static Pool = Box::leak(Box::new(Pool {
             helpers,
+            spin: spin.unwrap_or(SPIN),
             epoch: AtomicU64::new(0),
             job: Mutex::new(None),
             open: AtomicBool::new(false),
@@ -88,7 +101,7 @@ fn helper(pool: &'static Pool) {
             // machine with few cores) have this core while we wait.
             std::thread::yield_now();
             spins += 1;
-            if spins.is_multiple_of(8) && start.elapsed() > SPIN {
+            if spins.is_multiple_of(8) && start.elapsed() > pool.spin {
                 let guard = pool.park_lock.lock().unwrap_or_else(|e| e.into_inner());
                 pool.parked.fetch_add(1, SeqCst);
                 let mut guard = guard;
