@@ -105,8 +105,9 @@ mod tests {
         assert_eq!(fnv1a(&[b""]), 0xaf64_724c_8602_eb6e);
     }
 
+    /// What `cubin` stores lands whole under its final name, with no temporary left beside it.
     #[test]
-    fn a_compiled_kernel_is_stored_and_reused() {
+    fn a_stored_entry_is_whole_and_leaves_no_temporary() {
         let dir = std::env::temp_dir().join(format!("kiln-cache-test-{}", std::process::id()));
         let path = dir.join("x.cubin");
         store(&path, b"cubin").unwrap();

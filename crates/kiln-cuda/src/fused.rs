@@ -6,7 +6,7 @@
 
 use crate::backend::CudaBackend;
 use crate::kernels;
-use crate::storage::{check_fits, CudaStorage};
+use crate::storage::CudaStorage;
 use cudarc::driver::DeviceRepr;
 use kiln_tensor::{AdamStep, DType, Layout, Result, SgdStep, Shape, Window2d};
 
@@ -216,23 +216,15 @@ pub(crate) fn cross_entropy_rows(
     let (mut tx, mut tt) = (None, None);
     let logits = dev.contiguous(OP, x.0, x.1, &mut tx)?;
     let classes = dev.contiguous(OP, t.0, t.1, &mut tt)?;
-    let bad = dev.stream.clone_htod(&[u64::MAX]).map_err(|e| dev.driver_error(OP, e))?;
+    let bad = dev.bad_flag(OP)?;
     let (r, c) = (rows as u64, cols as u64);
     let mut launch = dev.launch(OP, &kernels::cross_entropy_kernel(false, x.0.dtype, t.0.dtype))?;
     launch.buf(&logits).buf(&classes).buf_mut(&mut out.buf).value(&r).value(&c).buf(&bad).run(dev.rows(rows))?;
-    let flagged = dev.stream.clone_dtoh(&bad).map_err(|e| dev.driver_error(OP, e))?;
-    if let Some(&row) = flagged.first().filter(|&&b| b != u64::MAX) {
-        let row = row as usize - 1;
-        let class = kiln_tensor::Backend::download(dev, t.0, t.1)?.to_f64_vec().get(row).copied().unwrap_or(f64::NAN);
-        return Err(kiln_tensor::Error::IndexOutOfRange {
-            op: OP,
-            index: class as i64,
-            size: cols,
-            dim: 1,
-            shape: x.1.shape().clone(),
-        });
+    // A bad class is reported as indexing reports a bad index: the row's class, out of `cols`.
+    match dev.flagged(OP, &bad)? {
+        Some(row) => Err(dev.out_of_range(OP, t.0, t.1, row, x.1, 1)),
+        None => Ok(Some(out)),
     }
-    Ok(Some(out))
 }
 
 pub(crate) fn cross_entropy_rows_backward(
@@ -273,7 +265,6 @@ fn window_kernel(
     if !x.dtype.is_float() {
         return Ok(None);
     }
-    check_fits(family, x, layout)?;
     let mut out = dev.alloc(family, out_dtype, out_len)?;
     if out_len == 0 {
         return Ok(Some(out));

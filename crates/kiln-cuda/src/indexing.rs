@@ -28,19 +28,19 @@ fn index_fits(op: &'static str, indexed: &Layout, index: &Layout, dim: usize) ->
 }
 
 impl CudaBackend {
-    fn bad_flag(&self, op: &'static str) -> Result<CudaSlice<u64>> {
+    pub(crate) fn bad_flag(&self, op: &'static str) -> Result<CudaSlice<u64>> {
         self.stream.clone_htod(&[u64::MAX]).map_err(|e| self.driver_error(op, e))
     }
 
     /// The first offending position the kernel flagged, if any.
-    fn flagged(&self, op: &'static str, bad: &CudaSlice<u64>) -> Result<Option<usize>> {
+    pub(crate) fn flagged(&self, op: &'static str, bad: &CudaSlice<u64>) -> Result<Option<usize>> {
         let v = self.stream.clone_dtoh(bad).map_err(|e| self.driver_error(op, e))?;
         self.sync(op)?;
         Ok(v.first().copied().filter(|&b| b != u64::MAX).map(|b| b as usize - 1))
     }
 
     /// The error for index element `pos` of `index` (viewed through `il`).
-    fn out_of_range(
+    pub(crate) fn out_of_range(
         &self,
         op: &'static str,
         index: &CudaStorage,

@@ -152,7 +152,6 @@ impl kiln_tensor::Backend for CudaBackend {
 
     fn cast(&self, s: &CudaStorage, layout: &Layout, dtype: DType) -> Result<CudaStorage> {
         if s.dtype == dtype {
-            check_fits("cast", s, layout)?;
             return self.make_contiguous("cast", s, layout);
         }
         self.elementwise("cast", &kernels::cast_kernel(s.dtype, dtype), &[(s, layout)], dtype)
@@ -220,13 +219,11 @@ impl kiln_tensor::Backend for CudaBackend {
             ReduceOp::Sum if s.dtype.is_int() => DType::I64,
             _ => s.dtype,
         };
-        let mut out = self.alloc(op.name(), out_dtype, rows)?;
-        if rows == 0 {
-            return Ok(out);
-        }
-        if cols == 0 {
+        if rows == 0 || cols == 0 {
+            // Nothing to reduce (a sum over nothing is 0; the others were refused above).
             return self.fill(rows, out_dtype, 0.0);
         }
+        let mut out = self.alloc(op.name(), out_dtype, rows)?;
         let mut tmp = None;
         let x = self.contiguous(op.name(), s, &permuted, &mut tmp)?;
         let (r, c) = (rows as u64, cols as u64);

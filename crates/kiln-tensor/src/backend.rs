@@ -226,7 +226,7 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// One fused SGD update: `inputs` are the parameter, its gradient and its momentum buffer
-    /// (equal shapes and dtypes, contiguous); returns the new `[param, buffer]`, each computed
+    /// (equal shapes and dtypes, any layouts); returns the new `[param, buffer]`, each computed
     /// with [`SgdStep::apply`]'s roundings. Default: `None` (composed from primitive ops).
     fn sgd_step(&self, step: &SgdStep, inputs: [(&Self::Storage, &Layout); 3]) -> Result<Option<[Self::Storage; 2]>> {
         let _ = (step, inputs);
@@ -264,8 +264,8 @@ pub trait Backend: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// Cross-entropy per row of contiguous float `logits` `[N, C]` against contiguous class
-    /// indices `targets` `[N]` (`i64` or `u32`): `[N]` values `lse(x_r) - x_r[t_r]`, each row
+    /// Cross-entropy per row of float `logits` `[N, C]` against class indices `targets` `[N]`
+    /// (`i64` or `u32`), both in any layout: `[N]` values `lse(x_r) - x_r[t_r]`, each row
     /// shifted by its maximum as in [`Backend::softmax_last`]. A class outside `0..C` is
     /// [`Error::IndexOutOfRange`]. Default: `None` (composed from log-softmax and gather).
     fn cross_entropy_rows(
@@ -278,7 +278,7 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// The gradient of [`Backend::cross_entropy_rows`] with respect to the logits, for the
-    /// contiguous per-row gradient `grad` `[N]` (the logits' dtype): `[N, C]` values
+    /// per-row gradient `grad` `[N]` (the logits' dtype; any layouts): `[N, C]` values
     /// `(softmax(x_r)[c] - [c == t_r]) * grad_r`. Default: `None` (composed).
     fn cross_entropy_rows_backward(
         &self,

@@ -189,11 +189,10 @@ impl Tensor {
             self.same_dtype(OP, t)?;
             self.same_device(OP, t)?;
         }
-        let [p, g, b] = [self, grad, buf].map(|t| t.detach().contiguous());
-        let (p, g, b) = (p?, g?, b?);
-        let fused = self
-            .backend()
-            .sgd_step(step, [(p.storage(), p.layout()), (g.storage(), g.layout()), (b.storage(), b.layout())])?;
+        // The views go to the backend as they are: one that declines (the CPU's) then composes
+        // from them without a copy, and a fused kernel makes its own operands contiguous.
+        let operands = [self, grad, buf].map(|t| (t.storage(), t.layout()));
+        let fused = self.backend().sgd_step(step, operands)?;
         match fused {
             Some([p, b]) => {
                 let wrap = |s| self.result(s, self.shape().clone(), self.dtype(), None);

@@ -213,8 +213,9 @@ impl Tensor {
             });
         }
         if self.elem_count() > 0 {
-            let (x, t) = crate::no_grad(|| Ok::<_, Error>((self.contiguous()?, targets.contiguous()?)))?;
-            let fused = self.backend().cross_entropy_rows((x.storage(), x.layout()), (t.storage(), t.layout()))?;
+            // Views as they are: a backend that declines (the CPU's) then composes without a copy.
+            let (x, t) = ((self.storage(), self.layout()), (targets.storage(), targets.layout()));
+            let fused = self.backend().cross_entropy_rows(x, t)?;
             if let Some(s) = fused {
                 let rec = Some(Op::CrossEntropy(self.clone(), targets.detach()));
                 return Ok(self.result(s, Shape::new([self.dims()[0]]), self.dtype(), rec));
@@ -226,19 +227,17 @@ impl Tensor {
     /// The gradient of [`Tensor::cross_entropy_rows`] for the per-row gradient `grad`:
     /// `(softmax(x_r) - onehot(t_r)) * grad_r`.
     pub(crate) fn cross_entropy_rows_grad(&self, targets: &Tensor, grad: &Tensor) -> Result<Tensor> {
-        let (x, t, g) =
-            crate::no_grad(|| Ok::<_, Error>((self.contiguous()?, targets.contiguous()?, grad.contiguous()?)))?;
         let fused = self.backend().cross_entropy_rows_backward(
-            (x.storage(), x.layout()),
-            (t.storage(), t.layout()),
-            (g.storage(), g.layout()),
+            (self.storage(), self.layout()),
+            (targets.storage(), targets.layout()),
+            (grad.storage(), grad.layout()),
         )?;
         if let Some(s) = fused {
             return Ok(self.result(s, self.shape().clone(), self.dtype(), None));
         }
-        let classes = Tensor::arange(0.0, self.dims()[1] as f64, t.dtype(), self.device())?;
-        let onehot = classes.unsqueeze(0)?.eq(&t.unsqueeze(1)?)?.to_dtype(self.dtype())?;
-        x.softmax(-1)?.sub(&onehot)?.mul(&g.unsqueeze(1)?)
+        let classes = Tensor::arange(0.0, self.dims()[1] as f64, targets.dtype(), self.device())?;
+        let onehot = classes.unsqueeze(0)?.eq(&targets.unsqueeze(1)?)?.to_dtype(self.dtype())?;
+        self.softmax(-1)?.sub(&onehot)?.mul(&grad.unsqueeze(1)?)
     }
 
     /// The backend's fused (log-)softmax over the last dim `dim`, if it has one.
