@@ -21,6 +21,7 @@ mod conv_fused;
 mod elementwise;
 mod fused;
 mod gemm;
+mod gemm_dot;
 mod index;
 mod math;
 mod matmul;

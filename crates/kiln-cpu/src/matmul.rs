@@ -17,12 +17,28 @@ fn matrix_offsets(l: &Layout) -> Vec<usize> {
     batch.offsets().collect()
 }
 
+/// A kernel for some views and sizes, tried before the packed GEMM: `None` when it declines.
+type Special<S, T> =
+    fn((&[S], View), (&[S], View), &[(usize, usize)], &mut [T], (usize, usize, usize)) -> Option<Result<()>>;
+
+/// f32 products whose operands both run along `k` (`x @ w.t()`) skip packing.
+fn k_contiguous(
+    a: (&[f32], View),
+    b: (&[f32], View),
+    offsets: &[(usize, usize)],
+    c: &mut [f32],
+    mkn: (usize, usize, usize),
+) -> Option<Result<()>> {
+    crate::gemm_dot::applies(a.1, b.1, mkn).then(|| crate::gemm_dot::gemm(a, b, offsets, c, mkn))
+}
+
 fn batched<S: Copy + Send + Sync, T: Elem>(
     a: &[S],
     la: &Layout,
     b: &[S],
     lb: &Layout,
     widen: impl Fn(S) -> T + Send + Sync + Copy,
+    special: Option<Special<S, T>>,
 ) -> Result<Vec<T>> {
     let (da, db) = (la.dims(), lb.dims());
     let r = da.len();
@@ -37,6 +53,10 @@ fn batched<S: Copy + Send + Sync, T: Elem>(
     let offsets: Vec<(usize, usize)> = oa.into_iter().zip(ob).collect();
     let av = View { offset: 0, rs: sa[r - 2], cs: sa[r - 1] };
     let bv = View { offset: 0, rs: sb[r - 2], cs: sb[r - 1] };
+    if let Some(done) = special.and_then(|f| f((a, av), (b, bv), &offsets, &mut out, (m, k, n))) {
+        done?;
+        return Ok(out);
+    }
     gemm((a, av), (b, bv), &offsets, &mut out, (m, k, n), widen, true)?;
     Ok(out)
 }
@@ -48,13 +68,13 @@ pub(crate) fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -
         return Err(Error::invalid("matmul", format!("backend got ranks {} and {}", la.dims().len(), lb.dims().len())));
     }
     Ok(match (a, b) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(batched(a, la, b, lb, |x| x)?),
-        (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(batched(a, la, b, lb, |x| x)?),
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(batched(a, la, b, lb, |x| x, Some(k_contiguous))?),
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(batched(a, la, b, lb, |x| x, None)?),
         (CpuStorage::F16(a), CpuStorage::F16(b)) => {
-            CpuStorage::F16(batched(a, la, b, lb, f16::to_f32)?.into_iter().map(f16::from_f32).collect())
+            CpuStorage::F16(batched(a, la, b, lb, f16::to_f32, None)?.into_iter().map(f16::from_f32).collect())
         }
         (CpuStorage::BF16(a), CpuStorage::BF16(b)) => {
-            CpuStorage::BF16(batched(a, la, b, lb, bf16::to_f32)?.into_iter().map(bf16::from_f32).collect())
+            CpuStorage::BF16(batched(a, la, b, lb, bf16::to_f32, None)?.into_iter().map(bf16::from_f32).collect())
         }
         (a, b) if a.dtype() != b.dtype() => {
             return Err(Error::DTypeMismatch { op: "matmul", lhs: a.dtype(), rhs: b.dtype(), shapes: String::new() })

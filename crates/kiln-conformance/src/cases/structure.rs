@@ -313,6 +313,9 @@ pub(crate) fn matmul(ctx: &mut Ctx) {
         // Above a CPU GEMM's threading threshold, with ragged tiles: split by columns, then rows.
         (vec![37, 260], View::Contiguous, vec![260, 300], View::Transposed),
         (vec![300, 140], View::Transposed, vec![140, 90], View::Contiguous),
+        // The MLP's `x @ w.t()`, and a batch with an odd k (a CPU kernel's masked tail).
+        (vec![32, 784], View::Contiguous, vec![784, 128], View::Transposed),
+        (vec![3, 5, 71], View::Offset, vec![3, 71, 6], View::Transposed),
         (vec![5], View::Contiguous, vec![5], View::Contiguous),
     ];
     for dtype in DType::FLOATS {

@@ -1,0 +1,286 @@
+//! `C = A @ B` when both operands run contiguously along `k`: A row-major and B a transposed
+//! row-major matrix, as in `x @ w.t()`, the forward pass of every linear layer.
+//!
+//! The packed GEMM in [`crate::gemm`] re-lays both operands out for its broadcast tile. With
+//! a batch of 32 rows that packing is a third of the product's time: the weight is gathered
+//! column by column into panels, once per call, for only 32 rows of use. Here no operand is
+//! packed. A register tile of `R` rows x `C` columns keeps one 16-lane accumulator per output
+//! and walks `k` in vector steps, reading both operands straight from memory (2 FMAs per load
+//! for a 4 x 4 tile); each accumulator is summed across its lanes once at the end.
+//!
+//! A task takes a block of rows and a block of columns small enough that both strips sit in L2
+//! (about 256 KiB each), and walks its columns in tiles, outer, over its rows, inner.
+//!
+//! Determinism: every element of `C` is one tile's sum over the whole of `k`, in a fixed order,
+//! whoever runs it, so results do not depend on the number of threads. They differ in the last
+//! bits from the packed GEMM's (another summation order), as any two GEMMs' do.
+//!
+//! Only f32 on AVX-512; everything else goes to the packed GEMM.
+
+// Intrinsics on raw pointers inside `#[target_feature]` functions: sound after the CPU check in
+// `gemm::isa` and the bounds checks in `gemm`.
+#![allow(unsafe_code)]
+
+use crate::gemm::{isa, Isa, View};
+use kiln_tensor::{Error, Result};
+
+/// Rows and columns of the register tile (16 accumulators of the 32 zmm registers).
+const R: usize = 4;
+const C: usize = 4;
+/// Elements of one operand strip a task keeps in L2 (256 KiB of f32).
+const STRIP: usize = 64 * 1024;
+/// Below this many multiply-adds a product runs on the calling thread.
+const PAR_FLOPS: usize = 1 << 18;
+
+/// Whether [`gemm`] takes a product of these views and sizes. Otherwise the caller uses the
+/// packed GEMM. The upper bounds keep this kernel where it wins: with both `m` and `n` large
+/// the packed GEMM's reuse of cache blocks is worth its packing, and with a very deep `k` the
+/// strips no longer fit in L2.
+pub(crate) fn applies(av: View, bv: View, (m, k, n): (usize, usize, usize)) -> bool {
+    isa() == Isa::Avx512 && av.cs == 1 && bv.rs == 1 && (64..=4096).contains(&k) && m.min(n) <= 256 && m * n > 0
+}
+
+/// `c[i] = A[i] @ B[i]` for the batch given by `offsets` (see [`crate::gemm::gemm`]); call only
+/// where [`applies`] said yes.
+pub(crate) fn gemm(
+    a: (&[f32], View),
+    b: (&[f32], View),
+    offsets: &[(usize, usize)],
+    c: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+) -> Result<()> {
+    let ((a, av), (b, bv)) = (a, b);
+    let batch = offsets.len();
+    if !applies(av, bv, (m, k, n)) || c.len() != batch * m * n {
+        return Err(Error::invalid("matmul", format!("the k-contiguous kernel cannot take {m}x{k}x{n} x {batch}")));
+    }
+    // Every element either operand's views reach must lie inside its buffer: the kernel reads
+    // through raw pointers.
+    for &(oa, ob) in offsets {
+        let a_end = oa + av.offset + (m - 1) * av.rs + k;
+        let b_end = ob + bv.offset + (n - 1) * bv.cs + k;
+        if a_end > a.len() || b_end > b.len() {
+            return Err(Error::invalid("matmul", format!("a {m}x{k}x{n} view reaches past its storage")));
+        }
+    }
+    // Blocks of rows and columns whose strips of A and B each fit in about STRIP elements.
+    let side = (STRIP / k).max(R) / R * R;
+    let (rb, cb) = (m.min(side).next_multiple_of(R), n.min(side).next_multiple_of(C));
+    let (row_blocks, col_blocks) = (m.div_ceil(rb), n.div_ceil(cb));
+    let tasks = batch * row_blocks * col_blocks;
+    let threads = if batch * m * n * k >= PAR_FLOPS { rayon::current_num_threads() } else { 1 };
+    // Spread small products over the threads too: split columns until each thread has a few
+    // tasks (a straggling helper then costs a fraction of the op, not half of it).
+    let (cb, col_blocks) = if tasks < 4 * threads && threads > 1 {
+        let want = (4 * threads).div_ceil(batch * row_blocks);
+        let cb = n.div_ceil(want).next_multiple_of(C).max(C);
+        (cb, n.div_ceil(cb))
+    } else {
+        (cb, col_blocks)
+    };
+    let per_matrix = row_blocks * col_blocks;
+    let out = Out(c.as_mut_ptr());
+    let task = |t: usize| -> Result<()> {
+        let (i, t) = (t / per_matrix, t % per_matrix);
+        let (oa, ob) = offsets[i];
+        let (row, col) = ((t / col_blocks) * rb, (t % col_blocks) * cb);
+        let (rows, cols) = (rb.min(m - row), cb.min(n - col));
+        let ld = Ld { a: av.rs, b: bv.cs, c: n };
+        // SAFETY: the reads stay inside the buffers (checked above for the whole matrix), this
+        // task writes only its rows x cols rectangle of matrix i, and `isa()` checked avx512f.
+        unsafe {
+            let a0 = a.as_ptr().add(oa + av.offset + row * av.rs);
+            let b0 = b.as_ptr().add(ob + bv.offset + col * bv.cs);
+            let c0 = out.ptr().add(i * m * n + row * n + col);
+            block(k, (a0, b0, c0), ld, (rows, cols));
+        }
+        Ok(())
+    };
+    crate::parallel::run_tasks(batch * per_matrix, threads, task)
+}
+
+/// The output, shared by the tasks, each of which writes its own rectangle.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: see `gemm`: tasks write disjoint rectangles of the output.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    // A method, so closures capture the whole `Out` (Sync), not its raw pointer field.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Leading dimensions (row stride of A, column stride of B, row stride of C).
+#[derive(Clone, Copy)]
+struct Ld {
+    a: usize,
+    b: usize,
+    c: usize,
+}
+
+/// One task's `rows x cols` block: column tiles outer (a tile's B strip stays in L1 while the
+/// rows pass over it), row tiles inner.
+///
+/// # Safety
+/// As in `tile`, for every tile of the block; the CPU must support avx512f.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn block(k: usize, (a, b, c): (*const f32, *const f32, *mut f32), ld: Ld, (rows, cols): (usize, usize)) {
+    for j in (0..cols).step_by(C) {
+        for i in (0..rows).step_by(R) {
+            // SAFETY: tile (i, j) lies inside the block, whose reads the caller checked.
+            unsafe {
+                let (a, b, c) = (a.add(i * ld.a), b.add(j * ld.b), c.add(i * ld.c + j));
+                match (rows - i >= R, cols - j >= C) {
+                    (true, true) => tile::<R, C>(k, (a, b, c), ld),
+                    _ => edge(k, (a, b, c), ld, ((rows - i).min(R), (cols - j).min(C))),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn block(_: usize, _: (*const f32, *const f32, *mut f32), _: Ld, _: (usize, usize)) {
+    unreachable!("`applies` is false off x86-64")
+}
+
+/// A ragged tile at the block's bottom or right edge, computed with the full tile's shape on
+/// the rows and columns that exist (the same arithmetic, so the same bits, as a full tile).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn edge(k: usize, (a, b, c): (*const f32, *const f32, *mut f32), ld: Ld, (rows, cols): (usize, usize)) {
+    // SAFETY: each call reads `rows` rows and `cols` columns, which the caller vouches for.
+    unsafe {
+        match (rows, cols) {
+            (4, n) => edge_cols::<4>(k, (a, b, c), ld, n),
+            (3, n) => edge_cols::<3>(k, (a, b, c), ld, n),
+            (2, n) => edge_cols::<2>(k, (a, b, c), ld, n),
+            (_, n) => edge_cols::<1>(k, (a, b, c), ld, n),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn edge_cols<const RR: usize>(k: usize, abc: (*const f32, *const f32, *mut f32), ld: Ld, cols: usize) {
+    // SAFETY: forwarded from `edge`.
+    unsafe {
+        match cols {
+            4 => tile::<RR, 4>(k, abc, ld),
+            3 => tile::<RR, 3>(k, abc, ld),
+            2 => tile::<RR, 2>(k, abc, ld),
+            _ => tile::<RR, 1>(k, abc, ld),
+        }
+    }
+}
+
+/// `c[r][j] = sum_p a[r][p] * b[j][p]` for `RR` rows of A (stride `ld.a`) and `CC` columns of
+/// B (stride `ld.b`), each `k` long and contiguous.
+///
+/// # Safety
+/// `a + r * ld.a + p` and `b + j * ld.b + p` are readable for r < RR, j < CC, p < k; `c + r *
+/// ld.c + j` is writable and owned by this call; the CPU supports avx512f.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile<const RR: usize, const CC: usize>(k: usize, (a, b, c): (*const f32, *const f32, *mut f32), ld: Ld) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); CC]; RR];
+    let mut p = 0;
+    // SAFETY: every load reads k-indices below k (the tail through a mask), within the caller's
+    // promise; every store is one of the RR x CC outputs.
+    unsafe {
+        while p + 16 <= k {
+            let mut bv = [_mm512_setzero_ps(); CC];
+            for (j, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(b.add(j * ld.b + p));
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = _mm512_loadu_ps(a.add(r * ld.a + p));
+                for (acc, bv) in acc.iter_mut().zip(&bv) {
+                    *acc = _mm512_fmadd_ps(av, *bv, *acc);
+                }
+            }
+            p += 16;
+        }
+        if p < k {
+            let mask: __mmask16 = (1u16 << (k - p)) - 1;
+            let mut bv = [_mm512_setzero_ps(); CC];
+            for (j, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_ps(mask, b.add(j * ld.b + p));
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = _mm512_maskz_loadu_ps(mask, a.add(r * ld.a + p));
+                for (acc, bv) in acc.iter_mut().zip(&bv) {
+                    *acc = _mm512_fmadd_ps(av, *bv, *acc);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (j, acc) in acc.iter().enumerate() {
+                *c.add(r * ld.c + j) = _mm512_reduce_add_ps(*acc);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Every size class against a sum in f64: ragged tiles (m, n not multiples of 4), k with
+    /// and without a masked tail, offsets that leave loads unaligned, row strides wider than k,
+    /// small and parallel products, batches.
+    #[test]
+    fn matches_a_reference_on_every_size_class() {
+        if isa() != Isa::Avx512 {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        for &(m, k, n, batch, pad) in &[
+            (1, 64, 1, 1, 0),
+            (3, 65, 5, 1, 1),
+            (4, 79, 4, 2, 3),
+            (32, 784, 128, 1, 0),
+            (33, 100, 130, 1, 7),
+            (7, 1000, 9, 3, 2),
+            (256, 96, 300, 1, 0),
+            (300, 96, 20, 1, 5),
+            (1000, 784, 128, 1, 0),
+        ] {
+            let lda = k + pad;
+            let a: Vec<f32> = (0..batch * m * lda + 3).map(|i| ((i * 7919) % 201) as f32 / 100.0 - 1.0).collect();
+            let b: Vec<f32> = (0..batch * n * lda + 3).map(|i| ((i * 104729) % 199) as f32 / 99.0 - 1.0).collect();
+            let (av, bv) = (View { offset: 3, rs: lda, cs: 1 }, View { offset: 1, rs: 1, cs: lda });
+            let offsets: Vec<_> = (0..batch).map(|i| (i * m * lda, i * n * lda)).collect();
+            let mut c = vec![f32::NAN; batch * m * n];
+            gemm((&a, av), (&b, bv), &offsets, &mut c, (m, k, n)).unwrap();
+            for (i, &(oa, ob)) in offsets.iter().enumerate() {
+                for r in 0..m {
+                    for j in 0..n {
+                        let want: f64 =
+                            (0..k).map(|p| a[oa + 3 + r * lda + p] as f64 * b[ob + 1 + j * lda + p] as f64).sum();
+                        let got = c[i * m * n + r * n + j] as f64;
+                        assert!((got - want).abs() <= 1e-5 * k as f64, "{m}x{k}x{n} [{i}][{r}][{j}]: {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_views_past_their_storage() {
+        if isa() != Isa::Avx512 {
+            return;
+        }
+        let (a, b) = (vec![0f32; 64 * 2 - 1], vec![0f32; 64 * 2]);
+        let (av, bv) = (View { offset: 0, rs: 64, cs: 1 }, View { offset: 0, rs: 1, cs: 64 });
+        let mut c = vec![0f32; 4];
+        assert!(gemm((&a, av), (&b, bv), &[(0, 0)], &mut c, (2, 64, 2)).is_err());
+    }
+}
