@@ -12,7 +12,7 @@ use crate::gemm::{isa, Isa};
 use crate::parallel::run_tasks;
 use crate::pool::Pooled;
 use crate::storage::CpuStorage;
-use crate::strided::alloc;
+use crate::strided::alloc_for_overwrite;
 
 /// Parameters per parallel piece, and the size below which one thread does it all: an Adam
 /// update does a square root and a division per element, so it pays to split earlier than a
@@ -49,7 +49,11 @@ pub(crate) fn adam_step(step: &AdamStep, inputs: [(&CpuStorage, &Layout); 4]) ->
 
 fn run<T: Float + Default + Pooled>(step: &AdamStep, [p, g, m, v]: [&[T]; 4]) -> Result<[Vec<T>; 3]> {
     let n = p.len();
-    let (mut po, mut mo, mut vo) = (alloc(n, T::default())?, alloc(n, T::default())?, alloc(n, T::default())?);
+    let (mut po, mut mo, mut vo) = (
+        alloc_for_overwrite(n, T::default())?,
+        alloc_for_overwrite(n, T::default())?,
+        alloc_for_overwrite(n, T::default())?,
+    );
     let chunk = |start: usize, (po, mo, vo): (&mut [T], &mut [T], &mut [T])| {
         let end = start + po.len();
         let src = [&p[start..end], &g[start..end], &m[start..end], &v[start..end]];

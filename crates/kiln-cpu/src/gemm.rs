@@ -361,6 +361,12 @@ pub(crate) fn gemm<S: Copy + Send + Sync, T: Elem>(
     }
 }
 
+/// The depth of the blocks a product's `k` is cut into: equal blocks about KC deep (at most
+/// 1.5 KC), so k = 288 runs as 2 x 144, not 128 + 128 + 32.
+pub(crate) fn kc_step(k: usize) -> usize {
+    k.div_ceil(((k + KC / 2) / KC).max(1))
+}
+
 fn blocked<S: Copy + Send + Sync, T: Elem, const MR: usize, const NR: usize>(
     (a, av): (&[S], View),
     (b, bv): (&[S], View),
@@ -380,9 +386,7 @@ fn blocked<S: Copy + Send + Sync, T: Elem, const MR: usize, const NR: usize>(
     if m == 0 || n == 0 || k == 0 || batch == 0 {
         return Ok(());
     }
-    // Equal blocks of `k`, about KC deep (at most 1.5 KC): k = 288 runs as 2 x 144, not
-    // 128 + 128 + 32.
-    let kc_step = k.div_ceil(((k + KC / 2) / KC).max(1));
+    let kc_step = kc_step(k);
     let threads = if parallel && batch * m * n * k >= PAR_FLOPS { rayon::current_num_threads() } else { 1 };
     if threads > 1 {
         T::grow_all_scratch();

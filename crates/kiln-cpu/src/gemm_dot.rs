@@ -40,7 +40,8 @@ pub(crate) fn applies(av: View, bv: View, (m, k, n): (usize, usize, usize)) -> b
     isa() == Isa::Avx512 && av.cs == 1 && bv.rs == 1 && (64..=4096).contains(&k) && m.min(n) <= 256 && m * n > 0
 }
 
-/// `c[i] = A[i] @ B[i]` for the batch given by `offsets` (see [`crate::gemm::gemm`]); call only
+/// `c[i] = A[i] @ B[i]`, matrix `i` of A starting at `offsets[i].0` and of B at `offsets[i].1`
+/// (the views' own offsets are not used, as in [`crate::gemm::gemm`]); call only
 /// where [`applies`] said yes.
 pub(crate) fn gemm(
     a: (&[f32], View),
@@ -57,8 +58,8 @@ pub(crate) fn gemm(
     // Every element either operand's views reach must lie inside its buffer: the kernel reads
     // through raw pointers.
     for &(oa, ob) in offsets {
-        let a_end = oa + av.offset + (m - 1) * av.rs + k;
-        let b_end = ob + bv.offset + (n - 1) * bv.cs + k;
+        let a_end = oa + (m - 1) * av.rs + k;
+        let b_end = ob + (n - 1) * bv.cs + k;
         if a_end > a.len() || b_end > b.len() {
             return Err(Error::invalid("matmul", format!("a {m}x{k}x{n} view reaches past its storage")));
         }
@@ -89,8 +90,8 @@ pub(crate) fn gemm(
         // SAFETY: the reads stay inside the buffers (checked above for the whole matrix), this
         // task writes only its rows x cols rectangle of matrix i, and `isa()` checked avx512f.
         unsafe {
-            let a0 = a.as_ptr().add(oa + av.offset + row * av.rs);
-            let b0 = b.as_ptr().add(ob + bv.offset + col * bv.cs);
+            let a0 = a.as_ptr().add(oa + row * av.rs);
+            let b0 = b.as_ptr().add(ob + col * bv.cs);
             let c0 = out.ptr().add(i * m * n + row * n + col);
             block(k, (a0, b0, c0), ld, (rows, cols));
         }
@@ -256,15 +257,14 @@ mod tests {
             let lda = k + pad;
             let a: Vec<f32> = (0..batch * m * lda + 3).map(|i| ((i * 7919) % 201) as f32 / 100.0 - 1.0).collect();
             let b: Vec<f32> = (0..batch * n * lda + 3).map(|i| ((i * 104729) % 199) as f32 / 99.0 - 1.0).collect();
-            let (av, bv) = (View { offset: 3, rs: lda, cs: 1 }, View { offset: 1, rs: 1, cs: lda });
-            let offsets: Vec<_> = (0..batch).map(|i| (i * m * lda, i * n * lda)).collect();
+            let (av, bv) = (View { offset: 0, rs: lda, cs: 1 }, View { offset: 0, rs: 1, cs: lda });
+            let offsets: Vec<_> = (0..batch).map(|i| (3 + i * m * lda, 1 + i * n * lda)).collect();
             let mut c = vec![f32::NAN; batch * m * n];
             gemm((&a, av), (&b, bv), &offsets, &mut c, (m, k, n)).unwrap();
             for (i, &(oa, ob)) in offsets.iter().enumerate() {
                 for r in 0..m {
                     for j in 0..n {
-                        let want: f64 =
-                            (0..k).map(|p| a[oa + 3 + r * lda + p] as f64 * b[ob + 1 + j * lda + p] as f64).sum();
+                        let want: f64 = (0..k).map(|p| a[oa + r * lda + p] as f64 * b[ob + j * lda + p] as f64).sum();
                         let got = c[i * m * n + r * n + j] as f64;
                         assert!((got - want).abs() <= 1e-5 * k as f64, "{m}x{k}x{n} [{i}][{r}][{j}]: {got} vs {want}");
                     }

@@ -22,6 +22,7 @@ mod elementwise;
 mod fused;
 mod gemm;
 mod gemm_dot;
+mod gemm_outer;
 mod index;
 mod math;
 mod matmul;

@@ -21,15 +21,19 @@ fn matrix_offsets(l: &Layout) -> Vec<usize> {
 type Special<S, T> =
     fn((&[S], View), (&[S], View), &[(usize, usize)], &mut [T], (usize, usize, usize)) -> Option<Result<()>>;
 
-/// f32 products whose operands both run along `k` (`x @ w.t()`) skip packing.
-fn k_contiguous(
+/// f32 products whose layouts need no packing skip it: both operands along `k` (`x @ w.t()`),
+/// or a shallow column-major A with a row-major B (`dy.t() @ x`).
+fn unpacked(
     a: (&[f32], View),
     b: (&[f32], View),
     offsets: &[(usize, usize)],
     c: &mut [f32],
     mkn: (usize, usize, usize),
 ) -> Option<Result<()>> {
-    crate::gemm_dot::applies(a.1, b.1, mkn).then(|| crate::gemm_dot::gemm(a, b, offsets, c, mkn))
+    if crate::gemm_dot::applies(a.1, b.1, mkn) {
+        return Some(crate::gemm_dot::gemm(a, b, offsets, c, mkn));
+    }
+    crate::gemm_outer::applies(a.1, b.1, mkn).then(|| crate::gemm_outer::gemm(a, b, offsets, c, mkn))
 }
 
 fn batched<S: Copy + Send + Sync, T: Elem>(
@@ -68,7 +72,7 @@ pub(crate) fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -
         return Err(Error::invalid("matmul", format!("backend got ranks {} and {}", la.dims().len(), lb.dims().len())));
     }
     Ok(match (a, b) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(batched(a, la, b, lb, |x| x, Some(k_contiguous))?),
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(batched(a, la, b, lb, |x| x, Some(unpacked))?),
         (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(batched(a, la, b, lb, |x| x, None)?),
         (CpuStorage::F16(a), CpuStorage::F16(b)) => {
             CpuStorage::F16(batched(a, la, b, lb, f16::to_f32, None)?.into_iter().map(f16::from_f32).collect())

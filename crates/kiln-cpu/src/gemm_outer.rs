@@ -1,0 +1,242 @@
+//! `C = A @ B` for a shallow `k` when A is column-major and B row-major, as in `dy.t() @ x`,
+//! the weight gradient of every linear layer.
+//!
+//! In this layout both operands already are what the packed GEMM ([`crate::gemm`]) packs
+//! them into: A's `k`-th column holds the tile's 8 rows side by side, B's `k`-th row the
+//! tile's 32 columns. So the same 8 x 32 register tile (8 broadcasts and 2 vector loads per
+//! step of `k`) reads them in place, with strides, and stores straight into C: no packing,
+//! and no round trip of the accumulators through a scratch tile.
+//!
+//! It takes only a `k` the packed GEMM sums in one block (up to 191): the packed GEMM then
+//! sums each element in one pass over `k`, in the same order, so both return the same bits.
+//!
+//! Only f32 on AVX-512; everything else goes to the packed GEMM.
+
+// Intrinsics on raw pointers inside `#[target_feature]` functions: sound after the CPU check in
+// `gemm::isa` and the bounds checks in `gemm`.
+#![allow(unsafe_code)]
+
+use crate::gemm::{isa, kc_step, Isa, View};
+use kiln_tensor::{Error, Result};
+
+/// Rows of the register tile, and its columns (two 16-lane vectors).
+const MR: usize = 8;
+const NR: usize = 32;
+/// Elements of A a task keeps in L2 (256 KiB of f32).
+const STRIP: usize = 64 * 1024;
+/// Below this many multiply-adds a product runs on the calling thread.
+const PAR_FLOPS: usize = 1 << 18;
+
+/// Whether [`gemm`] takes a product of these views and sizes. Otherwise the caller uses the
+/// packed GEMM.
+pub(crate) fn applies(av: View, bv: View, (m, k, n): (usize, usize, usize)) -> bool {
+    isa() == Isa::Avx512 && av.rs == 1 && bv.cs == 1 && k > 0 && kc_step(k) == k && m * n > 0
+}
+
+/// `c[i] = A[i] @ B[i]`, matrix `i` of A starting at `offsets[i].0` and of B at `offsets[i].1`
+/// (the views' own offsets are not used, as in [`crate::gemm::gemm`]); call only
+/// where [`applies`] said yes.
+pub(crate) fn gemm(
+    a: (&[f32], View),
+    b: (&[f32], View),
+    offsets: &[(usize, usize)],
+    c: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+) -> Result<()> {
+    let ((a, av), (b, bv)) = (a, b);
+    let batch = offsets.len();
+    if !applies(av, bv, (m, k, n)) || c.len() != batch * m * n {
+        return Err(Error::invalid("matmul", format!("the column-major kernel cannot take {m}x{k}x{n} x {batch}")));
+    }
+    // Every element either operand's views reach must lie inside its buffer: the kernel reads
+    // through raw pointers.
+    for &(oa, ob) in offsets {
+        let a_end = oa + (k - 1) * av.cs + m;
+        let b_end = ob + (k - 1) * bv.rs + n;
+        if a_end > a.len() || b_end > b.len() {
+            return Err(Error::invalid("matmul", format!("a {m}x{k}x{n} view reaches past its storage")));
+        }
+    }
+    let threads = if batch * m * n * k >= PAR_FLOPS { rayon::current_num_threads() } else { 1 };
+    // A task's rows of A fit in L2; its columns are cut so that every thread gets a few tasks.
+    let rb = m.min((STRIP / k).max(MR)).next_multiple_of(MR);
+    let row_blocks = m.div_ceil(rb);
+    let want = (4 * threads).div_ceil(batch * row_blocks).max(1);
+    let cb = n.div_ceil(want).next_multiple_of(NR).min(512.max(NR));
+    let col_blocks = n.div_ceil(cb);
+    let per_matrix = row_blocks * col_blocks;
+    let out = Out(c.as_mut_ptr());
+    let task = |t: usize| -> Result<()> {
+        let (i, t) = (t / per_matrix, t % per_matrix);
+        let (oa, ob) = offsets[i];
+        let (row, col) = ((t / col_blocks) * rb, (t % col_blocks) * cb);
+        let (rows, cols) = (rb.min(m - row), cb.min(n - col));
+        let ld = Ld { a: av.cs, b: bv.rs, c: n };
+        // SAFETY: the reads stay inside the buffers (checked above for the whole matrix), this
+        // task writes only its rows x cols rectangle of matrix i, and `isa()` checked avx512f.
+        unsafe {
+            let a0 = a.as_ptr().add(oa + row);
+            let b0 = b.as_ptr().add(ob + col);
+            let c0 = out.ptr().add(i * m * n + row * n + col);
+            block(k, (a0, b0, c0), ld, (rows, cols));
+        }
+        Ok(())
+    };
+    crate::parallel::run_tasks(batch * per_matrix, threads, task)
+}
+
+/// The output, shared by the tasks, each of which writes its own rectangle.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: see `gemm`: tasks write disjoint rectangles of the output.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    // A method, so closures capture the whole `Out` (Sync), not its raw pointer field.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Leading dimensions (column stride of A, row stride of B, row stride of C).
+#[derive(Clone, Copy)]
+struct Ld {
+    a: usize,
+    b: usize,
+    c: usize,
+}
+
+/// One task's `rows x cols` block: column tiles outer (a tile's `k x 32` strip of B stays in
+/// L1 while the rows pass over it), row tiles inner.
+///
+/// # Safety
+/// As in `tile`, for every tile of the block; the CPU must support avx512f.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn block(k: usize, (a, b, c): (*const f32, *const f32, *mut f32), ld: Ld, (rows, cols): (usize, usize)) {
+    for j in (0..cols).step_by(NR) {
+        let width = (cols - j).min(NR);
+        for i in (0..rows).step_by(MR) {
+            // SAFETY: tile (i, j) lies inside the block, whose reads the caller checked.
+            unsafe {
+                let abc = (a.add(i), b.add(j), c.add(i * ld.c + j));
+                match rows - i {
+                    8.. => tile::<8>(k, abc, ld, width),
+                    7 => tile::<7>(k, abc, ld, width),
+                    6 => tile::<6>(k, abc, ld, width),
+                    5 => tile::<5>(k, abc, ld, width),
+                    4 => tile::<4>(k, abc, ld, width),
+                    3 => tile::<3>(k, abc, ld, width),
+                    2 => tile::<2>(k, abc, ld, width),
+                    _ => tile::<1>(k, abc, ld, width),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn block(_: usize, _: (*const f32, *const f32, *mut f32), _: Ld, _: (usize, usize)) {
+    unreachable!("`applies` is false off x86-64")
+}
+
+/// `c[r][j] = sum_p a[p][r] * b[p][j]` for `RR` rows and `width` (at most 32) columns, summed
+/// over `p` in order with fused multiply-adds, as the packed GEMM's tile does.
+///
+/// # Safety
+/// `a + p * ld.a + r` and `b + p * ld.b + j` are readable for p < k, r < RR, j < width; `c + r
+/// * ld.c + j` is writable and owned by this call; the CPU supports avx512f.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile<const RR: usize>(k: usize, (a, b, c): (*const f32, *const f32, *mut f32), ld: Ld, width: usize) {
+    use std::arch::x86_64::*;
+    // Lanes past `width` are neither read nor written (masked loads do not fault).
+    let lanes = |from: usize| -> __mmask16 {
+        let n = width.saturating_sub(from).min(16);
+        ((1u32 << n) - 1) as __mmask16
+    };
+    let (m0, m1) = (lanes(0), lanes(16));
+    let mut acc = [[_mm512_setzero_ps(); 2]; RR];
+    // SAFETY: every access is at p < k, r < RR or a lane below `width`, as the caller promised.
+    unsafe {
+        for p in 0..k {
+            let b0 = _mm512_maskz_loadu_ps(m0, b.add(p * ld.b));
+            let b1 = _mm512_maskz_loadu_ps(m1, b.add(p * ld.b + 16));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let ar = _mm512_set1_ps(*a.add(p * ld.a + r));
+                acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            _mm512_mask_storeu_ps(c.add(r * ld.c), m0, acc[0]);
+            _mm512_mask_storeu_ps(c.add(r * ld.c + 16), m1, acc[1]);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Bit for bit the packed GEMM's results, on every size class: ragged tiles (m not a
+    /// multiple of 8, n not of 32), k from 1 to the deepest single block, offsets that leave
+    /// loads unaligned, strides wider than the matrix, small and parallel products, batches.
+    #[test]
+    fn matches_the_packed_gemm_bit_for_bit() {
+        if isa() != Isa::Avx512 {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        for &(m, k, n, batch, pad) in &[
+            (1, 1, 1, 1, 0),
+            (3, 5, 17, 1, 1),
+            (8, 32, 32, 2, 3),
+            (9, 31, 33, 1, 0),
+            (128, 32, 784, 1, 0),
+            (10, 32, 128, 1, 2),
+            (130, 191, 70, 1, 5),
+            (300, 64, 700, 1, 0),
+            (17, 100, 40, 3, 1),
+        ] {
+            let (lda, ldb) = (m + pad, n + pad);
+            let a: Vec<f32> = (0..batch * k * lda + 3).map(|i| ((i * 7919) % 201) as f32 / 100.0 - 1.0).collect();
+            let b: Vec<f32> = (0..batch * k * ldb + 3).map(|i| ((i * 104729) % 199) as f32 / 99.0 - 1.0).collect();
+            let (av, bv) = (View { offset: 0, rs: 1, cs: lda }, View { offset: 0, rs: ldb, cs: 1 });
+            let offsets: Vec<_> = (0..batch).map(|i| (3 + i * k * lda, 1 + i * k * ldb)).collect();
+            let mut got = vec![f32::NAN; batch * m * n];
+            gemm((&a, av), (&b, bv), &offsets, &mut got, (m, k, n)).unwrap();
+            let mut want = vec![f32::NAN; batch * m * n];
+            crate::gemm::gemm((&a, av), (&b, bv), &offsets, &mut want, (m, k, n), |x| x, true).unwrap();
+            let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+            assert!(
+                same,
+                "{m}x{k}x{n} x {batch}: results differ from the packed GEMM's: {:?} vs {:?}",
+                &got[..got.len().min(4)],
+                &want[..want.len().min(4)]
+            );
+        }
+    }
+
+    #[test]
+    fn takes_only_a_k_the_packed_gemm_sums_in_one_block() {
+        let (av, bv) = (View { offset: 0, rs: 1, cs: 8 }, View { offset: 0, rs: 8, cs: 1 });
+        assert_eq!(applies(av, bv, (8, 191, 8)), isa() == Isa::Avx512);
+        assert!(!applies(av, bv, (8, 192, 8)));
+        assert!(!applies(av, bv, (8, 0, 8)));
+    }
+
+    #[test]
+    fn refuses_views_past_their_storage() {
+        if isa() != Isa::Avx512 {
+            return;
+        }
+        let (a, b) = (vec![0f32; 2 * 8 - 1], vec![0f32; 8 * 2]);
+        let (av, bv) = (View { offset: 0, rs: 1, cs: 2 }, View { offset: 0, rs: 2, cs: 1 });
+        let mut c = vec![0f32; 4];
+        assert!(gemm((&a, av), (&b, bv), &[(0, 0)], &mut c, (2, 8, 2)).is_err());
+    }
+}
