@@ -39,8 +39,9 @@ unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Turns flush-to-zero and denormals-are-zero on or off for kiln's CPU kernels (PyTorch's
-/// `torch.set_flush_denormal`): on every thread of rayon's global pool and on the calling thread.
-/// Returns `false` where the CPU has no such mode (non-x86-64), changing nothing.
+/// `torch.set_flush_denormal`): on the calling thread, every thread of rayon's global pool and
+/// kiln-cpu's own helper threads. Returns `false` where the CPU has no such mode (non-x86-64),
+/// changing nothing.
 ///
 /// Off by default: results then follow IEEE 754, as PyTorch's do by default. With it on, values
 /// below f32's smallest normal (1.2e-38) and f64's (2.2e-308) read and compute as zero, which
@@ -50,23 +51,48 @@ unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
 pub fn set_flush_denormal(on: bool) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        #[allow(deprecated)]
-        fn apply(on: bool) {
-            use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
-            // SAFETY: only the FTZ (bit 15) and DAZ (bit 6) bits of this thread's MXCSR change;
-            // SSE2, which has them, is part of x86-64.
-            unsafe {
-                let csr = _mm_getcsr();
-                _mm_setcsr(if on { csr | 0x8040 } else { csr & !0x8040 });
-            }
-        }
-        rayon::broadcast(|_| apply(on));
-        apply(on);
+        FLUSH.store(if on { FLUSH_ON } else { FLUSH_OFF }, Ordering::SeqCst);
+        rayon::broadcast(|_| apply_flush(on));
+        apply_flush(on);
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = on;
         false
+    }
+}
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The mode [`set_flush_denormal`] last set, for threads that apply it themselves before
+/// their next job (kiln-cpu's helpers, which rayon's broadcast does not reach).
+static FLUSH: AtomicU8 = AtomicU8::new(FLUSH_UNSET);
+const FLUSH_UNSET: u8 = 0;
+const FLUSH_OFF: u8 = 1;
+const FLUSH_ON: u8 = 2;
+
+/// Brings this thread's mode in line with [`set_flush_denormal`]'s last call; `applied` is the
+/// thread's own record of what it last applied.
+pub(crate) fn sync_flush(applied: &mut u8) {
+    let want = FLUSH.load(Ordering::Relaxed);
+    if want != *applied {
+        #[cfg(target_arch = "x86_64")]
+        if want != FLUSH_UNSET {
+            apply_flush(want == FLUSH_ON);
+        }
+        *applied = want;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(deprecated)]
+fn apply_flush(on: bool) {
+    use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
+    // SAFETY: only the FTZ (bit 15) and DAZ (bit 6) bits of this thread's MXCSR change; SSE2,
+    // which has them, is part of x86-64.
+    unsafe {
+        let csr = _mm_getcsr();
+        _mm_setcsr(if on { csr | 0x8040 } else { csr & !0x8040 });
     }
 }

@@ -92,6 +92,7 @@ pub(crate) fn threads() -> usize {
 
 fn helper(pool: &'static Pool) {
     let mut seen = pool.epoch.load(SeqCst);
+    let mut flush = 0;
     loop {
         // Spin for the next job, then park until one comes.
         let start = Instant::now();
@@ -118,6 +119,7 @@ fn helper(pool: &'static Pool) {
         if pool.open.load(SeqCst) {
             let job = *pool.job.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(SendJob(f)) = job {
+                crate::simd::sync_flush(&mut flush);
                 // SAFETY: `open` was true after we joined, so the caller is still in `run`,
                 // waiting for `joined` to reach 0 before its closure goes out of scope.
                 let call = std::panic::AssertUnwindSafe(|| unsafe { (*f)() });
