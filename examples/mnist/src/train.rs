@@ -120,7 +120,7 @@ pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stat
     progress::install_ctrl_c();
 
     println!(
-        "kiln mnist: {} on {} ({} train / {} test images), {:?} lr {lr}{}, batch {batch_size}, {epochs} epochs, device {}{}, seed {}",
+        "kiln mnist: {} on {} ({} train / {} test images), {:?} lr {lr}{}, batch {batch_size}, {epochs} epochs, device {}{}{}, seed {}",
         name(c.dataset, c.model),
         dataset_name(c.dataset),
         train_set.len(),
@@ -135,6 +135,10 @@ pub fn train(args: &TrainArgs, dev: &Device, profile: Option<kiln::profile::Stat
         match args.dtype {
             crate::PrecisionKind::F32 => String::new(),
             p => format!(", mixed precision ({} layers, f32 weights)", p.dtype()),
+        },
+        match (args.denormals, dev.location().starts_with("cpu")) {
+            (crate::DenormalsKind::Flush, true) => ", denormals flushed",
+            _ => "",
         },
         args.seed
     );
