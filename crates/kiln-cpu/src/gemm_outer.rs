@@ -1,11 +1,12 @@
-//! `C = A @ B` for a shallow `k` when A is column-major and B row-major, as in `dy.t() @ x`,
-//! the weight gradient of every linear layer.
+//! `C = A @ B` for a shallow `k` when B is row-major, as in `dy.t() @ x` (the weight gradient
+//! of every linear layer) or `dy @ w` (its input gradient).
 //!
-//! In this layout both operands already are what the packed GEMM ([`crate::gemm`]) packs
-//! them into: A's `k`-th column holds the tile's 8 rows side by side, B's `k`-th row the
-//! tile's 32 columns. So the same 8 x 32 register tile (8 broadcasts and 2 vector loads per
-//! step of `k`) reads them in place, with strides, and stores straight into C: no packing,
-//! and no round trip of the accumulators through a scratch tile.
+//! The packed GEMM ([`crate::gemm`]) lays B out as rows of its 32-column tile, which a
+//! row-major B already is, and A as the tile's 8 rows per step of `k`, which its register tile
+//! only ever reads one scalar at a time (to broadcast it), from wherever it is. So the same
+//! 8 x 32 register tile (8 broadcasts and 2 vector loads per step of `k`) reads both operands
+//! in place, with strides, and stores straight into C: no packing, and no round trip of the
+//! accumulators through a scratch tile.
 //!
 //! It takes only a `k` the packed GEMM sums in one block (up to 191): the packed GEMM then
 //! sums each element in one pass over `k`, in the same order, so both return the same bits.
@@ -27,10 +28,10 @@ const STRIP: usize = 64 * 1024;
 /// Below this many multiply-adds a product runs on the calling thread.
 const PAR_FLOPS: usize = 1 << 18;
 
-/// Whether [`gemm`] takes a product of these views and sizes. Otherwise the caller uses the
-/// packed GEMM.
-pub(crate) fn applies(av: View, bv: View, (m, k, n): (usize, usize, usize)) -> bool {
-    isa() == Isa::Avx512 && av.rs == 1 && bv.cs == 1 && k > 0 && kc_step(k) == k && m * n > 0
+/// Whether [`gemm`] takes a product of these views and sizes (A may have any strides).
+/// Otherwise the caller uses the packed GEMM.
+pub(crate) fn applies(_av: View, bv: View, (m, k, n): (usize, usize, usize)) -> bool {
+    isa() == Isa::Avx512 && bv.cs == 1 && k > 0 && kc_step(k) == k && m * n > 0
 }
 
 /// `c[i] = A[i] @ B[i]`, matrix `i` of A starting at `offsets[i].0` and of B at `offsets[i].1`
@@ -51,7 +52,7 @@ pub(crate) fn gemm(
     // Every element either operand's views reach must lie inside its buffer: the kernel reads
     // through raw pointers.
     for &(oa, ob) in offsets {
-        let a_end = oa + (k - 1) * av.cs + m;
+        let a_end = oa + (m - 1) * av.rs + (k - 1) * av.cs + 1;
         let b_end = ob + (k - 1) * bv.rs + n;
         if a_end > a.len() || b_end > b.len() {
             return Err(Error::invalid("matmul", format!("a {m}x{k}x{n} view reaches past its storage")));
@@ -71,11 +72,11 @@ pub(crate) fn gemm(
         let (oa, ob) = offsets[i];
         let (row, col) = ((t / col_blocks) * rb, (t % col_blocks) * cb);
         let (rows, cols) = (rb.min(m - row), cb.min(n - col));
-        let ld = Ld { a: av.cs, b: bv.rs, c: n };
+        let ld = Ld { a_rows: av.rs, a_k: av.cs, b: bv.rs, c: n };
         // SAFETY: the reads stay inside the buffers (checked above for the whole matrix), this
         // task writes only its rows x cols rectangle of matrix i, and `isa()` checked avx512f.
         unsafe {
-            let a0 = a.as_ptr().add(oa + row);
+            let a0 = a.as_ptr().add(oa + row * av.rs);
             let b0 = b.as_ptr().add(ob + col);
             let c0 = out.ptr().add(i * m * n + row * n + col);
             block(k, (a0, b0, c0), ld, (rows, cols));
@@ -99,10 +100,11 @@ impl Out {
     }
 }
 
-/// Leading dimensions (column stride of A, row stride of B, row stride of C).
+/// Strides: A's between rows and along `k`, B's between rows, C's between rows.
 #[derive(Clone, Copy)]
 struct Ld {
-    a: usize,
+    a_rows: usize,
+    a_k: usize,
     b: usize,
     c: usize,
 }
@@ -120,7 +122,7 @@ unsafe fn block(k: usize, (a, b, c): (*const f32, *const f32, *mut f32), ld: Ld,
         for i in (0..rows).step_by(MR) {
             // SAFETY: tile (i, j) lies inside the block, whose reads the caller checked.
             unsafe {
-                let abc = (a.add(i), b.add(j), c.add(i * ld.c + j));
+                let abc = (a.add(i * ld.a_rows), b.add(j), c.add(i * ld.c + j));
                 match rows - i {
                     8.. => tile::<8>(k, abc, ld, width),
                     7 => tile::<7>(k, abc, ld, width),
@@ -145,7 +147,7 @@ unsafe fn block(_: usize, _: (*const f32, *const f32, *mut f32), _: Ld, _: (usiz
 /// over `p` in order with fused multiply-adds, as the packed GEMM's tile does.
 ///
 /// # Safety
-/// `a + p * ld.a + r` and `b + p * ld.b + j` are readable for p < k, r < RR, j < width; `c + r
+/// `a + r * ld.a_rows + p * ld.a_k` and `b + p * ld.b + j` are readable for p < k, r < RR, j < width; `c + r
 /// * ld.c + j` is writable and owned by this call; the CPU supports avx512f.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
@@ -165,7 +167,7 @@ unsafe fn tile<const RR: usize>(k: usize, (a, b, c): (*const f32, *const f32, *m
             let b0 = _mm512_maskz_loadu_ps(m0, b.add(p * ld.b));
             let b1 = _mm512_maskz_loadu_ps(m1, b.add(p * ld.b + 16));
             for (r, acc) in acc.iter_mut().enumerate() {
-                let ar = _mm512_set1_ps(*a.add(p * ld.a + r));
+                let ar = _mm512_set1_ps(*a.add(r * ld.a_rows + p * ld.a_k));
                 acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
                 acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
             }
@@ -202,22 +204,20 @@ mod tests {
             (300, 64, 700, 1, 0),
             (17, 100, 40, 3, 1),
         ] {
-            let (lda, ldb) = (m + pad, n + pad);
-            let a: Vec<f32> = (0..batch * k * lda + 3).map(|i| ((i * 7919) % 201) as f32 / 100.0 - 1.0).collect();
+            let (lda, ldb, step) = (m + pad, n + pad, (m + pad) * (k + pad));
+            let a: Vec<f32> = (0..batch * step + 3).map(|i| ((i * 7919) % 201) as f32 / 100.0 - 1.0).collect();
             let b: Vec<f32> = (0..batch * k * ldb + 3).map(|i| ((i * 104729) % 199) as f32 / 99.0 - 1.0).collect();
-            let (av, bv) = (View { offset: 0, rs: 1, cs: lda }, View { offset: 0, rs: ldb, cs: 1 });
-            let offsets: Vec<_> = (0..batch).map(|i| (3 + i * k * lda, 1 + i * k * ldb)).collect();
-            let mut got = vec![f32::NAN; batch * m * n];
-            gemm((&a, av), (&b, bv), &offsets, &mut got, (m, k, n)).unwrap();
-            let mut want = vec![f32::NAN; batch * m * n];
-            crate::gemm::gemm((&a, av), (&b, bv), &offsets, &mut want, (m, k, n), |x| x, true).unwrap();
-            let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
-            assert!(
-                same,
-                "{m}x{k}x{n} x {batch}: results differ from the packed GEMM's: {:?} vs {:?}",
-                &got[..got.len().min(4)],
-                &want[..want.len().min(4)]
-            );
+            let bv = View { offset: 0, rs: ldb, cs: 1 };
+            let offsets: Vec<_> = (0..batch).map(|i| (3 + i * step, 1 + i * k * ldb)).collect();
+            // A column-major (`dy.t()`) and row-major (`dy`).
+            for av in [View { offset: 0, rs: 1, cs: lda }, View { offset: 0, rs: k + pad, cs: 1 }] {
+                let mut got = vec![f32::NAN; batch * m * n];
+                gemm((&a, av), (&b, bv), &offsets, &mut got, (m, k, n)).unwrap();
+                let mut want = vec![f32::NAN; batch * m * n];
+                crate::gemm::gemm((&a, av), (&b, bv), &offsets, &mut want, (m, k, n), |x| x, true).unwrap();
+                let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+                assert!(same, "{m}x{k}x{n} x {batch}, A {av:?}: results differ from the packed GEMM's");
+            }
         }
     }
 

@@ -29,7 +29,8 @@ fn flush_denormal_reaches_every_helper_thread() {
     let dev = kiln_cpu::cpu();
     let x = Tensor::from_vec(vec![1e-38f32; 1 << 22], [1 << 22], &dev).unwrap();
     let half = Tensor::from_vec(vec![0.5f32; 1 << 22], [1 << 22], &dev).unwrap();
-    let nonzero = |x: &Tensor| x.mul(&half).unwrap().to_vec::<f32>().unwrap().iter().filter(|v| v.to_bits() != 0).count();
+    let nonzero =
+        |x: &Tensor| x.mul(&half).unwrap().to_vec::<f32>().unwrap().iter().filter(|v| v.to_bits() != 0).count();
     assert_eq!(nonzero(&x), 1 << 22, "IEEE by default");
     if kiln_cpu::set_flush_denormal(true) {
         for _ in 0..20 {
