@@ -1,7 +1,9 @@
 """PyTorch twin of `cargo run --release -p mnist` (MLP 784-128-ReLU-10, Adam lr 1e-3, batch 32).
 
 Reads the IDX files kiln's fetcher cached, so both frameworks see the same bytes:
-    python3 benches/peers/torch_mnist.py --seed 1 [--epochs 10] [--threads 2] [--scaling unit|standardized] [--schedule constant|cosine]
+    python3 benches/peers/torch_mnist.py --seed 1 [--epochs 10] [--threads 2] [--scaling unit|standardized] [--schedule constant|cosine] [--loader index|dataloader]
+`--loader index` (the default) slices shuffled tensors directly, the leanest PyTorch loop;
+`--loader dataloader` batches through torch.utils.data.DataLoader, as PyTorch's examples do.
 Prints one line per epoch: epoch, train loss, test accuracy, seconds.
 """
 import argparse, gzip, os, pathlib, struct, time
@@ -44,6 +46,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--scaling", choices=["unit", "standardized"], default="unit")
     ap.add_argument("--schedule", choices=["constant", "cosine"], default="cosine")
+    ap.add_argument("--loader", choices=["index", "dataloader"], default="index")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
@@ -55,15 +58,18 @@ def main():
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=a.epochs) if a.schedule == "cosine" else None
     for epoch in range(1, a.epochs + 1):
         t0 = time.perf_counter()
-        perm = torch.randperm(len(xtr))
         total = 0.0
-        for i in range(0, len(xtr), 32):
-            idx_ = perm[i : i + 32]
-            loss = F.cross_entropy(model(xtr[idx_]), ytr[idx_])
+        if a.loader == "dataloader":
+            batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xtr, ytr), batch_size=32, shuffle=True)
+        else:
+            perm = torch.randperm(len(xtr))
+            batches = ((xtr[perm[i : i + 32]], ytr[perm[i : i + 32]]) for i in range(0, len(xtr), 32))
+        for xb, yb in batches:
+            loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += loss.item() * len(idx_)
+            total += loss.item() * len(yb)
         secs = time.perf_counter() - t0
         with torch.no_grad():
             acc = (model(xte).argmax(1) == yte).float().mean().item() * 100
