@@ -22,7 +22,7 @@ type Special<S, T> =
     fn((&[S], View), (&[S], View), &[(usize, usize)], &mut [T], (usize, usize, usize)) -> Option<Result<()>>;
 
 /// f32 products whose layouts need no packing skip it: both operands along `k` (`x @ w.t()`),
-/// or a row-major B with a shallow `k` (`dy.t() @ x`, `dy @ w`).
+/// or a row-major B (`dy.t() @ x`, `dy @ w`, `x @ w`).
 fn unpacked(
     a: (&[f32], View),
     b: (&[f32], View),
