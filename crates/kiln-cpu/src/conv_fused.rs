@@ -12,7 +12,7 @@
 //! and the groups' sums are added in order.
 
 use crate::conv::{col2im_plane, dims4, im2col_image, Geometry};
-use crate::gemm::{gemm, Elem, View};
+use crate::gemm::{gemm_same, Elem, View};
 use crate::parallel::run_tasks;
 use crate::storage::CpuStorage;
 use crate::strided::{alloc, alloc_for_overwrite};
@@ -67,7 +67,7 @@ fn forward<T: Elem>(x: &[T], w: &[T], op: &Operands) -> Result<Vec<T>> {
         let mut cols = alloc_for_overwrite(ck * l, T::default())?;
         im2col_image(&x[i * plane..(i + 1) * plane], &mut cols, g);
         let (wv, cv) = (View { offset: 0, rs: ck, cs: 1 }, View { offset: 0, rs: l, cs: 1 });
-        let done = gemm((w, wv), (&cols[..], cv), &[(0, 0)], &mut y_i, (o, ck, l), |v| v, false);
+        let done = gemm_same((w, wv), (&cols[..], cv), &[(0, 0)], &mut y_i, (o, ck, l), false);
         T::pool().give(cols);
         done
     })?;
@@ -136,7 +136,7 @@ fn backward<T: Elem>(x: &[T], w: &[T], grad: &[T], op: &Operands, need_dx: bool)
             let g_i = &grad[i * o * l..(i + 1) * o * l];
             im2col_image(&x[i * plane..(i + 1) * plane], &mut cols, g);
             let dst: &mut [T] = if n == 0 { &mut sum } else { &mut dw_i };
-            result = gemm((g_i, gv), (&cols[..], cols_t), &[(0, 0)], dst, (o, l, ck), |v| v, false);
+            result = gemm_same((g_i, gv), (&cols[..], cols_t), &[(0, 0)], dst, (o, l, ck), false);
             if result.is_err() {
                 break;
             }
@@ -147,7 +147,7 @@ fn backward<T: Elem>(x: &[T], w: &[T], grad: &[T], op: &Operands, need_dx: bool)
             }
             if let Some(dx_k) = dx_k.as_mut() {
                 // The column gradient reuses `cols`: this image's columns are no longer needed.
-                result = gemm((w, w_t), (g_i, gv), &[(0, 0)], &mut cols, (ck, o, l), |v| v, false);
+                result = gemm_same((w, w_t), (g_i, gv), &[(0, 0)], &mut cols, (ck, o, l), false);
                 if result.is_err() {
                     break;
                 }

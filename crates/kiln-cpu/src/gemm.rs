@@ -50,6 +50,16 @@ pub(crate) trait Elem:
     unsafe fn tile_avx512(kc: usize, a: &[Self], b: &[Self], acc: &mut [Self]);
     /// Runs `f` with this thread's packing scratch for A and B, grown to the lengths asked.
     fn with_scratch<R>(a_len: usize, b_len: usize, f: impl FnOnce(&mut [Self], &mut [Self]) -> R) -> Result<R>;
+    /// A kernel that needs no packing for these layouts, where this type has one (f32 on
+    /// AVX-512, see `gemm_dot` and `gemm_outer`); `None` when it declines.
+    fn unpacked(
+        a: (&[Self], View),
+        b: (&[Self], View),
+        offsets: &[(usize, usize)],
+        c: &mut [Self],
+        mkn: (usize, usize, usize),
+        parallel: bool,
+    ) -> Option<Result<()>>;
     /// Grows the scratch of every thread of rayon's pool, once: which threads take a product's
     /// tasks is a race, and a thread that first packs in the middle of training would make a
     /// system allocation in a steady-state step.
@@ -57,7 +67,7 @@ pub(crate) trait Elem:
 }
 
 macro_rules! elem {
-    ($t:ty, $scratch:ident, $avx512:ident) => {
+    ($t:ty, $scratch:ident, $avx512:ident, $unpacked:expr) => {
         thread_local! {
             static $scratch: RefCell<(Vec<$t>, Vec<$t>)> = const { RefCell::new((Vec::new(), Vec::new())) };
         }
@@ -85,6 +95,16 @@ macro_rules! elem {
                     Ok(f(&mut a[..a_len], &mut b[..b_len]))
                 })
             }
+            fn unpacked(
+                a: (&[$t], View),
+                b: (&[$t], View),
+                offsets: &[(usize, usize)],
+                c: &mut [$t],
+                mkn: (usize, usize, usize),
+                parallel: bool,
+            ) -> Option<Result<()>> {
+                $unpacked(a, b, offsets, c, mkn, parallel)
+            }
             fn grow_all_scratch() {
                 static ONCE: std::sync::Once = std::sync::Once::new();
                 ONCE.call_once(|| {
@@ -95,8 +115,40 @@ macro_rules! elem {
         }
     };
 }
-elem!(f32, SCRATCH_F32, tile_f32);
-elem!(f64, SCRATCH_F64, tile_f64);
+elem!(f32, SCRATCH_F32, tile_f32, unpacked_f32);
+elem!(f64, SCRATCH_F64, tile_f64, |_, _, _, _, _, _| None);
+
+/// f32 products whose layouts need no packing: both operands along `k` (`x @ w.t()`), or a
+/// row-major B (`dy.t() @ x`, `dy @ w`, `x @ w`).
+fn unpacked_f32(
+    a: (&[f32], View),
+    b: (&[f32], View),
+    offsets: &[(usize, usize)],
+    c: &mut [f32],
+    mkn: (usize, usize, usize),
+    parallel: bool,
+) -> Option<Result<()>> {
+    if crate::gemm_dot::applies(a.1, b.1, mkn) {
+        return Some(crate::gemm_dot::gemm(a, b, offsets, c, mkn, parallel));
+    }
+    crate::gemm_outer::applies(a.1, b.1, mkn).then(|| crate::gemm_outer::gemm(a, b, offsets, c, mkn, parallel))
+}
+
+/// [`gemm`] for operands already of the compute type: an unpacked kernel where one applies,
+/// the packed GEMM otherwise.
+pub(crate) fn gemm_same<T: Elem>(
+    a: (&[T], View),
+    b: (&[T], View),
+    offsets: &[(usize, usize)],
+    c: &mut [T],
+    mkn: (usize, usize, usize),
+    parallel: bool,
+) -> Result<()> {
+    match T::unpacked(a, b, offsets, c, mkn, parallel) {
+        Some(done) => done,
+        None => gemm(a, b, offsets, c, mkn, |v| v, parallel),
+    }
+}
 
 /// Hand-written AVX-512 register tiles: 8 rows x 2 vectors.
 #[cfg(target_arch = "x86_64")]

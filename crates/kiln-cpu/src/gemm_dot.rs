@@ -42,13 +42,14 @@ pub(crate) fn applies(av: View, bv: View, (m, k, n): (usize, usize, usize)) -> b
 
 /// `c[i] = A[i] @ B[i]`, matrix `i` of A starting at `offsets[i].0` and of B at `offsets[i].1`
 /// (the views' own offsets are not used, as in [`crate::gemm::gemm`]); call only
-/// where [`applies`] said yes.
+/// where [`applies`] said yes. With `parallel` false everything runs on the calling thread.
 pub(crate) fn gemm(
     a: (&[f32], View),
     b: (&[f32], View),
     offsets: &[(usize, usize)],
     c: &mut [f32],
     (m, k, n): (usize, usize, usize),
+    parallel: bool,
 ) -> Result<()> {
     let ((a, av), (b, bv)) = (a, b);
     let batch = offsets.len();
@@ -69,7 +70,7 @@ pub(crate) fn gemm(
     let (rb, cb) = (m.min(side).next_multiple_of(R), n.min(side).next_multiple_of(C));
     let (row_blocks, col_blocks) = (m.div_ceil(rb), n.div_ceil(cb));
     let tasks = batch * row_blocks * col_blocks;
-    let threads = if batch * m * n * k >= PAR_FLOPS { rayon::current_num_threads() } else { 1 };
+    let threads = if parallel && batch * m * n * k >= PAR_FLOPS { rayon::current_num_threads() } else { 1 };
     // Spread small products over the threads too: split columns until each thread has a few
     // tasks (a straggling helper then costs a fraction of the op, not half of it).
     let (cb, col_blocks) = if tasks < 4 * threads && threads > 1 {
@@ -260,7 +261,7 @@ mod tests {
             let (av, bv) = (View { offset: 0, rs: lda, cs: 1 }, View { offset: 0, rs: 1, cs: lda });
             let offsets: Vec<_> = (0..batch).map(|i| (3 + i * m * lda, 1 + i * n * lda)).collect();
             let mut c = vec![f32::NAN; batch * m * n];
-            gemm((&a, av), (&b, bv), &offsets, &mut c, (m, k, n)).unwrap();
+            gemm((&a, av), (&b, bv), &offsets, &mut c, (m, k, n), true).unwrap();
             for (i, &(oa, ob)) in offsets.iter().enumerate() {
                 for r in 0..m {
                     for j in 0..n {
@@ -281,6 +282,6 @@ mod tests {
         let (a, b) = (vec![0f32; 64 * 2 - 1], vec![0f32; 64 * 2]);
         let (av, bv) = (View { offset: 0, rs: 64, cs: 1 }, View { offset: 0, rs: 1, cs: 64 });
         let mut c = vec![0f32; 4];
-        assert!(gemm((&a, av), (&b, bv), &[(0, 0)], &mut c, (2, 64, 2)).is_err());
+        assert!(gemm((&a, av), (&b, bv), &[(0, 0)], &mut c, (2, 64, 2), true).is_err());
     }
 }

@@ -38,13 +38,14 @@ pub(crate) fn applies(_av: View, bv: View, (m, k, n): (usize, usize, usize)) -> 
 
 /// `c[i] = A[i] @ B[i]`, matrix `i` of A starting at `offsets[i].0` and of B at `offsets[i].1`
 /// (the views' own offsets are not used, as in [`crate::gemm::gemm`]); call only
-/// where [`applies`] said yes.
+/// where [`applies`] said yes. With `parallel` false everything runs on the calling thread.
 pub(crate) fn gemm(
     a: (&[f32], View),
     b: (&[f32], View),
     offsets: &[(usize, usize)],
     c: &mut [f32],
     (m, k, n): (usize, usize, usize),
+    parallel: bool,
 ) -> Result<()> {
     let ((a, av), (b, bv)) = (a, b);
     let batch = offsets.len();
@@ -60,7 +61,7 @@ pub(crate) fn gemm(
             return Err(Error::invalid("matmul", format!("a {m}x{k}x{n} view reaches past its storage")));
         }
     }
-    let threads = if batch * m * n * k >= PAR_FLOPS { rayon::current_num_threads() } else { 1 };
+    let threads = if parallel && batch * m * n * k >= PAR_FLOPS { rayon::current_num_threads() } else { 1 };
     // A task's rows of A fit in L2; its columns are cut so that every thread gets a few tasks.
     let kc = kc_step(k);
     let rb = m.min((STRIP / kc).max(MR)).next_multiple_of(MR);
@@ -240,7 +241,7 @@ mod tests {
             // A column-major (`dy.t()`) and row-major (`dy`).
             for av in [View { offset: 0, rs: 1, cs: lda }, View { offset: 0, rs: k + pad, cs: 1 }] {
                 let mut got = vec![f32::NAN; batch * m * n];
-                gemm((&a, av), (&b, bv), &offsets, &mut got, (m, k, n)).unwrap();
+                gemm((&a, av), (&b, bv), &offsets, &mut got, (m, k, n), true).unwrap();
                 let mut want = vec![f32::NAN; batch * m * n];
                 crate::gemm::gemm((&a, av), (&b, bv), &offsets, &mut want, (m, k, n), |x| x, true).unwrap();
                 let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
@@ -257,6 +258,6 @@ mod tests {
         let (a, b) = (vec![0f32; 2 * 8 - 1], vec![0f32; 8 * 2]);
         let (av, bv) = (View { offset: 0, rs: 1, cs: 2 }, View { offset: 0, rs: 2, cs: 1 });
         let mut c = vec![0f32; 4];
-        assert!(gemm((&a, av), (&b, bv), &[(0, 0)], &mut c, (2, 8, 2)).is_err());
+        assert!(gemm((&a, av), (&b, bv), &[(0, 0)], &mut c, (2, 8, 2), true).is_err());
     }
 }

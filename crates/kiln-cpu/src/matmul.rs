@@ -21,8 +21,7 @@ fn matrix_offsets(l: &Layout) -> Vec<usize> {
 type Special<S, T> =
     fn((&[S], View), (&[S], View), &[(usize, usize)], &mut [T], (usize, usize, usize)) -> Option<Result<()>>;
 
-/// f32 products whose layouts need no packing skip it: both operands along `k` (`x @ w.t()`),
-/// or a row-major B (`dy.t() @ x`, `dy @ w`, `x @ w`).
+/// f32 products whose layouts need no packing skip it (see `Elem::unpacked`).
 fn unpacked(
     a: (&[f32], View),
     b: (&[f32], View),
@@ -30,10 +29,7 @@ fn unpacked(
     c: &mut [f32],
     mkn: (usize, usize, usize),
 ) -> Option<Result<()>> {
-    if crate::gemm_dot::applies(a.1, b.1, mkn) {
-        return Some(crate::gemm_dot::gemm(a, b, offsets, c, mkn));
-    }
-    crate::gemm_outer::applies(a.1, b.1, mkn).then(|| crate::gemm_outer::gemm(a, b, offsets, c, mkn))
+    <f32 as Elem>::unpacked(a, b, offsets, c, mkn, true)
 }
 
 fn batched<S: Copy + Send + Sync, T: Elem>(
