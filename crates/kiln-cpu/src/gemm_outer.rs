@@ -137,15 +137,26 @@ unsafe fn block(
                 unsafe {
                     let abc = (a.add(i * ld.a_rows + p0 * ld.a_k), b.add(p0 * ld.b + j), c.add(i * ld.c + j));
                     let at = (depth, width, first);
-                    match rows - i {
-                        8.. => tile::<8>(abc, ld, at),
-                        7 => tile::<7>(abc, ld, at),
-                        6 => tile::<6>(abc, ld, at),
-                        5 => tile::<5>(abc, ld, at),
-                        4 => tile::<4>(abc, ld, at),
-                        3 => tile::<3>(abc, ld, at),
-                        2 => tile::<2>(abc, ld, at),
-                        _ => tile::<1>(abc, ld, at),
+                    // Tiles of at most 16 columns (a narrow C, or its last tile) use one
+                    // vector per row, not two half-empty ones.
+                    macro_rules! rows {
+                        ($v:literal) => {
+                            match rows - i {
+                                8.. => tile::<8, $v>(abc, ld, at),
+                                7 => tile::<7, $v>(abc, ld, at),
+                                6 => tile::<6, $v>(abc, ld, at),
+                                5 => tile::<5, $v>(abc, ld, at),
+                                4 => tile::<4, $v>(abc, ld, at),
+                                3 => tile::<3, $v>(abc, ld, at),
+                                2 => tile::<2, $v>(abc, ld, at),
+                                _ => tile::<1, $v>(abc, ld, at),
+                            }
+                        };
+                    }
+                    if width <= 16 {
+                        rows!(1)
+                    } else {
+                        rows!(2)
                     }
                 }
             }
@@ -159,7 +170,7 @@ unsafe fn block(_: (usize, usize), _: (*const f32, *const f32, *mut f32), _: Ld,
 }
 
 /// `c[r][j] = sum_p a[r][p] * b[p][j]` (`first`) or `c[r][j] += ...` for `RR` rows, `width` (at
-/// most 32) columns and `k` steps, the sum taken in order with fused multiply-adds and added
+/// most 16 `V`) columns and `k` steps, the sum taken in order with fused multiply-adds and added
 /// to C once, as the packed GEMM's tile does.
 ///
 /// # Safety
@@ -168,7 +179,7 @@ unsafe fn block(_: (usize, usize), _: (*const f32, *const f32, *mut f32), _: Ld,
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn tile<const RR: usize>(
+unsafe fn tile<const RR: usize, const V: usize>(
     (a, b, c): (*const f32, *const f32, *mut f32),
     ld: Ld,
     (k, width, first): (usize, usize, bool),
@@ -179,27 +190,24 @@ unsafe fn tile<const RR: usize>(
         let n = width.saturating_sub(from).min(16);
         ((1u32 << n) - 1) as __mmask16
     };
-    let (m0, m1) = (lanes(0), lanes(16));
-    let mut acc = [[_mm512_setzero_ps(); 2]; RR];
+    let masks: [__mmask16; V] = std::array::from_fn(|v| lanes(16 * v));
+    let mut acc = [[_mm512_setzero_ps(); V]; RR];
     // SAFETY: every access is at p < k, r < RR or a lane below `width`, as the caller promised.
     unsafe {
         for p in 0..k {
-            let b0 = _mm512_maskz_loadu_ps(m0, b.add(p * ld.b));
-            let b1 = _mm512_maskz_loadu_ps(m1, b.add(p * ld.b + 16));
+            let bv: [__m512; V] = std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], b.add(p * ld.b + 16 * v)));
             for (r, acc) in acc.iter_mut().enumerate() {
                 let ar = _mm512_set1_ps(*a.add(r * ld.a_rows + p * ld.a_k));
-                acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
-                acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
+                for (acc, bv) in acc.iter_mut().zip(&bv) {
+                    *acc = _mm512_fmadd_ps(ar, *bv, *acc);
+                }
             }
         }
         for (r, acc) in acc.iter().enumerate() {
-            let (c0, c1) = (c.add(r * ld.c), c.add(r * ld.c + 16));
-            if first {
-                _mm512_mask_storeu_ps(c0, m0, acc[0]);
-                _mm512_mask_storeu_ps(c1, m1, acc[1]);
-            } else {
-                _mm512_mask_storeu_ps(c0, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c0), acc[0]));
-                _mm512_mask_storeu_ps(c1, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c1), acc[1]));
+            for (v, (acc, &mask)) in acc.iter().zip(&masks).enumerate() {
+                let dst = c.add(r * ld.c + 16 * v);
+                let sum = if first { *acc } else { _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), *acc) };
+                _mm512_mask_storeu_ps(dst, mask, sum);
             }
         }
     }
@@ -230,6 +238,8 @@ mod tests {
             (300, 64, 700, 1, 0),
             (17, 100, 40, 3, 1),
             (32, 784, 128, 1, 0),
+            (32, 128, 10, 1, 0),
+            (9, 40, 16, 1, 2),
             (33, 288, 70, 2, 3),
             (64, 1000, 64, 1, 1),
         ] {
