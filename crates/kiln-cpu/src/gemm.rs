@@ -37,6 +37,12 @@ const NC: usize = 512;
 /// costs more than it saves).
 const PAR_FLOPS: usize = 1 << 20;
 
+/// Elements of one operand block an unpacked kernel's task keeps in L2 (256 KiB of f32).
+pub(crate) const STRIP: usize = 64 * 1024;
+/// Below this many multiply-adds an unpacked kernel runs on the calling thread (it has no
+/// packing to amortize, so it splits smaller products than the packed GEMM does).
+pub(crate) const UNPACKED_PAR_FLOPS: usize = 1 << 18;
+
 /// Element types the kernel computes in.
 pub(crate) trait Elem:
     Copy + Default + Send + Sync + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + crate::pool::Pooled
@@ -232,15 +238,48 @@ pub(crate) struct View {
 
 /// The row-major output `C` (`m x n`), shared by the tasks.
 #[derive(Clone, Copy)]
-struct Out<T> {
+pub(crate) struct Out<T> {
     ptr: *mut T,
     m: usize,
     n: usize,
 }
-// SAFETY: tasks only write through `Out::add_tile`, and the task grid gives every task its own
-// rectangle of C, so no two threads touch the same element.
+// SAFETY: tasks only write through `Out::add_tile` or the pointers `Out::at` gives them, and
+// every kernel's task grid gives every task its own rectangle of C, so no two threads touch the
+// same element.
 unsafe impl<T: Send> Send for Out<T> {}
 unsafe impl<T: Send> Sync for Out<T> {}
+
+impl<T> Out<T> {
+    /// The whole of `c`, seen as `rows x n`.
+    pub(crate) fn new(c: &mut [T], n: usize) -> Out<T> {
+        Out { ptr: c.as_mut_ptr(), m: c.len().checked_div(n).unwrap_or(0), n }
+    }
+
+    /// A pointer to element (`row`, `col`), for a task that owns it.
+    pub(crate) fn at(self, row: usize, col: usize) -> *mut T {
+        assert!(row < self.m && col < self.n);
+        // SAFETY: in bounds by the assert.
+        unsafe { self.ptr.add(row * self.n + col) }
+    }
+}
+
+/// Runs `block(matrix, (row, col), (rows, cols))` once for every `rb x cb` block of a batch of
+/// `m x n` outputs (ragged at the edges), as one task each, on up to `threads` threads.
+pub(crate) fn run_grid(
+    batch: usize,
+    (m, n): (usize, usize),
+    (rb, cb): (usize, usize),
+    threads: usize,
+    block: impl Fn(usize, (usize, usize), (usize, usize)) -> Result<()> + Sync,
+) -> Result<()> {
+    let (row_blocks, col_blocks) = (m.div_ceil(rb), n.div_ceil(cb));
+    let per_matrix = row_blocks * col_blocks;
+    crate::parallel::run_tasks(batch * per_matrix, threads, |t| {
+        let (i, t) = (t / per_matrix, t % per_matrix);
+        let (row, col) = ((t / col_blocks) * rb, (t % col_blocks) * cb);
+        block(i, (row, col), (rb.min(m - row), cb.min(n - col)))
+    })
+}
 
 impl<T: Elem> Out<T> {
     /// Matrix `i` of a batch of `rows x n` matrices stored back to back in this output.

@@ -21,16 +21,12 @@
 // `gemm::isa` and the bounds checks in `gemm`.
 #![allow(unsafe_code)]
 
-use crate::gemm::{isa, Isa, View};
+use crate::gemm::{isa, run_grid, Isa, Out, View, STRIP, UNPACKED_PAR_FLOPS};
 use kiln_tensor::{Error, Result};
 
 /// Rows and columns of the register tile (16 accumulators of the 32 zmm registers).
 const R: usize = 4;
 const C: usize = 4;
-/// Elements of one operand strip a task keeps in L2 (256 KiB of f32).
-const STRIP: usize = 64 * 1024;
-/// Below this many multiply-adds a product runs on the calling thread.
-const PAR_FLOPS: usize = 1 << 18;
 
 /// Whether [`gemm`] takes a product of these views and sizes. Otherwise the caller uses the
 /// packed GEMM. The upper bounds keep this kernel where it wins: with both `m` and `n` large
@@ -70,49 +66,28 @@ pub(crate) fn gemm(
     let (rb, cb) = (m.min(side).next_multiple_of(R), n.min(side).next_multiple_of(C));
     let (row_blocks, col_blocks) = (m.div_ceil(rb), n.div_ceil(cb));
     let tasks = batch * row_blocks * col_blocks;
-    let threads = if parallel && batch * m * n * k >= PAR_FLOPS { rayon::current_num_threads() } else { 1 };
+    let threads = if parallel && batch * m * n * k >= UNPACKED_PAR_FLOPS { rayon::current_num_threads() } else { 1 };
     // Spread small products over the threads too: split columns until each thread has a few
     // tasks (a straggling helper then costs a fraction of the op, not half of it).
-    let (cb, col_blocks) = if tasks < 4 * threads && threads > 1 {
+    let cb = if tasks < 4 * threads && threads > 1 {
         let want = (4 * threads).div_ceil(batch * row_blocks);
-        let cb = n.div_ceil(want).next_multiple_of(C).max(C);
-        (cb, n.div_ceil(cb))
+        n.div_ceil(want).next_multiple_of(C).max(C)
     } else {
-        (cb, col_blocks)
+        cb
     };
-    let per_matrix = row_blocks * col_blocks;
-    let out = Out(c.as_mut_ptr());
-    let task = |t: usize| -> Result<()> {
-        let (i, t) = (t / per_matrix, t % per_matrix);
+    let out = Out::new(c, n);
+    run_grid(batch, (m, n), (rb, cb), threads, |i, (row, col), (rows, cols)| {
         let (oa, ob) = offsets[i];
-        let (row, col) = ((t / col_blocks) * rb, (t % col_blocks) * cb);
-        let (rows, cols) = (rb.min(m - row), cb.min(n - col));
         let ld = Ld { a: av.rs, b: bv.cs, c: n };
         // SAFETY: the reads stay inside the buffers (checked above for the whole matrix), this
         // task writes only its rows x cols rectangle of matrix i, and `isa()` checked avx512f.
         unsafe {
             let a0 = a.as_ptr().add(oa + row * av.rs);
             let b0 = b.as_ptr().add(ob + col * bv.cs);
-            let c0 = out.ptr().add(i * m * n + row * n + col);
-            block(k, (a0, b0, c0), ld, (rows, cols));
+            block(k, (a0, b0, out.at(i * m + row, col)), ld, (rows, cols));
         }
         Ok(())
-    };
-    crate::parallel::run_tasks(batch * per_matrix, threads, task)
-}
-
-/// The output, shared by the tasks, each of which writes its own rectangle.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: see `gemm`: tasks write disjoint rectangles of the output.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    // A method, so closures capture the whole `Out` (Sync), not its raw pointer field.
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
+    })
 }
 
 /// Leading dimensions (row stride of A, column stride of B, row stride of C).

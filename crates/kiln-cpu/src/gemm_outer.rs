@@ -19,16 +19,12 @@
 // `gemm::isa` and the bounds checks in `gemm`.
 #![allow(unsafe_code)]
 
-use crate::gemm::{isa, kc_step, Isa, View};
+use crate::gemm::{isa, kc_step, run_grid, Isa, Out, View, STRIP, UNPACKED_PAR_FLOPS};
 use kiln_tensor::{Error, Result};
 
 /// Rows of the register tile, and its columns (two 16-lane vectors).
 const MR: usize = 8;
 const NR: usize = 32;
-/// Elements of A a task keeps in L2 (256 KiB of f32).
-const STRIP: usize = 64 * 1024;
-/// Below this many multiply-adds a product runs on the calling thread.
-const PAR_FLOPS: usize = 1 << 18;
 
 /// Whether [`gemm`] takes a product of these views and sizes (A may have any strides).
 /// Otherwise the caller uses the packed GEMM.
@@ -61,47 +57,26 @@ pub(crate) fn gemm(
             return Err(Error::invalid("matmul", format!("a {m}x{k}x{n} view reaches past its storage")));
         }
     }
-    let threads = if parallel && batch * m * n * k >= PAR_FLOPS { rayon::current_num_threads() } else { 1 };
+    let threads = if parallel && batch * m * n * k >= UNPACKED_PAR_FLOPS { rayon::current_num_threads() } else { 1 };
     // A task's rows of A fit in L2; its columns are cut so that every thread gets a few tasks.
     let kc = kc_step(k);
     let rb = m.min((STRIP / kc).max(MR)).next_multiple_of(MR);
     let row_blocks = m.div_ceil(rb);
     let want = (4 * threads).div_ceil(batch * row_blocks).max(1);
     let cb = n.div_ceil(want).next_multiple_of(NR).min(512.max(NR));
-    let col_blocks = n.div_ceil(cb);
-    let per_matrix = row_blocks * col_blocks;
-    let out = Out(c.as_mut_ptr());
-    let task = |t: usize| -> Result<()> {
-        let (i, t) = (t / per_matrix, t % per_matrix);
+    let out = Out::new(c, n);
+    run_grid(batch, (m, n), (rb, cb), threads, |i, (row, col), (rows, cols)| {
         let (oa, ob) = offsets[i];
-        let (row, col) = ((t / col_blocks) * rb, (t % col_blocks) * cb);
-        let (rows, cols) = (rb.min(m - row), cb.min(n - col));
         let ld = Ld { a_rows: av.rs, a_k: av.cs, b: bv.rs, c: n };
         // SAFETY: the reads stay inside the buffers (checked above for the whole matrix), this
         // task writes only its rows x cols rectangle of matrix i, and `isa()` checked avx512f.
         unsafe {
             let a0 = a.as_ptr().add(oa + row * av.rs);
             let b0 = b.as_ptr().add(ob + col);
-            let c0 = out.ptr().add(i * m * n + row * n + col);
-            block((k, kc), (a0, b0, c0), ld, (rows, cols));
+            block((k, kc), (a0, b0, out.at(i * m + row, col)), ld, (rows, cols));
         }
         Ok(())
-    };
-    crate::parallel::run_tasks(batch * per_matrix, threads, task)
-}
-
-/// The output, shared by the tasks, each of which writes its own rectangle.
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: see `gemm`: tasks write disjoint rectangles of the output.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
-impl Out {
-    // A method, so closures capture the whole `Out` (Sync), not its raw pointer field.
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
+    })
 }
 
 /// Strides: A's between rows and along `k`, B's between rows, C's between rows.
