@@ -14,7 +14,9 @@
 //! ```
 //!
 //! Module map: `storage` (the `Vec` per dtype), `strided` (parallel loops over layouts),
-//! `elementwise` (unary, binary, where, cast, copy), `reduce`, `matmul`, `index`.
+//! `elementwise` (unary, binary, where, cast, copy), `reduce`, `matmul` (batches and dtypes) over
+//! `gemm` (the packed GEMM) and the two kernels that need no packing, `gemm_dot` (`x @ w.t()`)
+//! and `gemm_outer` (a row-major B), `index`.
 
 mod conv;
 mod conv_fused;
