@@ -17,20 +17,10 @@ fn matrix_offsets(l: &Layout) -> Vec<usize> {
     batch.offsets().collect()
 }
 
-/// A kernel for some views and sizes, tried before the packed GEMM: `None` when it declines.
+/// A kernel for some views and sizes, tried before the packed GEMM (`Elem::unpacked`): `None`
+/// when it declines.
 type Special<S, T> =
-    fn((&[S], View), (&[S], View), &[(usize, usize)], &mut [T], (usize, usize, usize)) -> Option<Result<()>>;
-
-/// f32 products whose layouts need no packing skip it (see `Elem::unpacked`).
-fn unpacked(
-    a: (&[f32], View),
-    b: (&[f32], View),
-    offsets: &[(usize, usize)],
-    c: &mut [f32],
-    mkn: (usize, usize, usize),
-) -> Option<Result<()>> {
-    <f32 as Elem>::unpacked(a, b, offsets, c, mkn, true)
-}
+    fn((&[S], View), (&[S], View), &[(usize, usize)], &mut [T], (usize, usize, usize), bool) -> Option<Result<()>>;
 
 fn batched<S: Copy + Send + Sync, T: Elem>(
     a: &[S],
@@ -53,7 +43,7 @@ fn batched<S: Copy + Send + Sync, T: Elem>(
     let offsets: Vec<(usize, usize)> = oa.into_iter().zip(ob).collect();
     let av = View { offset: 0, rs: sa[r - 2], cs: sa[r - 1] };
     let bv = View { offset: 0, rs: sb[r - 2], cs: sb[r - 1] };
-    if let Some(done) = special.and_then(|f| f((a, av), (b, bv), &offsets, &mut out, (m, k, n))) {
+    if let Some(done) = special.and_then(|f| f((a, av), (b, bv), &offsets, &mut out, (m, k, n), true)) {
         done?;
         return Ok(out);
     }
@@ -68,7 +58,9 @@ pub(crate) fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -
         return Err(Error::invalid("matmul", format!("backend got ranks {} and {}", la.dims().len(), lb.dims().len())));
     }
     Ok(match (a, b) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(batched(a, la, b, lb, |x| x, Some(unpacked))?),
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+            CpuStorage::F32(batched(a, la, b, lb, |x| x, Some(<f32 as Elem>::unpacked))?)
+        }
         (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(batched(a, la, b, lb, |x| x, None)?),
         (CpuStorage::F16(a), CpuStorage::F16(b)) => {
             CpuStorage::F16(batched(a, la, b, lb, f16::to_f32, None)?.into_iter().map(f16::from_f32).collect())
