@@ -2,9 +2,9 @@
 //! row-major matrix, as in `x @ w.t()`, the forward pass of every linear layer.
 //!
 //! The packed GEMM in [`crate::gemm`] re-lays both operands out for its broadcast tile. With
-//! a batch of 32 rows that packing is a third of the product's time: the weight is gathered
-//! column by column into panels, once per call, for only 32 rows of use. Here no operand is
-//! packed. A register tile of `R` rows x `C` columns keeps one 16-lane accumulator per output
+//! a batch of 32 rows the weight is gathered column by column into panels, once per call, for
+//! only 32 rows of use: at 32x784x128 the packed GEMM took 70 us on 2 threads, this kernel 33.
+//! Here no operand is packed. A register tile of `R` rows x `C` columns keeps one 16-lane accumulator per output
 //! and walks `k` in vector steps, reading both operands straight from memory (2 FMAs per load
 //! for a 4 x 4 tile); each accumulator is summed across its lanes once at the end.
 //!
@@ -51,6 +51,10 @@ pub(crate) fn gemm(
     let batch = offsets.len();
     if !applies(av, bv, (m, k, n)) || c.len() != batch * m * n {
         return Err(Error::invalid("matmul", format!("the k-contiguous kernel cannot take {m}x{k}x{n} x {batch}")));
+    }
+    if batch == 0 {
+        // A batch dim of size 0: nothing to compute (and no task grid to size).
+        return Ok(());
     }
     // Every element either operand's views reach must lie inside its buffer: the kernel reads
     // through raw pointers.
@@ -240,13 +244,23 @@ mod tests {
             for (i, &(oa, ob)) in offsets.iter().enumerate() {
                 for r in 0..m {
                     for j in 0..n {
-                        let want: f64 = (0..k).map(|p| a[oa + r * lda + p] as f64 * b[ob + j * lda + p] as f64).sum();
+                        let terms = (0..k).map(|p| a[oa + r * lda + p] as f64 * b[ob + j * lda + p] as f64);
+                        let (want, size) = terms.fold((0.0, 0.0), |(s, z): (f64, f64), t| (s + t, z + t.abs()));
                         let got = c[i * m * n + r * n + j] as f64;
-                        assert!((got - want).abs() <= 1e-5 * k as f64, "{m}x{k}x{n} [{i}][{r}][{j}]: {got} vs {want}");
+                        // The standard bound for an f32 sum of k products, on their absolute sum.
+                        let tol = k as f64 * f32::EPSILON as f64 * size;
+                        assert!((got - want).abs() <= tol, "{m}x{k}x{n} [{i}][{r}][{j}]: {got} vs {want}");
                     }
                 }
             }
         }
+    }
+
+    /// A batch of no matrices computes nothing (the no-panic fuzz test found it dividing by 0).
+    #[test]
+    fn an_empty_batch_is_nothing_to_do() {
+        let (av, bv) = (View { offset: 0, rs: 64, cs: 1 }, View { offset: 0, rs: 1, cs: 64 });
+        assert!(gemm((&[], av), (&[], bv), &[], &mut [], (2, 64, 2), true).is_ok());
     }
 
     #[test]

@@ -25,6 +25,8 @@ use kiln_tensor::{Error, Result};
 /// Rows of the register tile, and its columns (two 16-lane vectors).
 const MR: usize = 8;
 const NR: usize = 32;
+/// The widest block of columns a task takes (a multiple of `NR`).
+const MAX_COLS: usize = 512;
 
 /// Whether [`gemm`] takes a product of these views and sizes (A may have any strides).
 /// Otherwise the caller uses the packed GEMM.
@@ -48,6 +50,10 @@ pub(crate) fn gemm(
     if !applies(av, bv, (m, k, n)) || c.len() != batch * m * n {
         return Err(Error::invalid("matmul", format!("the column-major kernel cannot take {m}x{k}x{n} x {batch}")));
     }
+    if batch == 0 {
+        // A batch dim of size 0: nothing to compute (and no task grid to size).
+        return Ok(());
+    }
     // Every element either operand's views reach must lie inside its buffer: the kernel reads
     // through raw pointers.
     for &(oa, ob) in offsets {
@@ -63,7 +69,7 @@ pub(crate) fn gemm(
     let rb = m.min((STRIP / kc).max(MR)).next_multiple_of(MR);
     let row_blocks = m.div_ceil(rb);
     let want = (4 * threads).div_ceil(batch * row_blocks).max(1);
-    let cb = n.div_ceil(want).next_multiple_of(NR).min(512.max(NR));
+    let cb = n.div_ceil(want).next_multiple_of(NR).min(MAX_COLS);
     let out = Out::new(c, n);
     run_grid(batch, (m, n), (rb, cb), threads, |i, (row, col), (rows, cols)| {
         let (oa, ob) = offsets[i];
@@ -233,6 +239,13 @@ mod tests {
                 assert!(same, "{m}x{k}x{n} x {batch}, A {av:?}: results differ from the packed GEMM's");
             }
         }
+    }
+
+    /// A batch of no matrices computes nothing (the no-panic fuzz test found it dividing by 0).
+    #[test]
+    fn an_empty_batch_is_nothing_to_do() {
+        let (av, bv) = (View { offset: 0, rs: 8, cs: 1 }, View { offset: 0, rs: 2, cs: 1 });
+        assert!(gemm((&[], av), (&[], bv), &[], &mut [], (2, 8, 2), true).is_ok());
     }
 
     #[test]

@@ -79,20 +79,7 @@ impl Tensor {
         v: &Tensor,
         step: &AdamStep,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        const OP: &str = "adam_step";
-        self.float_only(OP)?;
-        for t in [grad, m, v] {
-            if t.dims() != self.dims() {
-                return Err(Error::ShapeMismatch {
-                    op: OP,
-                    lhs: self.shape().clone(),
-                    rhs: t.shape().clone(),
-                    hint: "; the parameter, its gradient and its two moments must have equal shapes".into(),
-                });
-            }
-            self.same_dtype(OP, t)?;
-            self.same_device(OP, t)?;
-        }
+        self.check_optimizer_state("adam_step", &[grad, m, v], "its gradient and its two moments")?;
         // Gradients often arrive as transposed views (that of `x @ w.t()`); one copy makes every
         // operand a flat slice for the kernel.
         let [p, g, mc, vc] = [self, grad, m, v].map(|t| t.detach().contiguous());
@@ -175,20 +162,7 @@ impl Tensor {
     /// `(param, buf)`. Fused into one pass where the backend offers it, with the same results as
     /// the composed ops either way. Runs without gradient tracking.
     pub fn sgd_step(&self, grad: &Tensor, buf: &Tensor, step: &SgdStep) -> Result<(Tensor, Tensor)> {
-        const OP: &str = "sgd_step";
-        self.float_only(OP)?;
-        for t in [grad, buf] {
-            if t.dims() != self.dims() {
-                return Err(Error::ShapeMismatch {
-                    op: OP,
-                    lhs: self.shape().clone(),
-                    rhs: t.shape().clone(),
-                    hint: "; the parameter, its gradient and its momentum buffer must have equal shapes".into(),
-                });
-            }
-            self.same_dtype(OP, t)?;
-            self.same_device(OP, t)?;
-        }
+        self.check_optimizer_state("sgd_step", &[grad, buf], "its gradient and its momentum buffer")?;
         // The views go to the backend as they are: one that declines (the CPU's) then composes
         // from them without a copy, and a fused kernel makes its own operands contiguous.
         let operands = [self, grad, buf].map(|t| (t.storage(), t.layout()));
@@ -214,4 +188,25 @@ fn composed_sgd(s: &SgdStep, p: &Tensor, g: &Tensor, buf: &Tensor) -> Result<(Te
         (g.clone(), g)
     };
     Ok((p.sub(&g.mul_scalar(s.lr)?)?, buf))
+}
+
+impl Tensor {
+    /// An optimizer update's operands: a float parameter (`self`) and `others` (`what` names
+    /// them in the error) of its shape, dtype and device.
+    fn check_optimizer_state(&self, op: &'static str, others: &[&Tensor], what: &str) -> Result<()> {
+        self.float_only(op)?;
+        for t in others {
+            if t.dims() != self.dims() {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: self.shape().clone(),
+                    rhs: t.shape().clone(),
+                    hint: format!("; the parameter, {what} must have equal shapes"),
+                });
+            }
+            self.same_dtype(op, t)?;
+            self.same_device(op, t)?;
+        }
+        Ok(())
+    }
 }
