@@ -1,6 +1,7 @@
-//! Fused optimizer updates: the Adam step in one pass over parameter, gradient and moments.
+//! Fused optimizer updates: the Adam and Adadelta steps, each in one pass over parameter,
+//! gradient and the two state tensors.
 //!
-//! The element arithmetic is `AdamStep::apply` from kiln-tensor, the same roundings as the
+//! The element arithmetic is `AdamStep::apply` / `AdadeltaStep::apply` from kiln-tensor, the same roundings as the
 //! composed ops, so fusing changes speed and never results. The loop is compiled once per
 //! instruction set (AVX-512, AVX2) and picked at run time, so `sqrt` and `div` run 16 (or 8)
 //! lanes wide without `-C target-cpu`.
@@ -19,12 +20,32 @@ use crate::strided::alloc_for_overwrite;
 /// plain element-wise loop.
 const CHUNK: usize = 1 << 13;
 const PAR_THRESHOLD: usize = 1 << 15;
-use kiln_tensor::{AdamStep, Float, Layout, Result};
+use kiln_tensor::{AdadeltaStep, AdamStep, Float, Layout, Result};
 use std::sync::Mutex;
 
 /// The new `[param, m, v]`, or `None` for inputs this kernel does not cover (non-contiguous
 /// layouts, f16/bf16), which kiln then composes from primitive ops.
 pub(crate) fn adam_step(step: &AdamStep, inputs: [(&CpuStorage, &Layout); 4]) -> Result<Option<[CpuStorage; 3]>> {
+    four_in_three_out(inputs, Rule::Adam(step))
+}
+
+/// The new `[param, square_avg, acc_delta]`, or `None` as for [`adam_step`].
+pub(crate) fn adadelta_step(
+    step: &AdadeltaStep,
+    inputs: [(&CpuStorage, &Layout); 4],
+) -> Result<Option<[CpuStorage; 3]>> {
+    four_in_three_out(inputs, Rule::Adadelta(step))
+}
+
+/// The updates that read a parameter, its gradient and two state tensors and write the
+/// parameter and both states: one loop serves them all.
+#[derive(Clone, Copy)]
+enum Rule<'a> {
+    Adam(&'a AdamStep),
+    Adadelta(&'a AdadeltaStep),
+}
+
+fn four_in_three_out(inputs: [(&CpuStorage, &Layout); 4], rule: Rule) -> Result<Option<[CpuStorage; 3]>> {
     let mut ranges = [(0, 0); 4];
     for (r, (_, l)) in ranges.iter_mut().zip(&inputs) {
         match l.contiguous_range() {
@@ -36,18 +57,18 @@ pub(crate) fn adam_step(step: &AdamStep, inputs: [(&CpuStorage, &Layout); 4]) ->
     let slice = |i: usize| ranges[i].0..ranges[i].1;
     Ok(Some(match (p, g, m, v) {
         (CpuStorage::F32(p), CpuStorage::F32(g), CpuStorage::F32(m), CpuStorage::F32(v)) => {
-            let [p, m, v] = run(step, [&p[slice(0)], &g[slice(1)], &m[slice(2)], &v[slice(3)]])?;
+            let [p, m, v] = run(rule, [&p[slice(0)], &g[slice(1)], &m[slice(2)], &v[slice(3)]])?;
             [CpuStorage::F32(p), CpuStorage::F32(m), CpuStorage::F32(v)]
         }
         (CpuStorage::F64(p), CpuStorage::F64(g), CpuStorage::F64(m), CpuStorage::F64(v)) => {
-            let [p, m, v] = run(step, [&p[slice(0)], &g[slice(1)], &m[slice(2)], &v[slice(3)]])?;
+            let [p, m, v] = run(rule, [&p[slice(0)], &g[slice(1)], &m[slice(2)], &v[slice(3)]])?;
             [CpuStorage::F64(p), CpuStorage::F64(m), CpuStorage::F64(v)]
         }
         _ => return Ok(None),
     }))
 }
 
-fn run<T: Float + Default + Pooled>(step: &AdamStep, [p, g, m, v]: [&[T]; 4]) -> Result<[Vec<T>; 3]> {
+fn run<T: Float + Default + Pooled>(rule: Rule, [p, g, m, v]: [&[T]; 4]) -> Result<[Vec<T>; 3]> {
     let n = p.len();
     let (mut po, mut mo, mut vo) = (
         alloc_for_overwrite(n, T::default())?,
@@ -60,11 +81,11 @@ fn run<T: Float + Default + Pooled>(step: &AdamStep, [p, g, m, v]: [&[T]; 4]) ->
         match isa() {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `isa()` returns Avx512 only after detecting avx512f, avx512vl and fma.
-            Isa::Avx512 => unsafe { adam_avx512(step, src, [po, mo, vo]) },
+            Isa::Avx512 => unsafe { update_avx512(rule, src, [po, mo, vo]) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `isa()` returns Avx2 only after detecting avx2 and fma.
-            Isa::Avx2 => unsafe { adam_avx2(step, src, [po, mo, vo]) },
-            _ => adam(step, src, [po, mo, vo]),
+            Isa::Avx2 => unsafe { update_avx2(rule, src, [po, mo, vo]) },
+            _ => update(rule, src, [po, mo, vo]),
         }
     };
     if n < PAR_THRESHOLD {
@@ -86,23 +107,34 @@ fn run<T: Float + Default + Pooled>(step: &AdamStep, [p, g, m, v]: [&[T]; 4]) ->
     Ok([po, mo, vo])
 }
 
+/// The rule's element update over a chunk, with the constants prepared once per chunk.
 #[inline(always)]
-fn adam<T: Float>(step: &AdamStep, [p, g, m, v]: [&[T]; 4], [po, mo, vo]: [&mut [T]; 3]) {
-    let (k, eps) = step.prepare::<T>();
+fn update<T: Float>(rule: Rule, [p, g, m, v]: [&[T]; 4], [po, mo, vo]: [&mut [T]; 3]) {
     let n = po.len().min(p.len()).min(g.len()).min(m.len()).min(v.len()).min(mo.len()).min(vo.len());
-    for i in 0..n {
-        (po[i], mo[i], vo[i]) = step.apply(&k, eps, p[i], g[i], m[i], v[i]);
+    match rule {
+        Rule::Adam(step) => {
+            let (k, eps) = step.prepare::<T>();
+            for i in 0..n {
+                (po[i], mo[i], vo[i]) = step.apply(&k, eps, p[i], g[i], m[i], v[i]);
+            }
+        }
+        Rule::Adadelta(step) => {
+            let k = step.prepare::<T>();
+            for i in 0..n {
+                (po[i], mo[i], vo[i]) = step.apply(&k, p[i], g[i], m[i], v[i]);
+            }
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,fma")]
-unsafe fn adam_avx512<T: Float>(step: &AdamStep, src: [&[T]; 4], dst: [&mut [T]; 3]) {
-    adam(step, src, dst)
+unsafe fn update_avx512<T: Float>(rule: Rule, src: [&[T]; 4], dst: [&mut [T]; 3]) {
+    update(rule, src, dst)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn adam_avx2<T: Float>(step: &AdamStep, src: [&[T]; 4], dst: [&mut [T]; 3]) {
-    adam(step, src, dst)
+unsafe fn update_avx2<T: Float>(rule: Rule, src: [&[T]; 4], dst: [&mut [T]; 3]) {
+    update(rule, src, dst)
 }

@@ -126,10 +126,7 @@ unsafe fn block(
             // KC_MAX), which is all the tiles read of it.
             let (b_strip, b_rows) = unsafe {
                 if rows >= COPY_B_ROWS && depth <= KC_MAX {
-                    for p in 0..depth {
-                        let dst = strip.as_mut_ptr().add(p * NR).cast::<f32>();
-                        std::ptr::copy_nonoverlapping(b.add((p0 + p) * ld.b + j), dst, width);
-                    }
+                    copy_strip(b.add(p0 * ld.b + j), ld.b, strip.as_mut_ptr().cast::<f32>(), (depth, width));
                     (strip.as_ptr().cast::<f32>(), NR)
                 } else {
                     (b.add(p0 * ld.b + j), ld.b)
@@ -165,6 +162,28 @@ unsafe fn block(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Copies `depth` rows of `width` (at most NR) floats, `ld` apart, to rows of NR.
+///
+/// # Safety
+/// The reads and writes must be in bounds; the CPU supports avx512f.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn copy_strip(src: *const f32, ld: usize, dst: *mut f32, (depth, width): (usize, usize)) {
+    use std::arch::x86_64::*;
+    let mask = |from: usize| ((1u32 << width.saturating_sub(from).min(16)) - 1) as __mmask16;
+    let (m0, m1) = (mask(0), mask(16));
+    // SAFETY: lanes at or past `width` are masked off, rows stay below `depth` (the caller's
+    // promise).
+    unsafe {
+        for p in 0..depth {
+            let (s, d) = (src.add(p * ld), dst.add(p * NR));
+            _mm512_mask_storeu_ps(d, m0, _mm512_maskz_loadu_ps(m0, s));
+            _mm512_mask_storeu_ps(d.add(16), m1, _mm512_maskz_loadu_ps(m1, s.add(16)));
         }
     }
 }

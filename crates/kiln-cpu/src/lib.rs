@@ -41,7 +41,9 @@ pub use simd::set_flush_denormal;
 pub use storage::CpuStorage;
 
 use kiln_tensor::backend::Distribution;
-use kiln_tensor::{AdamStep, Backend, BinaryOp, DType, Device, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d};
+use kiln_tensor::{
+    AdadeltaStep, AdamStep, Backend, BinaryOp, DType, Device, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d,
+};
 use std::sync::OnceLock;
 
 /// The CPU backend. Stateless: every value is the same device, `"cpu"`.
@@ -121,6 +123,13 @@ impl Backend for CpuBackend {
     }
     fn adam_step(&self, step: &AdamStep, inputs: [(&CpuStorage, &Layout); 4]) -> Result<Option<[CpuStorage; 3]>> {
         fused::adam_step(step, inputs)
+    }
+    fn adadelta_step(
+        &self,
+        step: &AdadeltaStep,
+        inputs: [(&CpuStorage, &Layout); 4],
+    ) -> Result<Option<[CpuStorage; 3]>> {
+        fused::adadelta_step(step, inputs)
     }
     fn im2col(&self, x: &CpuStorage, l: &Layout, win: &Window2d) -> Result<Option<CpuStorage>> {
         conv::im2col(x, l, win)

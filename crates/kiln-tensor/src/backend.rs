@@ -69,7 +69,9 @@
 //! fallback arm that returns an `Invalid` error). Changing or adding a *required* method, or
 //! adding a dtype, is a breaking release.
 
-use crate::{AdamStep, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, SgdStep, UnaryOp, Window2d};
+use crate::{
+    AdadeltaStep, AdamStep, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, SgdStep, UnaryOp, Window2d,
+};
 
 /// A probability distribution for [`Backend::random`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -221,6 +223,19 @@ pub trait Backend: Send + Sync + 'static {
     /// with [`AdamStep::apply`]'s roundings. Default: `None`, and kiln composes the update from
     /// primitive ops. Return `None` too for any case your kernel does not cover.
     fn adam_step(&self, step: &AdamStep, inputs: [(&Self::Storage, &Layout); 4]) -> Result<Option<[Self::Storage; 3]>> {
+        let _ = (step, inputs);
+        Ok(None)
+    }
+
+    /// One fused Adadelta update: `inputs` are the parameter, its gradient and its two running
+    /// averages (squared gradients, squared updates; equal shapes and dtypes, any layouts);
+    /// returns the new `[param, square_avg, acc_delta]`, each computed with
+    /// [`AdadeltaStep::apply`]'s roundings. Default: `None` (composed from primitive ops).
+    fn adadelta_step(
+        &self,
+        step: &AdadeltaStep,
+        inputs: [(&Self::Storage, &Layout); 4],
+    ) -> Result<Option<[Self::Storage; 3]>> {
         let _ = (step, inputs);
         Ok(None)
     }

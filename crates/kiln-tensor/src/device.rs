@@ -2,7 +2,9 @@
 //! and model code never names a backend type. Registration is open: `Device::new(any_backend)`.
 
 use crate::backend::{Backend, ConvGrads, Distribution};
-use crate::{AdamStep, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, SgdStep, UnaryOp, Window2d};
+use crate::{
+    AdadeltaStep, AdamStep, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, SgdStep, UnaryOp, Window2d,
+};
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
@@ -99,6 +101,11 @@ pub(crate) trait DynBackend: Send + Sync {
     fn index_select(&self, s: &AnyStorage, sl: &Layout, i: &AnyStorage, il: &Layout, dim: usize) -> Result<AnyStorage>;
     fn random(&self, dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<AnyStorage>;
     fn adam_step(&self, step: &AdamStep, inputs: [(&AnyStorage, &Layout); 4]) -> Result<Option<[AnyStorage; 3]>>;
+    fn adadelta_step(
+        &self,
+        step: &AdadeltaStep,
+        inputs: [(&AnyStorage, &Layout); 4],
+    ) -> Result<Option<[AnyStorage; 3]>>;
     fn sgd_step(&self, step: &SgdStep, inputs: [(&AnyStorage, &Layout); 3]) -> Result<Option<[AnyStorage; 2]>>;
     fn cross_entropy_rows(&self, x: (&AnyStorage, &Layout), t: (&AnyStorage, &Layout)) -> Result<Option<AnyStorage>>;
     fn cross_entropy_rows_backward(
@@ -236,6 +243,15 @@ impl<B: Backend> DynBackend for B {
     ) -> Result<Option<AnyStorage>> {
         let typed = ((get(self, x.0)?, x.1), (get(self, t.0)?, t.1), (get(self, g.0)?, g.1));
         Ok(Backend::cross_entropy_rows_backward(self, typed.0, typed.1, typed.2)?.map(|s| Box::new(s) as AnyStorage))
+    }
+    fn adadelta_step(
+        &self,
+        step: &AdadeltaStep,
+        inputs: [(&AnyStorage, &Layout); 4],
+    ) -> Result<Option<[AnyStorage; 3]>> {
+        let [p, g, v, u] = inputs;
+        let typed = [(get(self, p.0)?, p.1), (get(self, g.0)?, g.1), (get(self, v.0)?, v.1), (get(self, u.0)?, u.1)];
+        Ok(Backend::adadelta_step(self, step, typed)?.map(|out| out.map(|s| Box::new(s) as AnyStorage)))
     }
     fn sgd_step(&self, step: &SgdStep, inputs: [(&AnyStorage, &Layout); 3]) -> Result<Option<[AnyStorage; 2]>> {
         let [p, g, b] = inputs;

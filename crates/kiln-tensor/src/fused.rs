@@ -190,6 +190,83 @@ fn composed_sgd(s: &SgdStep, p: &Tensor, g: &Tensor, buf: &Tensor) -> Result<(Te
     Ok((p.sub(&g.mul_scalar(s.lr)?)?, buf))
 }
 
+/// One Adadelta update (`torch.optim.Adadelta` arithmetic), the optimizer of PyTorch's MNIST
+/// CNN example.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdadeltaStep {
+    /// Learning rate (scales the computed step; PyTorch's default 1.0).
+    pub lr: f64,
+    /// Decay of both running averages.
+    pub rho: f64,
+    /// Added inside both square roots.
+    pub eps: f64,
+    /// L2 penalty added to the gradient.
+    pub weight_decay: f64,
+}
+
+impl AdadeltaStep {
+    /// The constants for [`AdadeltaStep::apply`], each rounded to `T` as a scalar operand of
+    /// the composed form is: `[weight_decay, rho, 1 - rho, eps, lr]`.
+    pub fn prepare<T: Float>(&self) -> [T; 5] {
+        [T::c(self.weight_decay), T::c(self.rho), T::c(1.0 - self.rho), T::c(self.eps), T::c(self.lr)]
+    }
+
+    /// The update of one element: `(p, g, square_avg, acc_delta) -> (p', square_avg',
+    /// acc_delta')`, rounding after every operation in the composed form's order.
+    #[inline(always)]
+    pub fn apply<T: Float>(&self, k: &[T; 5], p: T, g: T, v: T, u: T) -> (T, T, T) {
+        let [wd, rho, one_rho, eps, lr] = *k;
+        let g = if self.weight_decay != 0.0 { g + p * wd } else { g };
+        let v = v * rho + (g * g) * one_rho;
+        let delta = ((u + eps).sqrt() / (v + eps).sqrt()) * g;
+        let u = u * rho + (delta * delta) * one_rho;
+        (p - delta * lr, v, u)
+    }
+}
+
+impl Tensor {
+    /// One Adadelta update of parameter `self` with gradient `grad`, running average of squared
+    /// gradients `square_avg` and of squared updates `acc_delta`: returns the new `(param,
+    /// square_avg, acc_delta)`. Fused into one pass where the backend offers it, with the same
+    /// results as the composed ops either way. Runs without gradient tracking.
+    pub fn adadelta_step(
+        &self,
+        grad: &Tensor,
+        square_avg: &Tensor,
+        acc_delta: &Tensor,
+        step: &AdadeltaStep,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (v, u) = (square_avg, acc_delta);
+        self.check_optimizer_state("adadelta_step", &[grad, v, u], "its gradient and its two running averages")?;
+        // As for Adam: one copy of a transposed gradient gives the kernel flat slices.
+        let [pc, gc, vc, uc] = [self, grad, v, u].map(|t| t.detach().contiguous());
+        let (pc, gc, vc, uc) = (pc?, gc?, vc?, uc?);
+        let operands = [&pc, &gc, &vc, &uc].map(|t| (t.storage(), t.layout()));
+        match self.backend().adadelta_step(step, operands)? {
+            Some([p, v, u]) => {
+                let wrap = |s| self.result(s, self.shape().clone(), self.dtype(), None);
+                Ok((wrap(p), wrap(v), wrap(u)))
+            }
+            None => no_grad(|| composed_adadelta(step, self, grad, v, u)),
+        }
+    }
+}
+
+/// The Adadelta update from primitive ops, for backends without a fused kernel.
+fn composed_adadelta(
+    s: &AdadeltaStep,
+    p: &Tensor,
+    g: &Tensor,
+    v: &Tensor,
+    u: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let g = if s.weight_decay != 0.0 { g.add(&p.mul_scalar(s.weight_decay)?)? } else { g.detach() };
+    let v = v.mul_scalar(s.rho)?.add(&g.sqr()?.mul_scalar(1.0 - s.rho)?)?;
+    let delta = u.add_scalar(s.eps)?.sqrt()?.div(&v.add_scalar(s.eps)?.sqrt()?)?.mul(&g)?;
+    let u = u.mul_scalar(s.rho)?.add(&delta.sqr()?.mul_scalar(1.0 - s.rho)?)?;
+    Ok((p.sub(&delta.mul_scalar(s.lr)?)?, v, u))
+}
+
 impl Tensor {
     /// An optimizer update's operands: a float parameter (`self`) and `others` (`what` names
     /// them in the error) of its shape, dtype and device.

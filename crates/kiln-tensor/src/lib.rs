@@ -40,7 +40,7 @@ pub use backend::{Backend, Distribution};
 pub use device::Device;
 pub use dtype::{DType, HostData, WithDType};
 pub use error::{Error, Result};
-pub use fused::{AdamStep, SgdStep};
+pub use fused::{AdadeltaStep, AdamStep, SgdStep};
 pub use layout::{Layout, StridedOffsets};
 pub use op::{BinaryOp, Float, MapFn, ReduceOp, UnaryOp, ZipFn};
 pub use ops::{Dims, Window2d};

@@ -17,7 +17,9 @@
 //! ```
 
 use kiln_tensor::backend::Distribution;
-use kiln_tensor::{AdamStep, Backend, BinaryOp, DType, HostData, Layout, ReduceOp, Result, SgdStep, UnaryOp, Window2d};
+use kiln_tensor::{
+    AdadeltaStep, AdamStep, Backend, BinaryOp, DType, HostData, Layout, ReduceOp, Result, SgdStep, UnaryOp, Window2d,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -228,6 +230,14 @@ impl<B: Backend> Backend for Profiled<B> {
     fn adam_step(&self, step: &AdamStep, inputs: [(&B::Storage, &Layout); 4]) -> Result<Option<[B::Storage; 3]>> {
         let bytes = Bytes(inputs.iter().map(|(s, l)| self.bytes(s, l)).sum::<Bytes>().0.map(|n| n * 7 / 4));
         self.timed(|| "adam_step".into(), bytes, || self.inner.adam_step(step, inputs))
+    }
+    fn adadelta_step(
+        &self,
+        step: &AdadeltaStep,
+        inputs: [(&B::Storage, &Layout); 4],
+    ) -> Result<Option<[B::Storage; 3]>> {
+        let bytes = Bytes(inputs.iter().map(|(s, l)| self.bytes(s, l)).sum::<Bytes>().0.map(|n| n * 7 / 4));
+        self.timed(|| "adadelta_step".into(), bytes, || self.inner.adadelta_step(step, inputs))
     }
     fn cross_entropy_rows(&self, x: (&B::Storage, &Layout), t: (&B::Storage, &Layout)) -> Result<Option<B::Storage>> {
         self.timed(|| "cross_entropy".into(), self.bytes(x.0, x.1), || self.inner.cross_entropy_rows(x, t))

@@ -166,6 +166,29 @@ pub(crate) fn composite(ctx: &mut Ctx) {
             }
         }
     }
+    // The fused Adadelta update against the composed one, with and without weight decay, on a
+    // size that a backend splits across threads.
+    for dtype in DType::FLOATS {
+        for (shape, grad_view) in
+            [(vec![4, 7], View::Contiguous), (vec![5, 3], View::Transposed), (vec![70_001], View::Contiguous)]
+        {
+            for weight_decay in [0.0, 0.01] {
+                let step = kiln_tensor::AdadeltaStep { lr: 1.0, rho: 0.9, eps: 1e-6, weight_decay };
+                let inputs = [
+                    Input::new(&shape, dtype, (-1.0, 1.0), View::Contiguous),
+                    Input::new(&shape, dtype, (-1.0, 1.0), grad_view),
+                    Input::new(&shape, dtype, (0.0, 0.01), View::Contiguous),
+                    Input::new(&shape, dtype, (0.0, 0.001), View::Contiguous),
+                ];
+                let tol = Some(if dtype.size_in_bytes() >= 4 { Tolerance::EXACT } else { Tolerance::for_dtype(dtype) });
+                let name = format!("adadelta_step {dtype} {shape:?} grad {grad_view:?} wd {weight_decay}");
+                ctx.check(name, &inputs, tol, move |t| {
+                    let (p, v, u) = t[0].adadelta_step(&t[1], &t[2], &t[3], &step)?;
+                    Tensor::cat(&[&p, &v, &u], 0)
+                });
+            }
+        }
+    }
     // Convolution and pooling: backends may fuse im2col, col2im and the pooling argmax.
     let odd = Window2d { kernel: (3, 2), stride: (2, 1), padding: (1, 2), dilation: (1, 2) };
     for dtype in DType::FLOATS {

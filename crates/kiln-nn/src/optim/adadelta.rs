@@ -1,7 +1,9 @@
-//! Adadelta (`torch.optim.Adadelta`): the optimizer of PyTorch's MNIST CNN example.
+//! Adadelta (`torch.optim.Adadelta`): the optimizer of PyTorch's MNIST CNN example, through the
+//! fused [`Tensor::adadelta_step`] (one pass where the backend offers it, bit-identical either
+//! way).
 
 use super::{buffer, store, Rule, State};
-use kiln_tensor::{Result, Tensor};
+use kiln_tensor::{AdadeltaStep, Result, Tensor};
 
 /// Hyper-parameters of [`super::Adadelta`] (PyTorch's defaults).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -30,14 +32,12 @@ impl Rule for AdadeltaConfig {
         self.lr = lr;
     }
     fn update(&self, state: &mut State, _t: u64, name: &str, p: &Tensor, g: &Tensor) -> Result<Tensor> {
-        let g = if self.weight_decay != 0.0 { g.add(&p.mul_scalar(self.weight_decay)?)? } else { g.clone() };
-        let v =
-            buffer(state, name, "square_avg", p)?.mul_scalar(self.rho)?.add(&g.sqr()?.mul_scalar(1.0 - self.rho)?)?;
+        let step = AdadeltaStep { lr: self.lr, rho: self.rho, eps: self.eps, weight_decay: self.weight_decay };
+        let v = buffer(state, name, "square_avg", p)?;
         let u = buffer(state, name, "acc_delta", p)?;
-        let delta = u.add_scalar(self.eps)?.sqrt()?.div(&v.add_scalar(self.eps)?.sqrt()?)?.mul(&g)?;
-        let u = u.mul_scalar(self.rho)?.add(&delta.sqr()?.mul_scalar(1.0 - self.rho)?)?;
+        let (next, v, u) = p.adadelta_step(g, &v, &u, &step)?;
         store(state, name, "square_avg", v);
         store(state, name, "acc_delta", u);
-        p.sub(&delta.mul_scalar(self.lr)?)
+        Ok(next)
     }
 }
