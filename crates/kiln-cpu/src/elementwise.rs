@@ -209,6 +209,19 @@ pub(crate) fn random(dist: Distribution, len: usize, dtype: DType, seed: u64) ->
         });
         Ok(out)
     }
+    if let (Distribution::Uniform { low, high }, DType::F32) = (dist, dtype) {
+        // Dropout's masks: Philox 16 blocks at a time in vector registers (same bits).
+        const CHUNK: usize = 1 << 14;
+        let mut out = crate::strided::alloc_for_overwrite(len, 0f32)?;
+        crate::parallel::for_each_chunk_mut(&mut out, CHUNK, |i, chunk| {
+            let start = (i * CHUNK) as u64;
+            crate::simd::vectorized(
+                #[inline(always)]
+                || kiln_tensor::random::fill_uniform_f32(low, high, seed, start, chunk),
+            )
+        });
+        return Ok(CpuStorage::F32(out));
+    }
     Ok(storage_of!(dtype, T => f::<T>(dist, len, seed)?))
 }
 

@@ -90,6 +90,63 @@ pub fn fill<T: WithDType>(dist: Distribution, seed: u64, start: u64, out: &mut [
     }
 }
 
+/// [`fill`] for uniform f32 draws (dropout masks, `rand`), with the same bits: 16 Philox
+/// blocks (64 elements) per step, written lane by lane so that a caller compiled for AVX2 or
+/// AVX-512 runs them as vector multiplies (`#[inline(always)]`: it takes the caller's target
+/// features). `fill` computes one block at a time and spent about 4 ns per element.
+// Indexed lanes (c[w][l]) are the form LLVM turns into vector lanes.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+pub fn fill_uniform_f32(low: f64, high: f64, seed: u64, start: u64, out: &mut [f32]) {
+    const LANES: usize = 16;
+    let dist = Distribution::Uniform { low, high };
+    // Up to the next whole block, and the tail after the last whole step, go through `fill`.
+    let head = (start.next_multiple_of(4) - start).min(out.len() as u64) as usize;
+    let (head_out, mut rest) = out.split_at_mut(head);
+    fill(dist, seed, start, head_out);
+    let mut block_index = (start + head as u64) / 4;
+    let key = [seed as u32, (seed >> 32) as u32];
+    let top = below(DType::F32, high) as f32;
+    while rest.len() >= 4 * LANES {
+        let (now, tail) = rest.split_at_mut(4 * LANES);
+        let mut c = [[0u32; LANES]; 4];
+        for l in 0..LANES {
+            let index = block_index + l as u64;
+            (c[0][l], c[1][l]) = (index as u32, (index >> 32) as u32);
+        }
+        let mut k = key;
+        for _ in 0..10 {
+            let mut next = [[0u32; LANES]; 4];
+            for l in 0..LANES {
+                let p0 = (M0 as u64) * (c[0][l] as u64);
+                let p1 = (M1 as u64) * (c[2][l] as u64);
+                next[0][l] = ((p1 >> 32) as u32) ^ c[1][l] ^ k[0];
+                next[1][l] = p1 as u32;
+                next[2][l] = ((p0 >> 32) as u32) ^ c[3][l] ^ k[1];
+                next[3][l] = p0 as u32;
+            }
+            c = next;
+            k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
+        }
+        // Word by word (vector lanes), then interleaved: element 4 * l + w is word w of block l.
+        let mut v = [[0f32; LANES]; 4];
+        for (v, words) in v.iter_mut().zip(&c) {
+            for (v, &x) in v.iter_mut().zip(words) {
+                let r = (low + (high - low) * unit(x)) as f32;
+                *v = if r as f64 >= high { top } else { r };
+            }
+        }
+        for (l, out) in now.chunks_exact_mut(4).enumerate() {
+            for (w, o) in out.iter_mut().enumerate() {
+                *o = v[w][l];
+            }
+        }
+        block_index += LANES as u64;
+        rest = tail;
+    }
+    fill(dist, seed, block_index * 4, rest);
+}
+
 /// The stream rounded to `dtype`, keeping uniform draws below `high`.
 pub fn sample_as(dist: Distribution, len: usize, seed: u64, dtype: DType) -> HostData {
     fn filled<T: WithDType + Default>(dist: Distribution, len: usize, seed: u64) -> HostData {
@@ -149,6 +206,22 @@ fn below(dtype: DType, x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_batched_uniform_fill_gives_fill_s_bits() {
+        // Starts inside a block and lengths that leave heads and tails; bounds whose rounding
+        // reaches `high` (so the clamp to the value below it runs).
+        for (low, high) in [(0.0, 1.0), (-1.0, 3.0), (0.25, 0.25 + 2e-8)] {
+            for (start, len) in [(0, 64), (0, 200), (3, 130), (7, 1), (1 << 33, 77)] {
+                let dist = Distribution::Uniform { low, high };
+                let (mut want, mut got) = (vec![0f32; len], vec![0f32; len]);
+                fill(dist, 11, start, &mut want);
+                fill_uniform_f32(low, high, 11, start, &mut got);
+                let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "[{low}, {high}) from {start}, {len} elements");
+            }
+        }
+    }
 
     #[test]
     fn philox_matches_the_published_known_answer() {
