@@ -81,6 +81,11 @@ pub(crate) fn reduce(ctx: &mut Ctx) {
         ctx.check(format!("max f32 large {view:?} all"), &[input.clone()], None, |t| t[0].max((), false));
         ctx.check(format!("argmax f32 large {view:?} dim 1"), &[input], None, |t| t[0].argmax(1, false));
     }
+    // Rows longer than a block, each contiguous, from an offset start: summed as slices.
+    let rows = Input::new(&[3, 40_000], DType::F32, (-1.0, 1.0), View::Offset);
+    ctx.check("sum f32 [3, 40000] Offset dim 1".into(), &[rows], Some(Tolerance { rel: 1e-3, abs: 1e-2 }), |t| {
+        t[0].sum(1, false)
+    });
     // A bias gradient's sum: every dim but the channels, longer than a block, over contiguous
     // planes (and over strided ones), in the float dtypes.
     for dtype in DType::FLOATS {
