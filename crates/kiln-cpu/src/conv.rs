@@ -160,6 +160,7 @@ fn col2im_t<T: Copy + Default + Send + Sync + Pooled + std::ops::Add<Output = T>
 }
 
 /// Sums one plane's `KH * KW` column rows into `dst` (which the caller has initialised).
+#[inline(always)]
 pub(crate) fn col2im_plane<T: Copy + std::ops::Add<Output = T>>(cols: &[T], dst: &mut [T], g: &Geometry) {
     let (kh, kw) = g.win.kernel;
     let l = g.oh * g.ow;
