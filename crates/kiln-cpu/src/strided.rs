@@ -220,12 +220,38 @@ where
     U: Copy + Default + Send + Sync + Pooled,
     F: Fn(A, T, T) -> U + Send + Sync,
 {
-    let mut out = alloc(la.elem_count(), U::default())?;
+    let mut out = alloc_for_overwrite(la.elem_count(), U::default())?;
     fill(&mut out, |start, chunk| {
         let mut k = 0;
         runs([la, lb, lc], start, chunk.len(), |[oa, ob, oc], [sa, sb, sc], n| {
-            for (t, dst) in chunk[k..k + n].iter_mut().enumerate() {
-                *dst = f(a[oa + t * sa], b[ob + t * sb], c[oc + t * sc]);
+            let dst = &mut chunk[k..k + n];
+            // Slices where the mask and one operand run along the output and the other is a
+            // scalar (ReLU's backward, `where(x > 0, g, 0)`), so that they vectorize: with
+            // index arithmetic it took 1.2 ms over a CNN layer's 2.4M activations.
+            match (sa, sb, sc) {
+                (1, 1, 1) => {
+                    let it = a[oa..oa + n].iter().zip(&b[ob..ob + n]).zip(&c[oc..oc + n]);
+                    for (d, ((&m, &x), &y)) in dst.iter_mut().zip(it) {
+                        *d = f(m, x, y);
+                    }
+                }
+                (1, 1, 0) => {
+                    let y = c[oc];
+                    for (d, (&m, &x)) in dst.iter_mut().zip(a[oa..oa + n].iter().zip(&b[ob..ob + n])) {
+                        *d = f(m, x, y);
+                    }
+                }
+                (1, 0, 1) => {
+                    let x = b[ob];
+                    for (d, (&m, &y)) in dst.iter_mut().zip(a[oa..oa + n].iter().zip(&c[oc..oc + n])) {
+                        *d = f(m, x, y);
+                    }
+                }
+                _ => {
+                    for (t, d) in dst.iter_mut().enumerate() {
+                        *d = f(a[oa + t * sa], b[ob + t * sb], c[oc + t * sc]);
+                    }
+                }
             }
             k += n;
         });
