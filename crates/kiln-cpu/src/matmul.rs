@@ -34,20 +34,24 @@ fn batched<S: Copy + Send + Sync, T: Elem>(
     let r = da.len();
     let (m, k, n) = (da[r - 2], da[r - 1], db[r - 1]);
     let (sa, sb) = (la.strides(), lb.strides());
-    let (oa, ob) = (matrix_offsets(la), matrix_offsets(lb));
+    // One matrix each (the common case) needs no offset lists: at 32x10x128 their five small
+    // allocations were a fifth of the call.
+    let single = [(la.offset(), lb.offset())];
+    let many: Vec<(usize, usize)> =
+        if r == 2 { Vec::new() } else { matrix_offsets(la).into_iter().zip(matrix_offsets(lb)).collect() };
+    let offsets: &[(usize, usize)] = if r == 2 { &single } else { &many };
     // Every element is stored by the GEMM (zeros when k = 0): no need to clear the buffer.
-    let mut out = alloc_for_overwrite(oa.len() * m * n, T::default())?;
+    let mut out = alloc_for_overwrite(offsets.len() * m * n, T::default())?;
     if m * n == 0 {
         return Ok(out);
     }
-    let offsets: Vec<(usize, usize)> = oa.into_iter().zip(ob).collect();
     let av = View { offset: 0, rs: sa[r - 2], cs: sa[r - 1] };
     let bv = View { offset: 0, rs: sb[r - 2], cs: sb[r - 1] };
-    if let Some(done) = special.and_then(|f| f((a, av), (b, bv), &offsets, &mut out, (m, k, n), true)) {
+    if let Some(done) = special.and_then(|f| f((a, av), (b, bv), offsets, &mut out, (m, k, n), true)) {
         done?;
         return Ok(out);
     }
-    gemm((a, av), (b, bv), &offsets, &mut out, (m, k, n), widen, true)?;
+    gemm((a, av), (b, bv), offsets, &mut out, (m, k, n), widen, true)?;
     Ok(out)
 }
 
