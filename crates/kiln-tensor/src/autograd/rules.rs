@@ -126,7 +126,7 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
             }
             out
         }
-        Op::Gather(x, index, dim) => vec![(x.clone(), x.zeros_like()?.scatter_add(*dim as isize, index, g)?)],
+        Op::Gather(x, index, dim) => vec![(x.clone(), x.scatter_into_zeros(*dim, index, g)?)],
         Op::IndexSelect(x, ids, dim) => vec![(x.clone(), x.zeros_like()?.index_add(*dim as isize, ids, g)?)],
         Op::ScatterAdd(base, index, src, dim) => {
             let mut out = vec![(base.clone(), g.clone())];
