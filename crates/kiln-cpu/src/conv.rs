@@ -192,14 +192,28 @@ pub(crate) fn col2im_plane<T: Copy + std::ops::Add<Output = T>>(cols: &[T], dst:
 }
 
 pub(crate) fn max_pool2d_indices(x: &CpuStorage, layout: &Layout, win: &Window2d) -> Result<Option<CpuStorage>> {
+    Ok(max_pool(x, layout, win, false)?.map(|(idx, _)| CpuStorage::I64(idx)))
+}
+
+/// The maxima and their indices in one pass: max pooling's forward without a gather after it.
+pub(crate) fn max_pool2d(x: &CpuStorage, layout: &Layout, win: &Window2d) -> Result<Option<[CpuStorage; 2]>> {
+    Ok(max_pool(x, layout, win, true)?.and_then(|(idx, values)| Some([values?, CpuStorage::I64(idx)])))
+}
+
+/// The argmax indices of every window and, with `values`, the maxima.
+fn max_pool(
+    x: &CpuStorage,
+    layout: &Layout,
+    win: &Window2d,
+    values: bool,
+) -> Result<Option<(Vec<i64>, Option<CpuStorage>)>> {
     let (Some((start, end)), Some(dims)) = (layout.contiguous_range(), dims4(layout)) else { return Ok(None) };
     let Some(g) = Geometry::new(dims, win) else { return Ok(None) };
-    let idx = match x {
-        CpuStorage::F32(v) => argmax_t(&v[start..end], g)?,
-        CpuStorage::F64(v) => argmax_t(&v[start..end], g)?,
+    Ok(match x {
+        CpuStorage::F32(v) => argmax_t(&v[start..end], g, values)?.map(|(i, v)| (i, v.map(CpuStorage::F32))),
+        CpuStorage::F64(v) => argmax_t(&v[start..end], g, values)?.map(|(i, v)| (i, v.map(CpuStorage::F64))),
         _ => None,
-    };
-    Ok(idx.map(CpuStorage::I64))
+    })
 }
 
 /// Whether `(v, k)` comes before `(best, at)` in max pooling's order: larger first, a NaN before
@@ -261,23 +275,45 @@ fn argmax_unpadded<T: Copy + PartialOrd>(src: &[T], dst: &mut [i64], g: &Geometr
 
 /// `None` when some window lies entirely in the padding (its maximum is -inf, which a gather
 /// cannot produce; kiln then composes the op).
-fn argmax_t<T: Copy + PartialOrd + Send + Sync>(x: &[T], g: Geometry) -> Result<Option<Vec<i64>>> {
+/// Pooling's argmax indices and, when asked for, the maxima.
+type Argmax<T> = (Vec<i64>, Option<Vec<T>>);
+
+fn argmax_t<T: Copy + PartialOrd + Send + Sync + Default + crate::pool::Pooled>(
+    x: &[T],
+    g: Geometry,
+    with_values: bool,
+) -> Result<Option<Argmax<T>>> {
     let (l, plane) = (g.oh * g.ow, g.h * g.w);
     // Every index is written, unless a window is all padding, and then the result is dropped.
     let mut out = alloc_for_overwrite(g.n * g.c * l, 0i64)?;
+    let mut values = if with_values { Some(alloc_for_overwrite(g.n * g.c * l, T::default())?) } else { None };
     let empty = AtomicBool::new(false);
     // Tasks of several planes (about 32K inputs): a task per small plane costs more than its work.
     let planes_per_task = (1 << 15) / plane.max(1) + 1;
-    let pieces: Vec<Mutex<&mut [i64]>> = out.chunks_mut(l.max(1) * planes_per_task).map(Mutex::new).collect();
+    let per_task = l.max(1) * planes_per_task;
+    let value_pieces: Vec<Mutex<&mut [T]>> = match values.as_mut() {
+        Some(v) => v.chunks_mut(per_task).map(Mutex::new).collect(),
+        None => Vec::new(),
+    };
+    let pieces: Vec<Mutex<&mut [i64]>> = out.chunks_mut(per_task).map(Mutex::new).collect();
     run_tasks(pieces.len(), rayon::current_num_threads(), |t| {
         let mut task_out = pieces[t].lock().unwrap_or_else(|e| e.into_inner());
+        let mut task_values = value_pieces.get(t).map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
         for (q, dst) in task_out.chunks_mut(l.max(1)).enumerate() {
             let p = t * planes_per_task + q;
-            argmax_plane(&x[p * plane..(p + 1) * plane], dst, &g, &empty);
+            let src = &x[p * plane..(p + 1) * plane];
+            argmax_plane(src, dst, &g, &empty);
+            if let Some(vals) = task_values.as_mut() {
+                // The plane is still in L1: reading the maxima back costs less than a gather.
+                for (v, &i) in vals[q * l..(q + 1) * l].iter_mut().zip(dst.iter()) {
+                    *v = src.get(i as usize).copied().unwrap_or_default();
+                }
+            }
         }
         Ok(())
     })?;
-    Ok((!empty.into_inner()).then_some(out))
+    drop((pieces, value_pieces));
+    Ok((!empty.into_inner()).then_some((out, values)))
 }
 
 /// The argmax of every window of one plane (`dst` holds its outputs); sets `empty` when a

@@ -161,6 +161,9 @@ impl Backend for CpuBackend {
     fn max_pool2d_indices(&self, x: &CpuStorage, l: &Layout, win: &Window2d) -> Result<Option<CpuStorage>> {
         conv::max_pool2d_indices(x, l, win)
     }
+    fn max_pool2d(&self, x: &CpuStorage, l: &Layout, win: &Window2d) -> Result<Option<[CpuStorage; 2]>> {
+        conv::max_pool2d(x, l, win)
+    }
     fn storage_dtype(&self, s: &CpuStorage) -> Option<DType> {
         Some(s.dtype())
     }

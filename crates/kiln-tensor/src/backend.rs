@@ -343,6 +343,14 @@ pub trait Backend: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// [`Backend::max_pool2d_indices`] and the maxima themselves, from one pass: `[values,
+    /// indices]`, both `[N, C, OH * OW]`, the values in `x`'s dtype and equal to the input at the
+    /// indices. Default: `None`, and kiln gathers the values at the indices.
+    fn max_pool2d(&self, x: &Self::Storage, layout: &Layout, win: &Window2d) -> Result<Option<[Self::Storage; 2]>> {
+        let _ = (x, layout, win);
+        Ok(None)
+    }
+
     /// Waits until queued work is done (a no-op for synchronous backends).
     fn synchronize(&self) -> Result<()> {
         Ok(())

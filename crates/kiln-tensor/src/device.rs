@@ -132,6 +132,7 @@ pub(crate) trait DynBackend: Send + Sync {
         need_dx: bool,
     ) -> Result<Option<ConvGrads<AnyStorage>>>;
     fn max_pool2d_indices(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<AnyStorage>>;
+    fn max_pool2d(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<[AnyStorage; 2]>>;
     fn synchronize(&self) -> Result<()>;
 }
 
@@ -296,6 +297,9 @@ impl<B: Backend> DynBackend for B {
     }
     fn max_pool2d_indices(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<AnyStorage>> {
         Ok(Backend::max_pool2d_indices(self, get(self, x)?, l, win)?.map(|s| Box::new(s) as AnyStorage))
+    }
+    fn max_pool2d(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<[AnyStorage; 2]>> {
+        Ok(Backend::max_pool2d(self, get(self, x)?, l, win)?.map(|out| out.map(|s| Box::new(s) as AnyStorage)))
     }
     fn synchronize(&self) -> Result<()> {
         Backend::synchronize(self)

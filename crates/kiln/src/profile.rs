@@ -290,6 +290,9 @@ impl<B: Backend> Backend for Profiled<B> {
     fn max_pool2d_indices(&self, x: &B::Storage, l: &Layout, win: &Window2d) -> Result<Option<B::Storage>> {
         self.timed(|| "max_pool2d_indices".into(), self.bytes(x, l), || self.inner.max_pool2d_indices(x, l, win))
     }
+    fn max_pool2d(&self, x: &B::Storage, l: &Layout, win: &Window2d) -> Result<Option<[B::Storage; 2]>> {
+        self.timed(|| "max_pool2d".into(), self.bytes(x, l), || self.inner.max_pool2d(x, l, win))
+    }
     fn synchronize(&self) -> Result<()> {
         self.inner.synchronize()
     }

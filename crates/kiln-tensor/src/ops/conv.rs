@@ -209,14 +209,18 @@ impl Tensor {
         let d = self.dims();
         let (n, c, h, w) = (d[0], d[1], d[2], d[3]);
         let x = crate::no_grad(|| self.contiguous())?;
+        let index = |s| {
+            let layout = crate::Layout::contiguous(Shape::new([n, c, oh * ow]));
+            Tensor::from_storage(s, layout, crate::DType::I64, self.device().clone(), None)
+        };
+        if let Some([values, idx]) = self.backend().max_pool2d(x.storage(), x.layout(), &win)? {
+            // The gather below, done by the backend in its pass: recorded as that gather.
+            let (src, idx) = (self.reshape([n, c, h * w])?, index(idx));
+            let rec = Op::Gather(src, idx.clone(), 2);
+            return self.result(values, idx.shape().clone(), self.dtype(), Some(rec)).reshape([n, c, oh, ow]);
+        }
         if let Some(s) = self.backend().max_pool2d_indices(x.storage(), x.layout(), &win)? {
-            let idx = Tensor::from_storage(
-                s,
-                crate::Layout::contiguous(Shape::new([n, c, oh * ow])),
-                crate::DType::I64,
-                self.device().clone(),
-                None,
-            );
+            let idx = index(s);
             // A gather at the argmax: its backward (a scatter-add) is max pooling's.
             return self.reshape([n, c, h * w])?.gather(2, &idx)?.reshape([n, c, oh, ow]);
         }
