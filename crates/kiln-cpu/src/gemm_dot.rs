@@ -107,8 +107,7 @@ struct Ld {
     c: usize,
 }
 
-/// One task's `rows x cols` block, in blocks of `k` (`kb` deep) outermost: then column tiles
-/// (a tile's B strip stays in L1 while the rows pass over it), row tiles inner.
+/// One task's `rows x cols` block, in blocks of `k` (`kb` deep), each a [`pass`] over its tiles.
 ///
 /// # Safety
 /// As in `tile`, for every tile of the block; the CPU must support avx512f.
@@ -121,17 +120,42 @@ unsafe fn block(
     (rows, cols): (usize, usize),
 ) {
     for p0 in (0..k).step_by(kb) {
-        let at = (kb.min(k - p0), p0 == 0);
-        for j in (0..cols).step_by(C) {
-            for i in (0..rows).step_by(R) {
-                // SAFETY: tile (i, j) over k-indices p0.. lies inside the block, whose reads the
-                // caller checked.
-                unsafe {
-                    let (a, b, c) = (a.add(i * ld.a + p0), b.add(j * ld.b + p0), c.add(i * ld.c + j));
-                    match (rows - i >= R, cols - j >= C) {
-                        (true, true) => tile::<R, C>(at, (a, b, c), ld),
-                        _ => edge(at, (a, b, c), ld, ((rows - i).min(R), (cols - j).min(C))),
-                    }
+        let depth = kb.min(k - p0);
+        // SAFETY: k-indices p0.. p0 + depth of the block, whose reads the caller checked.
+        unsafe {
+            let abc = (a.add(p0), b.add(p0), c);
+            // The first block stores, the others add: a const parameter, because a run-time
+            // flag in the tile cost a register and the 4 x 4 tile spilled (inference -25 %).
+            match p0 {
+                0 => pass::<false>(depth, abc, ld, (rows, cols)),
+                _ => pass::<true>(depth, abc, ld, (rows, cols)),
+            }
+        }
+    }
+}
+
+/// One block of `k` over the task's tiles: column tiles outer (a tile's B strip stays in L1
+/// while the rows pass over it), row tiles inner.
+///
+/// # Safety
+/// As in `block`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn pass<const ADD: bool>(
+    k: usize,
+    (a, b, c): (*const f32, *const f32, *mut f32),
+    ld: Ld,
+    (rows, cols): (usize, usize),
+) {
+    for j in (0..cols).step_by(C) {
+        for i in (0..rows).step_by(R) {
+            // SAFETY: tile (i, j) lies inside the block, whose reads the caller checked.
+            unsafe {
+                let (a, b, c) = (a.add(i * ld.a), b.add(j * ld.b), c.add(i * ld.c + j));
+                match (rows - i >= R, cols - j >= C) {
+                    (true, true) => tile::<R, C, ADD>(k, (a, b, c), ld),
+                    _ => edge::<ADD>(k, (a, b, c), ld, ((rows - i).min(R), (cols - j).min(C))),
                 }
             }
         }
@@ -147,33 +171,43 @@ unsafe fn block(_: (usize, usize), _: (*const f32, *const f32, *mut f32), _: Ld,
 /// the rows and columns that exist (the same arithmetic, so the same bits, as a full tile).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn edge(k: (usize, bool), (a, b, c): (*const f32, *const f32, *mut f32), ld: Ld, (rows, cols): (usize, usize)) {
+unsafe fn edge<const ADD: bool>(
+    k: usize,
+    (a, b, c): (*const f32, *const f32, *mut f32),
+    ld: Ld,
+    (rows, cols): (usize, usize),
+) {
     // SAFETY: each call reads `rows` rows and `cols` columns, which the caller vouches for.
     unsafe {
         match (rows, cols) {
-            (4, n) => edge_cols::<4>(k, (a, b, c), ld, n),
-            (3, n) => edge_cols::<3>(k, (a, b, c), ld, n),
-            (2, n) => edge_cols::<2>(k, (a, b, c), ld, n),
-            (_, n) => edge_cols::<1>(k, (a, b, c), ld, n),
+            (4, n) => edge_cols::<4, ADD>(k, (a, b, c), ld, n),
+            (3, n) => edge_cols::<3, ADD>(k, (a, b, c), ld, n),
+            (2, n) => edge_cols::<2, ADD>(k, (a, b, c), ld, n),
+            (_, n) => edge_cols::<1, ADD>(k, (a, b, c), ld, n),
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn edge_cols<const RR: usize>(k: (usize, bool), abc: (*const f32, *const f32, *mut f32), ld: Ld, cols: usize) {
+unsafe fn edge_cols<const RR: usize, const ADD: bool>(
+    k: usize,
+    abc: (*const f32, *const f32, *mut f32),
+    ld: Ld,
+    cols: usize,
+) {
     // SAFETY: forwarded from `edge`.
     unsafe {
         match cols {
-            4 => tile::<RR, 4>(k, abc, ld),
-            3 => tile::<RR, 3>(k, abc, ld),
-            2 => tile::<RR, 2>(k, abc, ld),
-            _ => tile::<RR, 1>(k, abc, ld),
+            4 => tile::<RR, 4, ADD>(k, abc, ld),
+            3 => tile::<RR, 3, ADD>(k, abc, ld),
+            2 => tile::<RR, 2, ADD>(k, abc, ld),
+            _ => tile::<RR, 1, ADD>(k, abc, ld),
         }
     }
 }
 
-/// `c[r][j] = sum_p a[r][p] * b[j][p]` (`first`) or `c[r][j] += ...` for `RR` rows of A
+/// `c[r][j] = sum_p a[r][p] * b[j][p]` (or `+=` with `ADD`) for `RR` rows of A
 /// (stride `ld.a`) and `CC` columns of B (stride `ld.b`), each `k` long and contiguous.
 ///
 /// # Safety
@@ -182,8 +216,8 @@ unsafe fn edge_cols<const RR: usize>(k: (usize, bool), abc: (*const f32, *const 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn tile<const RR: usize, const CC: usize>(
-    (k, first): (usize, bool),
+unsafe fn tile<const RR: usize, const CC: usize, const ADD: bool>(
+    k: usize,
     (a, b, c): (*const f32, *const f32, *mut f32),
     ld: Ld,
 ) {
@@ -223,7 +257,7 @@ unsafe fn tile<const RR: usize, const CC: usize>(
             for (j, acc) in acc.iter().enumerate() {
                 let sum = _mm512_reduce_add_ps(*acc);
                 let dst = c.add(r * ld.c + j);
-                *dst = if first { sum } else { *dst + sum };
+                *dst = if ADD { *dst + sum } else { sum };
             }
         }
     }
