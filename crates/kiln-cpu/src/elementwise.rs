@@ -201,28 +201,26 @@ pub(crate) fn fill(len: usize, dtype: DType, value: f64) -> Result<CpuStorage> {
 /// `len` elements of kiln's random stream ([`kiln_tensor::random`]), filled in parallel pieces;
 /// `random::fill` gives any piece the bits of one sequential pass.
 pub(crate) fn random(dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<CpuStorage> {
-    fn f<T: WithDType + crate::pool::Pooled + Default>(dist: Distribution, len: usize, seed: u64) -> Result<Vec<T>> {
-        const CHUNK: usize = 1 << 14;
+    const CHUNK: usize = 1 << 14;
+    /// `len` elements, each piece filled by `fill(first index, piece)`.
+    fn filled<T: crate::pool::Pooled + Default + Send>(
+        len: usize,
+        fill: impl Fn(u64, &mut [T]) + Sync + Send,
+    ) -> Result<Vec<T>> {
         let mut out = crate::strided::alloc_for_overwrite(len, T::default())?;
-        crate::parallel::for_each_chunk_mut(&mut out, CHUNK, |i, chunk| {
-            kiln_tensor::random::fill(dist, seed, (i * CHUNK) as u64, chunk)
-        });
+        crate::parallel::for_each_chunk_mut(&mut out, CHUNK, |i, chunk| fill((i * CHUNK) as u64, chunk));
         Ok(out)
     }
     if let (Distribution::Uniform { low, high }, DType::F32) = (dist, dtype) {
         // Dropout's masks: Philox 16 blocks at a time in vector registers (same bits).
-        const CHUNK: usize = 1 << 14;
-        let mut out = crate::strided::alloc_for_overwrite(len, 0f32)?;
-        crate::parallel::for_each_chunk_mut(&mut out, CHUNK, |i, chunk| {
-            let start = (i * CHUNK) as u64;
+        return Ok(CpuStorage::F32(filled(len, |start, chunk| {
             crate::simd::vectorized(
                 #[inline(always)]
                 || kiln_tensor::random::fill_uniform_f32(low, high, seed, start, chunk),
             )
-        });
-        return Ok(CpuStorage::F32(out));
+        })?));
     }
-    Ok(storage_of!(dtype, T => f::<T>(dist, len, seed)?))
+    Ok(storage_of!(dtype, T => filled::<T>(len, |start, chunk| kiln_tensor::random::fill(dist, seed, start, chunk))?))
 }
 
 /// The logical elements of `l`, contiguous.

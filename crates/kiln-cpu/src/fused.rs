@@ -1,12 +1,12 @@
 //! Fused optimizer updates: the Adam and Adadelta steps, each in one pass over parameter,
 //! gradient and the two state tensors.
 //!
-//! The element arithmetic is `AdamStep::apply` / `AdadeltaStep::apply` from kiln-tensor, the same roundings as the
-//! composed ops, so fusing changes speed and never results. The loop is compiled once per
+//! The element arithmetic is `AdamStep::apply` / `AdadeltaStep::apply` from kiln-tensor, the
+//! same roundings as the composed ops, so fusing changes speed and never results. The loop is compiled once per
 //! instruction set (AVX-512, AVX2) and picked at run time, so `sqrt` and `div` run 16 (or 8)
 //! lanes wide without `-C target-cpu`.
 
-// The target-feature wrapper is an `unsafe fn`, sound after the CPU check in `gemm::isa`.
+// The target-feature wrappers are `unsafe fn`s, sound after the CPU check in `gemm::isa`.
 #![allow(unsafe_code)]
 
 use crate::gemm::{isa, Isa};

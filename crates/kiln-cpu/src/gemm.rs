@@ -58,16 +58,9 @@ pub(crate) trait Elem:
     unsafe fn tile_avx512(kc: usize, a: &[Self], b: &[Self], acc: &mut [Self]);
     /// Runs `f` with this thread's packing scratch for A and B, grown to the lengths asked.
     fn with_scratch<R>(a_len: usize, b_len: usize, f: impl FnOnce(&mut [Self], &mut [Self]) -> R) -> Result<R>;
-    /// A kernel that needs no packing for these layouts, where this type has one (f32 on
-    /// AVX-512, see `gemm_dot` and `gemm_outer`); `None` when it declines.
-    fn unpacked(
-        a: (&[Self], View),
-        b: (&[Self], View),
-        offsets: &[(usize, usize)],
-        c: &mut [Self],
-        mkn: (usize, usize, usize),
-        parallel: bool,
-    ) -> Option<Result<()>>;
+    /// The kernels that need no packing, where this type has them (f32 on AVX-512, see
+    /// `gemm_dot` and `gemm_outer`), tried before the packed GEMM.
+    const UNPACKED: Option<Unpacked<Self, Self>>;
     /// Grows the scratch of every thread of rayon's pool, once: which threads take a product's
     /// tasks is a race, and a thread that first packs in the middle of training would make a
     /// system allocation in a steady-state step.
@@ -103,16 +96,7 @@ macro_rules! elem {
                     Ok(f(&mut a[..a_len], &mut b[..b_len]))
                 })
             }
-            fn unpacked(
-                a: (&[$t], View),
-                b: (&[$t], View),
-                offsets: &[(usize, usize)],
-                c: &mut [$t],
-                mkn: (usize, usize, usize),
-                parallel: bool,
-            ) -> Option<Result<()>> {
-                $unpacked(a, b, offsets, c, mkn, parallel)
-            }
+            const UNPACKED: Option<Unpacked<$t, $t>> = $unpacked;
             fn grow_all_scratch() {
                 static ONCE: std::sync::Once = std::sync::Once::new();
                 ONCE.call_once(|| {
@@ -123,8 +107,14 @@ macro_rules! elem {
         }
     };
 }
-elem!(f32, SCRATCH_F32, tile_f32, unpacked_f32);
-elem!(f64, SCRATCH_F64, tile_f64, |_, _, _, _, _, _| None);
+elem!(f32, SCRATCH_F32, tile_f32, Some(unpacked_f32));
+elem!(f64, SCRATCH_F64, tile_f64, None);
+
+/// A kernel for some layouts and sizes of `c[i] = A[i] @ B[i]` (operands stored as `S`,
+/// computed and stored as `T`), with the arguments of [`gemm`] less `widen`: `None` when it
+/// declines, and the caller runs the packed GEMM.
+pub(crate) type Unpacked<S, T> =
+    fn((&[S], View), (&[S], View), &[(usize, usize)], &mut [T], (usize, usize, usize), bool) -> Option<Result<()>>;
 
 /// f32 products whose layouts need no packing: both operands along `k` (`x @ w.t()`), or a
 /// row-major B (`dy.t() @ x`, `dy @ w`, `x @ w`).
@@ -152,7 +142,7 @@ pub(crate) fn gemm_same<T: Elem>(
     mkn: (usize, usize, usize),
     parallel: bool,
 ) -> Result<()> {
-    match T::unpacked(a, b, offsets, c, mkn, parallel) {
+    match T::UNPACKED.and_then(|kernel| kernel(a, b, offsets, c, mkn, parallel)) {
         Some(done) => done,
         None => gemm(a, b, offsets, c, mkn, |v| v, parallel),
     }

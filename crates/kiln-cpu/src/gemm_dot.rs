@@ -4,8 +4,8 @@
 //! The packed GEMM in [`crate::gemm`] re-lays both operands out for its broadcast tile. With
 //! a batch of 32 rows the weight is gathered column by column into panels, once per call, for
 //! only 32 rows of use: at 32x784x128 the packed GEMM took 70 us on 2 threads, this kernel 33.
-//! Here no operand is packed. A register tile of `R` rows x `C` columns keeps one 16-lane accumulator per output
-//! and walks `k` in vector steps, reading both operands straight from memory (2 FMAs per load
+//! Here no operand is packed. A register tile of `R` rows x `C` columns keeps one 16-lane
+//! accumulator per output and walks `k` in vector steps, reading both operands straight from memory (2 FMAs per load
 //! for a 4 x 4 tile); each accumulator is summed across its lanes once at the end.
 //!
 //! A task takes a block of rows and a block of columns small enough that both strips sit in L2
@@ -269,8 +269,8 @@ mod tests {
     use super::*;
 
     /// Every size class against a sum in f64: ragged tiles (m, n not multiples of 4), k with
-    /// and without a masked tail, in one block and in several, offsets that leave loads unaligned, row strides wider than k,
-    /// small and parallel products, batches.
+    /// and without a masked tail, in one block and in several, offsets that leave loads
+    /// unaligned, row strides wider than k, small and parallel products, batches.
     #[test]
     fn matches_a_reference_on_every_size_class() {
         if isa() != Isa::Avx512 {

@@ -169,6 +169,12 @@ unsafe fn block(
     }
 }
 
+/// The mask of the lanes of the 16-float vector at column `from` that lie below `width`.
+#[cfg(target_arch = "x86_64")]
+fn lanes(width: usize, from: usize) -> std::arch::x86_64::__mmask16 {
+    ((1u32 << width.saturating_sub(from).min(16)) - 1) as std::arch::x86_64::__mmask16
+}
+
 /// Copies `depth` rows of `width` (at most NR) floats, `ld` apart, to rows of NR.
 ///
 /// # Safety
@@ -178,8 +184,7 @@ unsafe fn block(
 #[inline]
 unsafe fn copy_strip(src: *const f32, ld: usize, dst: *mut f32, (depth, width): (usize, usize)) {
     use std::arch::x86_64::*;
-    let mask = |from: usize| ((1u32 << width.saturating_sub(from).min(16)) - 1) as __mmask16;
-    let (m0, m1) = (mask(0), mask(16));
+    let (m0, m1) = (lanes(width, 0), lanes(width, 16));
     // SAFETY: lanes at or past `width` are masked off, rows stay below `depth` (the caller's
     // promise).
     unsafe {
@@ -201,8 +206,8 @@ unsafe fn block(_: (usize, usize), _: (*const f32, *const f32, *mut f32), _: Ld,
 /// to C once, as the packed GEMM's tile does.
 ///
 /// # Safety
-/// `a + r * ld.a_rows + p * ld.a_k` and `b + p * ld.b + j` are readable for p < k, r < RR, j < width; `c + r
-/// * ld.c + j` is writable and owned by this call; the CPU supports avx512f.
+/// `a + r * ld.a_rows + p * ld.a_k` and `b + p * ld.b + j` are readable for p < k, r < RR,
+/// j < width; `c + r * ld.c + j` is writable and owned by this call; the CPU supports avx512f.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
@@ -213,11 +218,7 @@ unsafe fn tile<const RR: usize, const V: usize>(
 ) {
     use std::arch::x86_64::*;
     // Lanes past `width` are neither read nor written (masked loads do not fault).
-    let lanes = |from: usize| -> __mmask16 {
-        let n = width.saturating_sub(from).min(16);
-        ((1u32 << n) - 1) as __mmask16
-    };
-    let masks: [__mmask16; V] = std::array::from_fn(|v| lanes(16 * v));
+    let masks: [__mmask16; V] = std::array::from_fn(|v| lanes(width, 16 * v));
     let mut acc = [[_mm512_setzero_ps(); V]; RR];
     // SAFETY: every access is at p < k, r < RR or a lane below `width`, as the caller promised.
     unsafe {

@@ -158,9 +158,6 @@ impl Backend for CpuBackend {
     ) -> Result<Option<kiln_tensor::backend::ConvGrads<CpuStorage>>> {
         conv_fused::conv2d_backward(x, w, g, win, need_dx)
     }
-    fn max_pool2d_indices(&self, x: &CpuStorage, l: &Layout, win: &Window2d) -> Result<Option<CpuStorage>> {
-        conv::max_pool2d_indices(x, l, win)
-    }
     fn max_pool2d(&self, x: &CpuStorage, l: &Layout, win: &Window2d) -> Result<Option<[CpuStorage; 2]>> {
         conv::max_pool2d(x, l, win)
     }

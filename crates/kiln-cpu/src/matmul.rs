@@ -2,7 +2,7 @@
 //! the GEMM in [`crate::gemm`]. f16 and bf16 are widened to f32 while packing and rounded once at
 //! the end.
 
-use crate::gemm::{gemm, Elem, View};
+use crate::gemm::{gemm, Elem, Unpacked, View};
 use crate::storage::CpuStorage;
 use crate::strided::alloc_for_overwrite;
 use half::{bf16, f16};
@@ -17,25 +17,20 @@ fn matrix_offsets(l: &Layout) -> Vec<usize> {
     batch.offsets().collect()
 }
 
-/// A kernel for some views and sizes, tried before the packed GEMM (`Elem::unpacked`): `None`
-/// when it declines.
-type Special<S, T> =
-    fn((&[S], View), (&[S], View), &[(usize, usize)], &mut [T], (usize, usize, usize), bool) -> Option<Result<()>>;
-
 fn batched<S: Copy + Send + Sync, T: Elem>(
     a: &[S],
     la: &Layout,
     b: &[S],
     lb: &Layout,
     widen: impl Fn(S) -> T + Send + Sync + Copy,
-    special: Option<Special<S, T>>,
+    special: Option<Unpacked<S, T>>,
 ) -> Result<Vec<T>> {
     let (da, db) = (la.dims(), lb.dims());
     let r = da.len();
     let (m, k, n) = (da[r - 2], da[r - 1], db[r - 1]);
     let (sa, sb) = (la.strides(), lb.strides());
-    // One matrix each (the common case) needs no offset lists: at 32x10x128 their five small
-    // allocations were a fifth of the call.
+    // One matrix each (the common case) needs no offset lists: five small allocations fewer
+    // per call (the per-step count fell from 629 to 618; no time difference was measurable).
     let single = [(la.offset(), lb.offset())];
     let many: Vec<(usize, usize)> =
         if r == 2 { Vec::new() } else { matrix_offsets(la).into_iter().zip(matrix_offsets(lb)).collect() };
@@ -63,7 +58,7 @@ pub(crate) fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -
     }
     Ok(match (a, b) {
         (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-            CpuStorage::F32(batched(a, la, b, lb, |x| x, Some(<f32 as Elem>::unpacked))?)
+            CpuStorage::F32(batched(a, la, b, lb, |x| x, <f32 as Elem>::UNPACKED)?)
         }
         (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(batched(a, la, b, lb, |x| x, None)?),
         (CpuStorage::F16(a), CpuStorage::F16(b)) => {

@@ -12,11 +12,27 @@ const W1: u32 = 0xBB67_AE85;
 
 /// One Philox-4x32-10 block: four 32-bit words for `counter` under `key`.
 pub fn philox4x32(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
-    let (mut c, mut k) = (counter, key);
+    rounds(counter.map(|w| [w]), key).map(|[w]| w)
+}
+
+/// Philox-4x32-10 on `L` counters at once, word-major (`c[w][lane]`): the form compilers turn
+/// into vector lanes when `L` is 16 (see [`fill_uniform_f32`]).
+// Indexed lanes are the form LLVM vectorizes.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn rounds<const L: usize>(mut c: [[u32; L]; 4], key: [u32; 2]) -> [[u32; L]; 4] {
+    let mut k = key;
     for _ in 0..10 {
-        let p0 = (M0 as u64) * (c[0] as u64);
-        let p1 = (M1 as u64) * (c[2] as u64);
-        c = [((p1 >> 32) as u32) ^ c[1] ^ k[0], p1 as u32, ((p0 >> 32) as u32) ^ c[3] ^ k[1], p0 as u32];
+        let mut next = [[0u32; L]; 4];
+        for l in 0..L {
+            let p0 = (M0 as u64) * (c[0][l] as u64);
+            let p1 = (M1 as u64) * (c[2][l] as u64);
+            next[0][l] = ((p1 >> 32) as u32) ^ c[1][l] ^ k[0];
+            next[1][l] = p1 as u32;
+            next[2][l] = ((p0 >> 32) as u32) ^ c[3][l] ^ k[1];
+            next[3][l] = p0 as u32;
+        }
+        c = next;
         k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
     }
     c
@@ -114,20 +130,7 @@ pub fn fill_uniform_f32(low: f64, high: f64, seed: u64, start: u64, out: &mut [f
             let index = block_index + l as u64;
             (c[0][l], c[1][l]) = (index as u32, (index >> 32) as u32);
         }
-        let mut k = key;
-        for _ in 0..10 {
-            let mut next = [[0u32; LANES]; 4];
-            for l in 0..LANES {
-                let p0 = (M0 as u64) * (c[0][l] as u64);
-                let p1 = (M1 as u64) * (c[2][l] as u64);
-                next[0][l] = ((p1 >> 32) as u32) ^ c[1][l] ^ k[0];
-                next[1][l] = p1 as u32;
-                next[2][l] = ((p0 >> 32) as u32) ^ c[3][l] ^ k[1];
-                next[3][l] = p0 as u32;
-            }
-            c = next;
-            k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
-        }
+        let c = rounds(c, key);
         // Word by word (vector lanes), then interleaved: element 4 * l + w is word w of block l.
         let mut v = [[0f32; LANES]; 4];
         for (v, words) in v.iter_mut().zip(&c) {

@@ -13,8 +13,8 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
     Ok(match op {
         Op::Unary(x, crate::UnaryOp::Relu) => {
             // `where(x > 0, g, 0)`, PyTorch's threshold_backward: two passes over the
-            // activations where `g * float(x > 0)` took three (a third of a CNN's element-wise
-            // backward time), and +0.0 where the product gave -0.0.
+            // activations where `g * float(x > 0)` took three (compare, cast, multiply), and
+            // +0.0 where the product gave -0.0.
             let zero = Tensor::zeros((), g.dtype(), g.device())?;
             vec![(x.clone(), x.detach().gt_scalar(0.0)?.where_cond(g, &zero)?)]
         }
