@@ -7,7 +7,11 @@
 //! the batch's; for the input gradient, each image's column gradient is summed into its planes
 //! right away.
 //!
-//! Determinism: the weight gradient is a sum over images. The images are cut into a fixed
+//! The epilogue (bias, ReLU) runs on each image's output right after its GEMM, and the backward
+//! pass masks each image's gradient and sums it for the bias in the same place: on the MNIST
+//! CNN these were five more passes over activations too large for the caches.
+//!
+//! Determinism: the weight and bias gradients are sums over images. The images are cut into a fixed
 //! number of groups ([`GROUPS`], whatever the thread count); each group sums its images in order
 //! and the groups' sums are added in order.
 
@@ -16,6 +20,7 @@ use crate::gemm::{gemm_same, Elem, View};
 use crate::parallel::run_tasks;
 use crate::storage::CpuStorage;
 use crate::strided::{alloc, alloc_for_overwrite};
+use kiln_tensor::backend::{ConvEpilogue, ConvGradRequest, ConvGrads};
 use kiln_tensor::{Layout, Result, Window2d};
 use std::sync::Mutex;
 
@@ -26,6 +31,7 @@ const GROUPS: usize = 8;
 struct Operands {
     g: Geometry,
     o: usize,
+    ck: usize,
     x: (usize, usize),
     w: (usize, usize),
 }
@@ -39,26 +45,47 @@ fn operands(x: &Layout, w: &Layout, win: &Window2d) -> Option<Operands> {
     if ck != g.c * win.kernel.0 * win.kernel.1 || g.n == 0 || o == 0 || g.oh * g.ow == 0 || ck == 0 {
         return None;
     }
-    Some(Operands { g, o, x: x.contiguous_range()?, w: w.contiguous_range()? })
+    Some(Operands { g, o, ck, x: x.contiguous_range()?, w: w.contiguous_range()? })
+}
+
+/// The contiguous slice of `s` that `layout` covers, if it is `len` elements of `T`.
+fn slice<'a, T: Elem>(s: (&'a CpuStorage, &Layout), len: usize) -> Option<&'a [T]> {
+    let (a, b) = s.1.contiguous_range()?;
+    T::slice(s.0).map(|v| &v[a..b]).filter(|v| v.len() == len)
 }
 
 pub(crate) fn conv2d(
     (x, xl): (&CpuStorage, &Layout),
     (w, wl): (&CpuStorage, &Layout),
+    epilogue: ConvEpilogue<'_, CpuStorage>,
     win: &Window2d,
 ) -> Result<Option<CpuStorage>> {
     let Some(op) = operands(xl, wl, win) else { return Ok(None) };
-    let ((x0, x1), (w0, w1)) = (op.x, op.w);
     Ok(match (x, w) {
-        (CpuStorage::F32(x), CpuStorage::F32(w)) => Some(CpuStorage::F32(forward(&x[x0..x1], &w[w0..w1], &op)?)),
-        (CpuStorage::F64(x), CpuStorage::F64(w)) => Some(CpuStorage::F64(forward(&x[x0..x1], &w[w0..w1], &op)?)),
+        (CpuStorage::F32(_), CpuStorage::F32(_)) => forward::<f32>(x, w, epilogue, &op)?.map(CpuStorage::F32),
+        (CpuStorage::F64(_), CpuStorage::F64(_)) => forward::<f64>(x, w, epilogue, &op)?.map(CpuStorage::F64),
         _ => None,
     })
 }
 
-/// `y[i] = w @ im2col(x[i])`, one task per image.
-fn forward<T: Elem>(x: &[T], w: &[T], op: &Operands) -> Result<Vec<T>> {
+/// `y[i] = relu?(w @ im2col(x[i]) + bias)`, one task per image; `None` when an operand is not
+/// a contiguous `T` slice of the right length.
+fn forward<T: Elem + PartialOrd>(
+    x: &CpuStorage,
+    w: &CpuStorage,
+    epilogue: ConvEpilogue<'_, CpuStorage>,
+    op: &Operands,
+) -> Result<Option<Vec<T>>> {
     let (g, o) = (&op.g, op.o);
+    let (Some(x), Some(w)) = (T::slice(x), T::slice(w)) else { return Ok(None) };
+    let (x, w) = (&x[op.x.0..op.x.1], &w[op.w.0..op.w.1]);
+    let bias = match epilogue.bias {
+        Some(b) => match slice::<T>(b, o) {
+            Some(b) => Some(b),
+            None => return Ok(None),
+        },
+        None => None,
+    };
     let (ck, l, plane) = (w.len() / o, g.oh * g.ow, g.c * g.h * g.w);
     let mut y = alloc_for_overwrite(g.n * o * l, T::default())?;
     let images: Vec<Mutex<&mut [T]>> = y.chunks_mut(o * l).map(Mutex::new).collect();
@@ -69,9 +96,74 @@ fn forward<T: Elem>(x: &[T], w: &[T], op: &Operands) -> Result<Vec<T>> {
         let (wv, cv) = (View { offset: 0, rs: ck, cs: 1 }, View { offset: 0, rs: l, cs: 1 });
         let done = gemm_same((w, wv), (&cols[..], cv), &[(0, 0)], &mut y_i, (o, ck, l), false);
         T::pool().give(cols);
-        done
+        done?;
+        bias_relu(&mut y_i, bias, epilogue.relu, l);
+        Ok(())
     })?;
-    Ok(y)
+    Ok(Some(y))
+}
+
+/// ReLU's value, as `UnaryOp::Relu` computes it (a NaN stays NaN; -0.0 becomes +0.0).
+#[inline(always)]
+#[allow(clippy::eq_op)]
+fn relu<T: Elem + PartialOrd>(v: T) -> T {
+    if v > T::default() || v != v {
+        v
+    } else {
+        T::default()
+    }
+}
+
+/// The epilogue on one image's output (`o` rows of `l`), in wide registers.
+fn bias_relu<T: Elem + PartialOrd>(y: &mut [T], bias: Option<&[T]>, relu_after: bool, l: usize) {
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            for (r, row) in y.chunks_mut(l).enumerate() {
+                match (bias, relu_after) {
+                    (Some(b), true) => row.iter_mut().for_each(|v| *v = relu(*v + b[r])),
+                    (Some(b), false) => row.iter_mut().for_each(|v| *v = *v + b[r]),
+                    (None, true) => row.iter_mut().for_each(|v| *v = relu(*v)),
+                    (None, false) => {}
+                }
+            }
+        },
+    )
+}
+
+/// `out = where(y > 0, g, 0)` (ReLU's backward), then each of its rows of `l` summed into
+/// `row_sums` when asked (the bias gradient), in wide registers.
+fn mask_and_sum<T: Elem + PartialOrd>(g: &[T], y: Option<&[T]>, out: &mut [T], row_sums: Option<&mut [T]>, l: usize) {
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            if let Some(y) = y {
+                for ((o, &g), &y) in out.iter_mut().zip(g).zip(y) {
+                    *o = if y > T::default() { g } else { T::default() };
+                }
+            }
+            let rows = if y.is_some() { &*out } else { g };
+            if let Some(sums) = row_sums {
+                for (s, row) in sums.iter_mut().zip(rows.chunks(l)) {
+                    *s = *s + sum(row);
+                }
+            }
+        },
+    )
+}
+
+/// The sum of `row` in 16 lanes (which vectorize, where one running sum would not).
+#[inline(always)]
+fn sum<T: Elem>(row: &[T]) -> T {
+    let mut lanes = [T::default(); 16];
+    let chunks = row.chunks_exact(16);
+    let rest = chunks.remainder().iter().fold(T::default(), |s, &v| s + v);
+    for c in chunks {
+        for (a, &v) in lanes.iter_mut().zip(c) {
+            *a = *a + v;
+        }
+    }
+    lanes.iter().fold(rest, |s, &v| s + v)
 }
 
 pub(crate) fn conv2d_backward(
@@ -79,36 +171,65 @@ pub(crate) fn conv2d_backward(
     (w, wl): (&CpuStorage, &Layout),
     (g, gl): (&CpuStorage, &Layout),
     win: &Window2d,
-    need_dx: bool,
-) -> Result<Option<kiln_tensor::backend::ConvGrads<CpuStorage>>> {
+    request: ConvGradRequest<'_, CpuStorage>,
+) -> Result<Option<ConvGrads<CpuStorage>>> {
     let Some(op) = operands(xl, wl, win) else { return Ok(None) };
-    let Some((g0, g1)) = gl.contiguous_range() else { return Ok(None) };
-    if g1 - g0 != op.g.n * op.o * op.g.oh * op.g.ow {
-        return Ok(None);
-    }
-    let ((x0, x1), (w0, w1)) = (op.x, op.w);
+    let args = ((x, xl), (w, wl), (g, gl));
     Ok(match (x, w, g) {
-        (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(g)) => {
-            let (dx, dw) = backward(&x[x0..x1], &w[w0..w1], &g[g0..g1], &op, need_dx)?;
-            Some((dx.map(CpuStorage::F32), CpuStorage::F32(dw)))
+        (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+            backward::<f32>(args, &op, request)?.map(|c| c.map(CpuStorage::F32))
         }
-        (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(g)) => {
-            let (dx, dw) = backward(&x[x0..x1], &w[w0..w1], &g[g0..g1], &op, need_dx)?;
-            Some((dx.map(CpuStorage::F64), CpuStorage::F64(dw)))
+        (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+            backward::<f64>(args, &op, request)?.map(|c| c.map(CpuStorage::F64))
         }
         _ => None,
     })
 }
 
-/// `dw = sum_i grad[i] @ im2col(x[i])^T` and, if asked, `dx[i] = col2im(w^T @ grad[i])`.
-fn backward<T: Elem>(x: &[T], w: &[T], grad: &[T], op: &Operands, need_dx: bool) -> Result<(Option<Vec<T>>, Vec<T>)> {
+/// The gradients as plain buffers, before they are wrapped as storage.
+struct Grads<T> {
+    dx: Option<Vec<T>>,
+    dw: Vec<T>,
+    db: Option<Vec<T>>,
+}
+
+impl<T> Grads<T> {
+    fn map(self, f: impl Fn(Vec<T>) -> CpuStorage) -> ConvGrads<CpuStorage> {
+        ConvGrads { dx: self.dx.map(&f), dw: f(self.dw), db: self.db.map(&f) }
+    }
+}
+
+type Operand<'a> = (&'a CpuStorage, &'a Layout);
+
+/// `g' = where(y > 0, g, 0)` when fused with ReLU (else `g`), `db = sum g'`,
+/// `dw = sum_i g'[i] @ im2col(x[i])^T` and, if asked, `dx[i] = col2im(w^T @ g'[i])`.
+fn backward<T: Elem + PartialOrd>(
+    (x, w, grad): (Operand<'_>, Operand<'_>, Operand<'_>),
+    op: &Operands,
+    request: ConvGradRequest<'_, CpuStorage>,
+) -> Result<Option<Grads<T>>> {
     let (g, o) = (&op.g, op.o);
-    let (ck, l, plane) = (w.len() / o, g.oh * g.ow, g.c * g.h * g.w);
+    let (ck, l, plane) = (op.ck, g.oh * g.ow, g.c * g.h * g.w);
+    let (Some(x), Some(w), Some(grad)) =
+        (slice::<T>(x, g.n * plane), slice::<T>(w, o * ck), slice::<T>(grad, g.n * o * l))
+    else {
+        return Ok(None);
+    };
+    let relu_output = match request.relu_output {
+        Some(y) => match slice::<T>(y, g.n * o * l) {
+            Some(y) => Some(y),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    let (need_dx, need_db) = (request.dx, request.db);
     let groups = GROUPS.min(g.n);
     // Group k takes images bounds[k]..bounds[k + 1].
     let bounds: Vec<usize> = (0..=groups).map(|k| k * g.n / groups).collect();
-    let mut partial = alloc_for_overwrite(groups * o * ck, T::default())?;
-    let partials: Vec<Mutex<&mut [T]>> = partial.chunks_mut(o * ck).map(Mutex::new).collect();
+    // Each group's partial sums: its weight gradient, then its bias gradient.
+    let part = o * ck + o;
+    let mut partial = alloc_for_overwrite(groups * part, T::default())?;
+    let partials: Vec<Mutex<&mut [T]>> = partial.chunks_mut(part).map(Mutex::new).collect();
     let mut dx = if need_dx { Some(alloc(g.n * plane, T::default())?) } else { None };
     let dx_groups: Vec<Mutex<&mut [T]>> = match dx.as_mut() {
         Some(dx) => {
@@ -127,15 +248,21 @@ fn backward<T: Elem>(x: &[T], w: &[T], grad: &[T], op: &Operands, need_dx: bool)
     let gv = View { offset: 0, rs: l, cs: 1 };
     let (cols_t, w_t) = (View { offset: 0, rs: 1, cs: l }, View { offset: 0, rs: 1, cs: ck });
     run_tasks(groups, rayon::current_num_threads(), |k| {
-        let mut sum = partials[k].lock().unwrap_or_else(|e| e.into_inner());
+        let mut sums = partials[k].lock().unwrap_or_else(|e| e.into_inner());
+        let (sum, db_sum) = sums.split_at_mut(o * ck);
+        db_sum.fill(T::default());
         let mut dx_k = dx_groups.get(k).map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
         let mut cols = alloc_for_overwrite(ck * l, T::default())?;
         let mut dw_i = alloc_for_overwrite(o * ck, T::default())?;
+        let mut masked = alloc_for_overwrite(if relu_output.is_some() { o * l } else { 0 }, T::default())?;
         let mut result = Ok(());
         for (n, i) in (bounds[k]..bounds[k + 1]).enumerate() {
-            let g_i = &grad[i * o * l..(i + 1) * o * l];
+            let image = i * o * l..(i + 1) * o * l;
+            let y_i = relu_output.map(|y| &y[image.clone()]);
+            mask_and_sum(&grad[image.clone()], y_i, &mut masked, need_db.then_some(&mut *db_sum), l);
+            let g_i = if y_i.is_some() { &masked[..] } else { &grad[image] };
             im2col_image(&x[i * plane..(i + 1) * plane], &mut cols, g);
-            let dst: &mut [T] = if n == 0 { &mut sum } else { &mut dw_i };
+            let dst: &mut [T] = if n == 0 { &mut *sum } else { &mut dw_i };
             result = gemm_same((g_i, gv), (&cols[..], cols_t), &[(0, 0)], dst, (o, l, ck), false);
             if result.is_err() {
                 break;
@@ -160,16 +287,20 @@ fn backward<T: Elem>(x: &[T], w: &[T], grad: &[T], op: &Operands, need_dx: bool)
         }
         T::pool().give(cols);
         T::pool().give(dw_i);
+        T::pool().give(masked);
         result
     })?;
     drop((partials, dx_groups));
     // The groups' sums, added in group order.
-    let mut dw = alloc_for_overwrite(o * ck, T::default())?;
-    dw.copy_from_slice(&partial[..o * ck]);
-    for part in partial.chunks(o * ck).skip(1) {
-        for (d, p) in dw.iter_mut().zip(part) {
+    let mut sums = alloc_for_overwrite(part, T::default())?;
+    sums.copy_from_slice(&partial[..part]);
+    for p in partial.chunks(part).skip(1) {
+        for (d, p) in sums.iter_mut().zip(p) {
             *d = *d + *p;
         }
     }
-    Ok((dx, dw))
+    T::pool().give(partial);
+    let db = if need_db { Some(sums[o * ck..].to_vec()) } else { None };
+    sums.truncate(o * ck);
+    Ok(Some(Grads { dx, dw: sums, db }))
 }

@@ -65,10 +65,12 @@ pub(crate) trait Elem:
     /// tasks is a race, and a thread that first packs in the middle of training would make a
     /// system allocation in a steady-state step.
     fn grow_all_scratch();
+    /// The buffer of `s` if it holds this type.
+    fn slice(s: &crate::storage::CpuStorage) -> Option<&[Self]>;
 }
 
 macro_rules! elem {
-    ($t:ty, $scratch:ident, $avx512:ident, $unpacked:expr) => {
+    ($t:ty, $variant:ident, $scratch:ident, $avx512:ident, $unpacked:expr) => {
         thread_local! {
             static $scratch: RefCell<(Vec<$t>, Vec<$t>)> = const { RefCell::new((Vec::new(), Vec::new())) };
         }
@@ -104,11 +106,17 @@ macro_rules! elem {
                     rayon::broadcast(|_| drop(Self::with_scratch(0, 0, |_, _| ())));
                 });
             }
+            fn slice(s: &crate::storage::CpuStorage) -> Option<&[$t]> {
+                match s {
+                    crate::storage::CpuStorage::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
         }
     };
 }
-elem!(f32, SCRATCH_F32, tile_f32, Some(unpacked_f32));
-elem!(f64, SCRATCH_F64, tile_f64, None);
+elem!(f32, F32, SCRATCH_F32, tile_f32, Some(unpacked_f32));
+elem!(f64, F64, SCRATCH_F64, tile_f64, None);
 
 /// A kernel for some layouts and sizes of `c[i] = A[i] @ B[i]` (operands stored as `S`,
 /// computed and stored as `T`), with the arguments of [`gemm`] less `widen`: `None` when it

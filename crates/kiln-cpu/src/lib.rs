@@ -40,7 +40,7 @@ mod strided;
 pub use simd::set_flush_denormal;
 pub use storage::CpuStorage;
 
-use kiln_tensor::backend::Distribution;
+use kiln_tensor::backend::{ConvEpilogue, ConvGradRequest, ConvGrads, Distribution};
 use kiln_tensor::{
     AdadeltaStep, AdamStep, Backend, BinaryOp, DType, Device, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d,
 };
@@ -144,9 +144,10 @@ impl Backend for CpuBackend {
         &self,
         x: (&CpuStorage, &Layout),
         w: (&CpuStorage, &Layout),
+        epilogue: ConvEpilogue<'_, CpuStorage>,
         win: &Window2d,
     ) -> Result<Option<CpuStorage>> {
-        conv_fused::conv2d(x, w, win)
+        conv_fused::conv2d(x, w, epilogue, win)
     }
     fn conv2d_backward(
         &self,
@@ -154,9 +155,9 @@ impl Backend for CpuBackend {
         w: (&CpuStorage, &Layout),
         g: (&CpuStorage, &Layout),
         win: &Window2d,
-        need_dx: bool,
-    ) -> Result<Option<kiln_tensor::backend::ConvGrads<CpuStorage>>> {
-        conv_fused::conv2d_backward(x, w, g, win, need_dx)
+        request: ConvGradRequest<'_, CpuStorage>,
+    ) -> Result<Option<ConvGrads<CpuStorage>>> {
+        conv_fused::conv2d_backward(x, w, g, win, request)
     }
     fn max_pool2d(&self, x: &CpuStorage, l: &Layout, win: &Window2d) -> Result<Option<[CpuStorage; 2]>> {
         conv::max_pool2d(x, l, win)

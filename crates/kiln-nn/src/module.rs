@@ -54,6 +54,19 @@ pub trait Module: Send + Sync {
     /// Applies the module.
     fn forward(&self, x: &Tensor) -> Result<Tensor>;
 
+    /// `relu(forward(x))`. A layer whose kernel can apply ReLU to its output while it is still
+    /// in cache ([`crate::Conv2d`]) overrides this; [`crate::Sequential`] calls it for a layer
+    /// followed by [`crate::Activation::ReLU`], which it then skips. The values are the same.
+    fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward(x)?.relu()
+    }
+
+    /// True for [`crate::Activation::ReLU`], which a container may fuse into the layer before it
+    /// (see [`Module::forward_relu`]).
+    fn is_relu(&self) -> bool {
+        false
+    }
+
     /// Calls `f(name, entry)` for every parameter and buffer, children first-to-last, with names
     /// prefixed by `prefix` (empty at the top).
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'_>));

@@ -92,9 +92,50 @@ pub enum Distribution {
     },
 }
 
-/// The gradients of a convolution from [`Backend::conv2d_backward`]: the input's (when asked
-/// for) and the weight's.
-pub type ConvGrads<S> = (Option<S>, S);
+/// What a fused convolution ([`Backend::conv2d`]) applies to each image's product before
+/// writing it: `y = relu?(w @ im2col(x) + bias)`. Doing it while the image's output is still in
+/// cache saves the two passes over the whole activation that a separate add and ReLU make.
+pub struct ConvEpilogue<'a, S> {
+    /// `[O]`, contiguous: added to every output of channel `o`.
+    pub bias: Option<(&'a S, &'a Layout)>,
+    /// ReLU after the bias, with [`crate::UnaryOp::Relu`]'s exact values (a NaN stays NaN).
+    pub relu: bool,
+}
+
+impl<S> Clone for ConvEpilogue<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<S> Copy for ConvEpilogue<'_, S> {}
+
+/// Which gradients [`Backend::conv2d_backward`] returns, and the ReLU output to mask with.
+pub struct ConvGradRequest<'a, S> {
+    /// The input's gradient (the first convolution of a network needs none).
+    pub dx: bool,
+    /// The bias's: the sum of the (masked) output gradient over images, rows and columns.
+    pub db: bool,
+    /// The output of a convolution fused with ReLU, contiguous `[N, O, OH, OW]`: the output
+    /// gradient counts only where it is `> 0`, as ReLU's backward `where(y > 0, g, 0)`.
+    pub relu_output: Option<(&'a S, &'a Layout)>,
+}
+
+impl<S> Clone for ConvGradRequest<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<S> Copy for ConvGradRequest<'_, S> {}
+
+/// The gradients of a convolution from [`Backend::conv2d_backward`].
+pub struct ConvGrads<S> {
+    /// The input's, `[N, C, H, W]`, when asked for.
+    pub dx: Option<S>,
+    /// The weight's, `[O, C * KH * KW]`.
+    pub dw: S,
+    /// The bias's, `[O]`, when asked for.
+    pub db: Option<S>,
+}
 
 /// What a device implements. See the [module docs](self) for the contract.
 pub trait Backend: Send + Sync + 'static {
@@ -305,33 +346,35 @@ pub trait Backend: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// A whole 2-D convolution (one group, no bias): `x` `[N, C, H, W]` and `weight` `[O, C * KH * KW]`,
+    /// A whole 2-D convolution (one group): `x` `[N, C, H, W]` and `weight` `[O, C * KH * KW]`,
     /// both contiguous; returns `y` `[N, O, OH, OW]`, image by image `weight @ im2col(x)` (see
-    /// [`Backend::im2col`] for the column order). A backend fuses this to keep each image's columns
-    /// in cache instead of writing the whole batch's to memory. Default: `None` (im2col + matmul).
+    /// [`Backend::im2col`] for the column order) with the [`ConvEpilogue`] applied. A backend
+    /// fuses this to keep each image's columns in cache instead of writing the whole batch's to
+    /// memory. Default: `None` (im2col + matmul, then the bias add and ReLU as separate ops).
     fn conv2d(
         &self,
         x: (&Self::Storage, &Layout),
         weight: (&Self::Storage, &Layout),
+        epilogue: ConvEpilogue<'_, Self::Storage>,
         win: &Window2d,
     ) -> Result<Option<Self::Storage>> {
-        let _ = (x, weight, win);
+        let _ = (x, weight, epilogue, win);
         Ok(None)
     }
 
     /// The gradients of [`Backend::conv2d`] for the contiguous output gradient `grad`
-    /// `[N, O, OH, OW]`: `(dx, dweight)`, `dx` `[N, C, H, W]` only when `need_dx`, `dweight`
-    /// `[O, C * KH * KW]`. The sum over images must run in an order that does not depend on the
-    /// number of threads. Default: `None` (composed from im2col, matmul and col2im).
+    /// `[N, O, OH, OW]`, as [`ConvGradRequest`] asks. The sums over images must run in an order
+    /// that does not depend on the number of threads. Default: `None` (composed from im2col,
+    /// matmul and col2im).
     fn conv2d_backward(
         &self,
         x: (&Self::Storage, &Layout),
         weight: (&Self::Storage, &Layout),
         grad: (&Self::Storage, &Layout),
         win: &Window2d,
-        need_dx: bool,
+        request: ConvGradRequest<'_, Self::Storage>,
     ) -> Result<Option<ConvGrads<Self::Storage>>> {
-        let _ = (x, weight, grad, win, need_dx);
+        let _ = (x, weight, grad, win, request);
         Ok(None)
     }
 

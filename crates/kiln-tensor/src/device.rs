@@ -1,7 +1,7 @@
 //! `Device`: a backend value with its type erased, so tensors carry their device at run time
 //! and model code never names a backend type. Registration is open: `Device::new(any_backend)`.
 
-use crate::backend::{Backend, ConvGrads, Distribution};
+use crate::backend::{Backend, ConvEpilogue, ConvGradRequest, ConvGrads, Distribution};
 use crate::{
     AdadeltaStep, AdamStep, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, SgdStep, UnaryOp, Window2d,
 };
@@ -121,6 +121,7 @@ pub(crate) trait DynBackend: Send + Sync {
         &self,
         x: (&AnyStorage, &Layout),
         w: (&AnyStorage, &Layout),
+        epilogue: ConvEpilogue<'_, AnyStorage>,
         win: &Window2d,
     ) -> Result<Option<AnyStorage>>;
     fn conv2d_backward(
@@ -129,7 +130,7 @@ pub(crate) trait DynBackend: Send + Sync {
         w: (&AnyStorage, &Layout),
         g: (&AnyStorage, &Layout),
         win: &Window2d,
-        need_dx: bool,
+        request: ConvGradRequest<'_, AnyStorage>,
     ) -> Result<Option<ConvGrads<AnyStorage>>>;
     fn max_pool2d_indices(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<AnyStorage>>;
     fn max_pool2d(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<[AnyStorage; 2]>>;
@@ -272,9 +273,15 @@ impl<B: Backend> DynBackend for B {
         &self,
         (x, xl): (&AnyStorage, &Layout),
         (w, wl): (&AnyStorage, &Layout),
+        epilogue: ConvEpilogue<'_, AnyStorage>,
         win: &Window2d,
     ) -> Result<Option<AnyStorage>> {
-        let y = Backend::conv2d(self, (get(self, x)?, xl), (get(self, w)?, wl), win)?;
+        let bias = match epilogue.bias {
+            Some((b, bl)) => Some((get(self, b)?, bl)),
+            None => None,
+        };
+        let epilogue = ConvEpilogue { bias, relu: epilogue.relu };
+        let y = Backend::conv2d(self, (get(self, x)?, xl), (get(self, w)?, wl), epilogue, win)?;
         Ok(y.map(|s| Box::new(s) as AnyStorage))
     }
     fn conv2d_backward(
@@ -283,17 +290,23 @@ impl<B: Backend> DynBackend for B {
         (w, wl): (&AnyStorage, &Layout),
         (g, gl): (&AnyStorage, &Layout),
         win: &Window2d,
-        need_dx: bool,
+        request: ConvGradRequest<'_, AnyStorage>,
     ) -> Result<Option<ConvGrads<AnyStorage>>> {
+        let relu_output = match request.relu_output {
+            Some((y, yl)) => Some((get(self, y)?, yl)),
+            None => None,
+        };
+        let request = ConvGradRequest { dx: request.dx, db: request.db, relu_output };
         let grads = Backend::conv2d_backward(
             self,
             (get(self, x)?, xl),
             (get(self, w)?, wl),
             (get(self, g)?, gl),
             win,
-            need_dx,
+            request,
         )?;
-        Ok(grads.map(|(dx, dw)| (dx.map(|s| Box::new(s) as AnyStorage), Box::new(dw) as AnyStorage)))
+        let boxed = |s: B::Storage| Box::new(s) as AnyStorage;
+        Ok(grads.map(|c| ConvGrads { dx: c.dx.map(boxed), dw: boxed(c.dw), db: c.db.map(boxed) }))
     }
     fn max_pool2d_indices(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<AnyStorage>> {
         Ok(Backend::max_pool2d_indices(self, get(self, x)?, l, win)?.map(|s| Box::new(s) as AnyStorage))

@@ -16,7 +16,7 @@
 //! # Ok(()) }
 //! ```
 
-use kiln_tensor::backend::Distribution;
+use kiln_tensor::backend::{ConvEpilogue, ConvGradRequest, ConvGrads, Distribution};
 use kiln_tensor::{
     AdadeltaStep, AdamStep, Backend, BinaryOp, DType, HostData, Layout, ReduceOp, Result, SgdStep, UnaryOp, Window2d,
 };
@@ -271,10 +271,11 @@ impl<B: Backend> Backend for Profiled<B> {
         &self,
         x: (&B::Storage, &Layout),
         w: (&B::Storage, &Layout),
+        epilogue: ConvEpilogue<'_, B::Storage>,
         win: &Window2d,
     ) -> Result<Option<B::Storage>> {
         let bytes = self.bytes(x.0, x.1) + self.bytes(w.0, w.1);
-        self.timed(|| "conv2d".into(), bytes, || self.inner.conv2d(x, w, win))
+        self.timed(|| "conv2d".into(), bytes, || self.inner.conv2d(x, w, epilogue, win))
     }
     fn conv2d_backward(
         &self,
@@ -282,10 +283,10 @@ impl<B: Backend> Backend for Profiled<B> {
         w: (&B::Storage, &Layout),
         g: (&B::Storage, &Layout),
         win: &Window2d,
-        need_dx: bool,
-    ) -> Result<Option<kiln_tensor::backend::ConvGrads<B::Storage>>> {
+        request: ConvGradRequest<'_, B::Storage>,
+    ) -> Result<Option<ConvGrads<B::Storage>>> {
         let bytes = self.bytes(x.0, x.1) + self.bytes(w.0, w.1) + self.bytes(g.0, g.1);
-        self.timed(|| "conv2d_backward".into(), bytes, || self.inner.conv2d_backward(x, w, g, win, need_dx))
+        self.timed(|| "conv2d_backward".into(), bytes, || self.inner.conv2d_backward(x, w, g, win, request))
     }
     fn max_pool2d_indices(&self, x: &B::Storage, l: &Layout, win: &Window2d) -> Result<Option<B::Storage>> {
         self.timed(|| "max_pool2d_indices".into(), self.bytes(x, l), || self.inner.max_pool2d_indices(x, l, win))

@@ -208,29 +208,35 @@ pub(crate) fn composite(ctx: &mut Ctx) {
                 Input::new(&xs, dtype, (-1.0, 1.0), xv),
                 Input::new(&ws, dtype, (-1.0, 1.0), View::Contiguous),
                 Input::new(&[ws[0]], dtype, (-1.0, 1.0), View::Contiguous),
+                Input::new(&[ws[0], 1, 1], dtype, (0.5, 1.5), View::Contiguous),
             ];
-            ctx.check(
-                format!("conv2d {dtype} {xs:?}{xv:?} w {ws:?} {win:?} groups {groups}"),
-                &inputs,
-                tol,
-                move |t| t[0].conv2d(&t[1], Some(&t[2]), win, groups),
-            );
-            // Both gradients (a backend may fuse the whole backward pass), as one flat tensor.
-            ctx.check(
-                format!("conv2d {dtype} {xs:?}{xv:?} w {ws:?} {win:?} groups {groups} gradients"),
-                &inputs,
-                tol,
-                move |t| {
-                    let (x, w) = (kiln_tensor::Var::new(t[0].clone()), kiln_tensor::Var::new(t[1].clone()));
-                    let y = x.as_tensor().conv2d(&w.as_tensor(), Some(&t[2]), win, groups)?;
-                    let grads = y.mul(&y)?.sum((), false)?.backward()?;
+            // f32 and f64 weigh the output by `t[3]`, so that ReLU's mask decides which gradients
+            // reach the convolution (an output within rounding of 0 could flip it, about once in
+            // 10^4 runs). Half types, whose rounding is coarser, take y^2: its gradient 2y is
+            // about 0 where the mask acts, so flipped signs cannot fail the comparison.
+            let weighed = dtype.size_in_bytes() >= 4;
+            for relu in [false, true] {
+                // With ReLU: the op a backend may fuse into the convolution's epilogue.
+                let conv = move |x: &Tensor, w: &Tensor, b: &Tensor| match relu {
+                    true => x.conv2d_relu(w, Some(b), win, groups),
+                    false => x.conv2d(w, Some(b), win, groups),
+                };
+                let name = format!("conv2d {dtype} {xs:?}{xv:?} w {ws:?} {win:?} groups {groups} relu {relu}");
+                ctx.check(name.clone(), &inputs, tol, move |t| conv(&t[0], &t[1], &t[2]));
+                // All three gradients (a backend may fuse the whole backward pass), as one flat
+                // tensor.
+                ctx.check(format!("{name} gradients"), &inputs, tol, move |t| {
+                    let vars = [0, 1, 2].map(|i| kiln_tensor::Var::new(t[i].clone()));
+                    let y = conv(&vars[0].as_tensor(), &vars[1].as_tensor(), &vars[2].as_tensor())?;
+                    let loss = if weighed { y.mul(&t[3])? } else { y.mul(&y)? };
+                    let grads = loss.sum((), false)?.backward()?;
                     let flat = |v: &kiln_tensor::Var| -> kiln_tensor::Result<Tensor> {
                         let g = grads.get(v).ok_or_else(|| kiln_tensor::Error::Msg("no gradient".into()))?;
                         g.reshape([g.elem_count()])
                     };
-                    Tensor::cat(&[&flat(&x)?, &flat(&w)?], 0)
-                },
-            );
+                    Tensor::cat(&[&flat(&vars[0])?, &flat(&vars[1])?, &flat(&vars[2])?], 0)
+                });
+            }
         }
         for win in [
             Window2d::square(2),

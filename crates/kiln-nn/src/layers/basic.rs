@@ -26,6 +26,9 @@ pub enum Activation {
 }
 
 impl Module for Activation {
+    fn is_relu(&self) -> bool {
+        *self == Activation::ReLU
+    }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match *self {
             Activation::ReLU => x.relu(),

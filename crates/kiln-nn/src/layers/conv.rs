@@ -100,13 +100,26 @@ pub struct Conv2d {
     config: Conv2dConfig,
 }
 
-impl Module for Conv2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl Conv2d {
+    fn apply(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let c = &self.config;
         let win = Window2d { kernel: c.kernel_size, stride: c.stride, padding: c.padding, dilation: c.dilation };
         use crate::autocast::for_compute;
         let bias = self.bias.as_ref().map(|b| for_compute(&b.as_tensor())).transpose()?;
-        for_compute(x)?.conv2d(&for_compute(&self.weight.as_tensor())?, bias.as_ref(), win, c.groups)
+        let (x, w) = (for_compute(x)?, for_compute(&self.weight.as_tensor())?);
+        match relu {
+            true => x.conv2d_relu(&w, bias.as_ref(), win, c.groups),
+            false => x.conv2d(&w, bias.as_ref(), win, c.groups),
+        }
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, false)
+    }
+    fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, true)
     }
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'_>)) {
         f(&join(prefix, "weight"), Entry::Param(&self.weight));

@@ -37,8 +37,13 @@ impl Sequential {
 impl Module for Sequential {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
-        for layer in &self.layers {
-            x = layer.forward(&x)?;
+        let mut layers = self.layers.iter().peekable();
+        while let Some(layer) = layers.next() {
+            // A layer followed by ReLU runs both at once where it can (a fused convolution).
+            x = match layers.next_if(|next| next.is_relu()) {
+                Some(_) => layer.forward_relu(&x)?,
+                None => layer.forward(&x)?,
+            };
         }
         Ok(x)
     }

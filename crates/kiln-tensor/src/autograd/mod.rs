@@ -39,8 +39,15 @@ pub(crate) enum Op {
     Im2col(Tensor, crate::Window2d),
     /// A fused softmax (`true`: log-softmax) over the last dim.
     Softmax(Tensor, bool),
-    /// A fused convolution of `x` with the weight as `[O, C * KH * KW]`.
-    Conv2d(Tensor, Tensor, crate::Window2d),
+    /// A fused convolution of `x` with the weight as `[O, C * KH * KW]`, plus the bias and
+    /// ReLU of its epilogue.
+    Conv2d {
+        x: Tensor,
+        w: Tensor,
+        bias: Option<Tensor>,
+        relu: bool,
+        win: crate::Window2d,
+    },
     /// Fused cross-entropy rows of logits `[N, C]` against class indices `[N]`.
     CrossEntropy(Tensor, Tensor),
 }
@@ -63,7 +70,8 @@ impl Op {
             | Op::Im2col(x, _)
             | Op::Softmax(x, _)
             | Op::CrossEntropy(x, _) => vec![x],
-            Op::Binary(a, b, _) | Op::Matmul(a, b) | Op::Conv2d(a, b, _) => vec![a, b],
+            Op::Binary(a, b, _) | Op::Matmul(a, b) => vec![a, b],
+            Op::Conv2d { x, w, bias, .. } => [x, w].into_iter().chain(bias).collect(),
             Op::Where(_, t, f) => vec![t, f],
             Op::ScatterAdd(base, _, src, _) => vec![base, src],
             Op::Cat(xs, _) => xs.iter().collect(),

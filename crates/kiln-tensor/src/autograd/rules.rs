@@ -163,11 +163,16 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
             vec![(x.clone(), dx)]
         }
         Op::CrossEntropy(x, targets) => vec![(x.clone(), x.detach().cross_entropy_rows_grad(targets, g)?)],
-        Op::Conv2d(x, w, win) => {
-            let (dx, dw) = crate::ops::conv::conv2d_grads(&x.detach(), &w.detach(), g, *win, need(x))?;
+        Op::Conv2d { x, w, bias, relu, win } => {
+            let y = relu.then(|| node.detach());
+            let want = (need(x), bias.as_ref().is_some_and(need));
+            let (dx, dw, db) = crate::ops::conv::conv2d_grads(&x.detach(), &w.detach(), g, y.as_ref(), *win, want)?;
             let mut out = vec![(w.clone(), dw)];
             if let Some(dx) = dx {
                 out.push((x.clone(), dx));
+            }
+            if let (Some(b), Some(db)) = (bias, db) {
+                out.push((b.clone(), db));
             }
             out
         }
