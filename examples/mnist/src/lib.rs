@@ -257,6 +257,8 @@ fn setup(common: &Common) -> kiln::Result<kiln::Device> {
 
 /// The device for training: wrapped in a profiling layer with `--profile`.
 fn train_device(args: &TrainArgs) -> kiln::Result<(kiln::Device, Option<kiln::profile::Stats>)> {
+    // First: setting the flush mode below starts rayon's pool, after which its size is fixed.
+    init_threads(&args.common)?;
     if args.denormals == DenormalsKind::Flush {
         // Adam's first moment decays by 0.9 a step, so the weights of pixels that are almost
         // always blank reach f32's denormal range within an epoch, where every multiply takes
@@ -264,9 +266,8 @@ fn train_device(args: &TrainArgs) -> kiln::Result<(kiln::Device, Option<kiln::pr
         kiln::kiln_cpu::set_flush_denormal(true);
     }
     if !args.profile {
-        return Ok((setup(&args.common)?, None));
+        return Ok((kiln::device(&args.common.device)?, None));
     }
-    init_threads(&args.common)?;
     let (dev, stats) = kiln::profiled_device(&args.common.device)?;
     Ok((dev, Some(stats)))
 }

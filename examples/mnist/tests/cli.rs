@@ -151,16 +151,19 @@ fn ctrl_c_writes_a_checkpoint_that_resumes_to_the_same_weights() {
 #[test]
 fn the_same_weights_bit_for_bit_on_1_and_2_threads() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let run = |threads: &str| {
+    // One count through the environment, the other through `--threads` (which once failed:
+    // the flush-to-zero setup had already started rayon's pool).
+    let run = |threads: &str, flag: bool| {
         let path = dir.path().join(format!("cnn-{threads}.safetensors"));
-        let out = Command::new(env!("CARGO_BIN_EXE_mnist"))
-            .args(["--model", "cnn", "--limit", "640", "--epochs", "2", "--seed", "8", "--save"])
-            .arg(&path)
-            .env("RAYON_NUM_THREADS", threads)
-            .output()
-            .expect("the mnist binary runs");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mnist"));
+        cmd.args(["--model", "cnn", "--limit", "640", "--epochs", "2", "--seed", "8", "--save"]).arg(&path);
+        match flag {
+            true => cmd.args(["--threads", threads]),
+            false => cmd.env("RAYON_NUM_THREADS", threads),
+        };
+        let out = cmd.output().expect("the mnist binary runs");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         tensors(&path)
     };
-    assert_eq!(run("1"), run("2"), "RAYON_NUM_THREADS=1 and =2 trained different weights");
+    assert_eq!(run("1", true), run("2", false), "--threads 1 and RAYON_NUM_THREADS=2 trained different weights");
 }
