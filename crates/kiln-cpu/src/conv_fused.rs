@@ -20,7 +20,7 @@ use crate::gemm::{gemm_same, Elem, View};
 use crate::parallel::run_tasks;
 use crate::storage::CpuStorage;
 use crate::strided::{alloc, alloc_for_overwrite};
-use kiln_tensor::backend::{ConvEpilogue, ConvGradRequest, ConvGrads};
+use kiln_tensor::backend::{ConvGradRequest, ConvGrads, Epilogue};
 use kiln_tensor::{Layout, Result, Window2d};
 use std::sync::Mutex;
 
@@ -57,7 +57,7 @@ fn slice<'a, T: Elem>(s: (&'a CpuStorage, &Layout), len: usize) -> Option<&'a [T
 pub(crate) fn conv2d(
     (x, xl): (&CpuStorage, &Layout),
     (w, wl): (&CpuStorage, &Layout),
-    epilogue: ConvEpilogue<'_, CpuStorage>,
+    epilogue: Epilogue<'_, CpuStorage>,
     win: &Window2d,
 ) -> Result<Option<CpuStorage>> {
     let Some(op) = operands(xl, wl, win) else { return Ok(None) };
@@ -73,7 +73,7 @@ pub(crate) fn conv2d(
 fn forward<T: Elem + PartialOrd>(
     x: &CpuStorage,
     w: &CpuStorage,
-    epilogue: ConvEpilogue<'_, CpuStorage>,
+    epilogue: Epilogue<'_, CpuStorage>,
     op: &Operands,
 ) -> Result<Option<Vec<T>>> {
     let (g, o) = (&op.g, op.o);

@@ -40,7 +40,7 @@ mod strided;
 pub use simd::set_flush_denormal;
 pub use storage::CpuStorage;
 
-use kiln_tensor::backend::{ConvEpilogue, ConvGradRequest, ConvGrads, Distribution};
+use kiln_tensor::backend::{ConvGradRequest, ConvGrads, Distribution, Epilogue};
 use kiln_tensor::{
     AdadeltaStep, AdamStep, Backend, BinaryOp, DType, Device, HostData, Layout, ReduceOp, Result, UnaryOp, Window2d,
 };
@@ -140,11 +140,19 @@ impl Backend for CpuBackend {
     fn softmax_last(&self, x: &CpuStorage, l: &Layout, log: bool) -> Result<Option<CpuStorage>> {
         softmax::softmax_last(x, l, log)
     }
+    fn linear(
+        &self,
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        epilogue: Epilogue<'_, CpuStorage>,
+    ) -> Result<Option<CpuStorage>> {
+        matmul::linear(x, w, epilogue)
+    }
     fn conv2d(
         &self,
         x: (&CpuStorage, &Layout),
         w: (&CpuStorage, &Layout),
-        epilogue: ConvEpilogue<'_, CpuStorage>,
+        epilogue: Epilogue<'_, CpuStorage>,
         win: &Window2d,
     ) -> Result<Option<CpuStorage>> {
         conv_fused::conv2d(x, w, epilogue, win)

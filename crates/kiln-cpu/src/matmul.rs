@@ -6,7 +6,7 @@ use crate::gemm::{gemm, Elem, Unpacked, View};
 use crate::storage::CpuStorage;
 use crate::strided::alloc_for_overwrite;
 use half::{bf16, f16};
-use kiln_tensor::backend::unsupported;
+use kiln_tensor::backend::{unsupported, Epilogue};
 use kiln_tensor::{Error, Layout, Result, Shape};
 
 /// The offsets of the matrices of a batched layout `[batch..., r, c]`.
@@ -72,4 +72,70 @@ pub(crate) fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -
         }
         (a, _) => return Err(unsupported("matmul", a.dtype(), "f32, f64, f16, bf16")),
     })
+}
+
+/// `relu?(x @ w^T + bias)` (`Backend::linear`) for f32 and f64: the product `matmul` computes
+/// for `x` and the transposed view of `w`, then the bias and ReLU on each row while it is in
+/// cache, with the element-wise ops' arithmetic. Other dtypes decline.
+pub(crate) fn linear(
+    (x, xl): (&CpuStorage, &Layout),
+    (w, wl): (&CpuStorage, &Layout),
+    epilogue: Epilogue<'_, CpuStorage>,
+) -> Result<Option<CpuStorage>> {
+    x.check("linear", xl)?;
+    w.check("linear", wl)?;
+    let (&[m, k], &[n, k2]) = (xl.dims(), wl.dims()) else { return Ok(None) };
+    if k != k2 {
+        return Ok(None);
+    }
+    // `w.t()`: the same buffer read with the strides swapped.
+    let wt = Layout::new(Shape::new([k, n]), vec![wl.strides()[1], wl.strides()[0]], wl.offset());
+    let bias = match epilogue.bias {
+        Some((b, bl)) => match bl.contiguous_range() {
+            Some(r) if r.1 - r.0 == n => Some((b, r)),
+            _ => return Ok(None),
+        },
+        None => None,
+    };
+    Ok(match (x, w, bias) {
+        (CpuStorage::F32(a), CpuStorage::F32(b), None) => Some(CpuStorage::F32(with_epilogue(
+            batched(a, xl, b, &wt, |x| x, <f32 as Elem>::UNPACKED)?,
+            None,
+            epilogue.relu,
+            m,
+        ))),
+        (CpuStorage::F32(a), CpuStorage::F32(b), Some((CpuStorage::F32(c), (c0, c1)))) => {
+            let y = batched(a, xl, b, &wt, |x| x, <f32 as Elem>::UNPACKED)?;
+            Some(CpuStorage::F32(with_epilogue(y, Some(&c[c0..c1]), epilogue.relu, m)))
+        }
+        (CpuStorage::F64(a), CpuStorage::F64(b), None) => {
+            Some(CpuStorage::F64(with_epilogue(batched(a, xl, b, &wt, |x| x, None)?, None, epilogue.relu, m)))
+        }
+        (CpuStorage::F64(a), CpuStorage::F64(b), Some((CpuStorage::F64(c), (c0, c1)))) => {
+            let y = batched(a, xl, b, &wt, |x| x, None)?;
+            Some(CpuStorage::F64(with_epilogue(y, Some(&c[c0..c1]), epilogue.relu, m)))
+        }
+        _ => None,
+    })
+}
+
+/// Adds `bias` to each of the `m` rows of `y`, then ReLU (`UnaryOp::Relu`'s values: a NaN stays).
+fn with_epilogue<T: Elem + PartialOrd>(mut y: Vec<T>, bias: Option<&[T]>, relu: bool, m: usize) -> Vec<T> {
+    let n = y.len() / m.max(1);
+    #[allow(clippy::eq_op)]
+    let relu_of = |v: T| if v > T::default() || v != v { v } else { T::default() };
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            for row in y.chunks_mut(n.max(1)) {
+                match (bias, relu) {
+                    (Some(b), true) => row.iter_mut().zip(b).for_each(|(v, &b)| *v = relu_of(*v + b)),
+                    (Some(b), false) => row.iter_mut().zip(b).for_each(|(v, &b)| *v = *v + b),
+                    (None, true) => row.iter_mut().for_each(|v| *v = relu_of(*v)),
+                    (None, false) => {}
+                }
+            }
+        },
+    );
+    y
 }

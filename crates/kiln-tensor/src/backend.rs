@@ -37,7 +37,7 @@
 //! filled 1-element storage broadcast with stride 0), [`Backend::random`] (Philox numbers
 //! generated on the host and uploaded), the fused kernels ([`Backend::adam_step`], [`Backend::sgd_step`],
 //! [`Backend::cross_entropy_rows`] and its backward,
-//! [`Backend::softmax_last`], [`Backend::im2col`], [`Backend::col2im`], [`Backend::conv2d`],
+//! [`Backend::softmax_last`], [`Backend::linear`], [`Backend::im2col`], [`Backend::col2im`], [`Backend::conv2d`],
 //! [`Backend::conv2d_backward`], [`Backend::max_pool2d_indices`], which return `None` so that
 //! kiln composes them), [`Backend::synchronize`] and [`Backend::storage_dtype`]. Override them
 //! when your device can do better; the conformance suite checks an override against the
@@ -92,22 +92,22 @@ pub enum Distribution {
     },
 }
 
-/// What a fused convolution ([`Backend::conv2d`]) applies to each image's product before
-/// writing it: `y = relu?(w @ im2col(x) + bias)`. Doing it while the image's output is still in
-/// cache saves the two passes over the whole activation that a separate add and ReLU make.
-pub struct ConvEpilogue<'a, S> {
-    /// `[O]`, contiguous: added to every output of channel `o`.
+/// What a fused product ([`Backend::conv2d`], [`Backend::linear`]) applies to its result before
+/// writing it: `relu?(product + bias)`. Doing it while the result is still in cache saves the
+/// passes (and, for small layers, the op overheads) of a separate add and ReLU.
+pub struct Epilogue<'a, S> {
+    /// Contiguous, one value per output channel (conv2d) or output feature (linear).
     pub bias: Option<(&'a S, &'a Layout)>,
     /// ReLU after the bias, with [`crate::UnaryOp::Relu`]'s exact values (a NaN stays NaN).
     pub relu: bool,
 }
 
-impl<S> Clone for ConvEpilogue<'_, S> {
+impl<S> Clone for Epilogue<'_, S> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<S> Copy for ConvEpilogue<'_, S> {}
+impl<S> Copy for Epilogue<'_, S> {}
 
 /// Which gradients [`Backend::conv2d_backward`] returns, and the ReLU output to mask with.
 pub struct ConvGradRequest<'a, S> {
@@ -348,17 +348,31 @@ pub trait Backend: Send + Sync + 'static {
 
     /// A whole 2-D convolution (one group): `x` `[N, C, H, W]` and `weight` `[O, C * KH * KW]`,
     /// both contiguous; returns `y` `[N, O, OH, OW]`, image by image `weight @ im2col(x)` (see
-    /// [`Backend::im2col`] for the column order) with the [`ConvEpilogue`] applied. A backend
+    /// [`Backend::im2col`] for the column order) with the [`Epilogue`] applied. A backend
     /// fuses this to keep each image's columns in cache instead of writing the whole batch's to
     /// memory. Default: `None` (im2col + matmul, then the bias add and ReLU as separate ops).
     fn conv2d(
         &self,
         x: (&Self::Storage, &Layout),
         weight: (&Self::Storage, &Layout),
-        epilogue: ConvEpilogue<'_, Self::Storage>,
+        epilogue: Epilogue<'_, Self::Storage>,
         win: &Window2d,
     ) -> Result<Option<Self::Storage>> {
         let _ = (x, weight, epilogue, win);
+        Ok(None)
+    }
+
+    /// A Linear layer's forward: `relu?(x @ w^T + bias)` for `x` `[M, K]` and `w` `[N, K]` (any
+    /// strides), returning `[M, N]`. It must give the values of `matmul(x, w.t())`, then the bias
+    /// add, then ReLU, as [`Backend::matmul`] and the element-wise ops compute them (the backward
+    /// pass is composed from those). Default: `None` (the three ops).
+    fn linear(
+        &self,
+        x: (&Self::Storage, &Layout),
+        w: (&Self::Storage, &Layout),
+        epilogue: Epilogue<'_, Self::Storage>,
+    ) -> Result<Option<Self::Storage>> {
+        let _ = (x, w, epilogue);
         Ok(None)
     }
 

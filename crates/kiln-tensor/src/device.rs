@@ -1,7 +1,7 @@
 //! `Device`: a backend value with its type erased, so tensors carry their device at run time
 //! and model code never names a backend type. Registration is open: `Device::new(any_backend)`.
 
-use crate::backend::{Backend, ConvEpilogue, ConvGradRequest, ConvGrads, Distribution};
+use crate::backend::{Backend, ConvGradRequest, ConvGrads, Distribution, Epilogue};
 use crate::{
     AdadeltaStep, AdamStep, BinaryOp, DType, Error, HostData, Layout, ReduceOp, Result, SgdStep, UnaryOp, Window2d,
 };
@@ -117,11 +117,17 @@ pub(crate) trait DynBackend: Send + Sync {
     fn im2col(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<AnyStorage>>;
     fn col2im(&self, c: &AnyStorage, l: &Layout, dims: [usize; 4], win: &Window2d) -> Result<Option<AnyStorage>>;
     fn softmax_last(&self, x: &AnyStorage, l: &Layout, log: bool) -> Result<Option<AnyStorage>>;
+    fn linear(
+        &self,
+        x: (&AnyStorage, &Layout),
+        w: (&AnyStorage, &Layout),
+        epilogue: Epilogue<'_, AnyStorage>,
+    ) -> Result<Option<AnyStorage>>;
     fn conv2d(
         &self,
         x: (&AnyStorage, &Layout),
         w: (&AnyStorage, &Layout),
-        epilogue: ConvEpilogue<'_, AnyStorage>,
+        epilogue: Epilogue<'_, AnyStorage>,
         win: &Window2d,
     ) -> Result<Option<AnyStorage>>;
     fn conv2d_backward(
@@ -135,6 +141,15 @@ pub(crate) trait DynBackend: Send + Sync {
     fn max_pool2d_indices(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<AnyStorage>>;
     fn max_pool2d(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<[AnyStorage; 2]>>;
     fn synchronize(&self) -> Result<()>;
+}
+
+/// The epilogue with its bias as `b`'s storage.
+fn epilogue_of<'a, B: Backend>(b: &B, e: Epilogue<'a, AnyStorage>) -> Result<Epilogue<'a, B::Storage>> {
+    let bias = match e.bias {
+        Some((s, l)) => Some((get(b, s)?, l)),
+        None => None,
+    };
+    Ok(Epilogue { bias, relu: e.relu })
 }
 
 fn get<'a, B: Backend>(b: &B, s: &'a AnyStorage) -> Result<&'a B::Storage> {
@@ -269,18 +284,24 @@ impl<B: Backend> DynBackend for B {
     fn softmax_last(&self, x: &AnyStorage, l: &Layout, log: bool) -> Result<Option<AnyStorage>> {
         Ok(Backend::softmax_last(self, get(self, x)?, l, log)?.map(|s| Box::new(s) as AnyStorage))
     }
+    fn linear(
+        &self,
+        (x, xl): (&AnyStorage, &Layout),
+        (w, wl): (&AnyStorage, &Layout),
+        epilogue: Epilogue<'_, AnyStorage>,
+    ) -> Result<Option<AnyStorage>> {
+        let epilogue = epilogue_of(self, epilogue)?;
+        let y = Backend::linear(self, (get(self, x)?, xl), (get(self, w)?, wl), epilogue)?;
+        Ok(y.map(|s| Box::new(s) as AnyStorage))
+    }
     fn conv2d(
         &self,
         (x, xl): (&AnyStorage, &Layout),
         (w, wl): (&AnyStorage, &Layout),
-        epilogue: ConvEpilogue<'_, AnyStorage>,
+        epilogue: Epilogue<'_, AnyStorage>,
         win: &Window2d,
     ) -> Result<Option<AnyStorage>> {
-        let bias = match epilogue.bias {
-            Some((b, bl)) => Some((get(self, b)?, bl)),
-            None => None,
-        };
-        let epilogue = ConvEpilogue { bias, relu: epilogue.relu };
+        let epilogue = epilogue_of(self, epilogue)?;
         let y = Backend::conv2d(self, (get(self, x)?, xl), (get(self, w)?, wl), epilogue, win)?;
         Ok(y.map(|s| Box::new(s) as AnyStorage))
     }

@@ -16,7 +16,7 @@
 //! # Ok(()) }
 //! ```
 
-use kiln_tensor::backend::{ConvEpilogue, ConvGradRequest, ConvGrads, Distribution};
+use kiln_tensor::backend::{ConvGradRequest, ConvGrads, Distribution, Epilogue};
 use kiln_tensor::{
     AdadeltaStep, AdamStep, Backend, BinaryOp, DType, HostData, Layout, ReduceOp, Result, SgdStep, UnaryOp, Window2d,
 };
@@ -267,11 +267,20 @@ impl<B: Backend> Backend for Profiled<B> {
         let name = if log { "log_softmax" } else { "softmax" };
         self.timed(|| name.into(), self.bytes(x, l), || self.inner.softmax_last(x, l, log))
     }
+    fn linear(
+        &self,
+        x: (&B::Storage, &Layout),
+        w: (&B::Storage, &Layout),
+        epilogue: Epilogue<'_, B::Storage>,
+    ) -> Result<Option<B::Storage>> {
+        let bytes = self.bytes(x.0, x.1) + self.bytes(w.0, w.1);
+        self.timed(|| "linear".into(), bytes, || self.inner.linear(x, w, epilogue))
+    }
     fn conv2d(
         &self,
         x: (&B::Storage, &Layout),
         w: (&B::Storage, &Layout),
-        epilogue: ConvEpilogue<'_, B::Storage>,
+        epilogue: Epilogue<'_, B::Storage>,
         win: &Window2d,
     ) -> Result<Option<B::Storage>> {
         let bytes = self.bytes(x.0, x.1) + self.bytes(w.0, w.1);

@@ -194,6 +194,39 @@ pub(crate) fn composite(ctx: &mut Ctx) {
             }
         }
     }
+    // Linear layers: a backend may fuse the bias and ReLU into the product (`Backend::linear`).
+    for dtype in DType::FLOATS {
+        let tol = Some(Tolerance::for_dtype(dtype).scaled(8.0));
+        for (xv, wv) in [(View::Contiguous, View::Contiguous), (View::Transposed, View::Strided)] {
+            let inputs = [
+                Input::new(&[5, 7], dtype, (-1.0, 1.0), xv),
+                Input::new(&[3, 7], dtype, (-1.0, 1.0), wv),
+                Input::new(&[3], dtype, (-1.0, 1.0), View::Contiguous),
+                Input::new(&[3], dtype, (0.5, 1.5), View::Contiguous),
+            ];
+            let weighed = dtype.size_in_bytes() >= 4;
+            for relu in [false, true] {
+                let linear = move |x: &Tensor, w: &Tensor, b: &Tensor| match relu {
+                    true => x.linear_relu(w, Some(b)),
+                    false => x.linear(w, Some(b)),
+                };
+                let name = format!("linear {dtype} x {xv:?} w {wv:?} relu {relu}");
+                ctx.check(name.clone(), &inputs, tol, move |t| linear(&t[0], &t[1], &t[2]));
+                // The loss as for conv2d below: weighed where ReLU's mask decides, y^2 for halves.
+                ctx.check(format!("{name} gradients"), &inputs, tol, move |t| {
+                    let vars = [0, 1, 2].map(|i| kiln_tensor::Var::new(t[i].clone()));
+                    let y = linear(&vars[0].as_tensor(), &vars[1].as_tensor(), &vars[2].as_tensor())?;
+                    let loss = if weighed { y.mul(&t[3])? } else { y.mul(&y)? };
+                    let grads = loss.sum((), false)?.backward()?;
+                    let flat = |v: &kiln_tensor::Var| -> kiln_tensor::Result<Tensor> {
+                        let g = grads.get(v).ok_or_else(|| kiln_tensor::Error::Msg("no gradient".into()))?;
+                        g.reshape([g.elem_count()])
+                    };
+                    Tensor::cat(&[&flat(&vars[0])?, &flat(&vars[1])?, &flat(&vars[2])?], 0)
+                });
+            }
+        }
+    }
     // Convolution and pooling: backends may fuse im2col, col2im and the pooling argmax.
     let odd = Window2d { kernel: (3, 2), stride: (2, 1), padding: (1, 2), dilation: (1, 2) };
     for dtype in DType::FLOATS {

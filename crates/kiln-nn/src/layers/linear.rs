@@ -65,8 +65,8 @@ impl Linear {
     }
 }
 
-impl Module for Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl Linear {
+    fn apply(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let last = x.dims().last().copied().unwrap_or(0);
         if x.rank() == 0 || last != self.config.in_features {
             return Err(Error::invalid(
@@ -75,11 +75,21 @@ impl Module for Linear {
             ));
         }
         use crate::autocast::for_compute;
-        let y = for_compute(x)?.matmul(&for_compute(&self.weight.as_tensor())?.t()?)?;
-        match &self.bias {
-            Some(b) => y.add(&for_compute(&b.as_tensor())?),
-            None => Ok(y),
+        let (x, w) = (for_compute(x)?, for_compute(&self.weight.as_tensor())?);
+        let b = self.bias.as_ref().map(|b| for_compute(&b.as_tensor())).transpose()?;
+        match relu {
+            true => x.linear_relu(&w, b.as_ref()),
+            false => x.linear(&w, b.as_ref()),
         }
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, false)
+    }
+    fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, true)
     }
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'_>)) {
         f(&join(prefix, "weight"), Entry::Param(&self.weight));

@@ -39,6 +39,13 @@ pub(crate) enum Op {
     Im2col(Tensor, crate::Window2d),
     /// A fused softmax (`true`: log-softmax) over the last dim.
     Softmax(Tensor, bool),
+    /// `relu?(x @ w.t() + bias)` in one backend call (`x` `[M, K]`, `w` `[N, K]`).
+    Linear {
+        x: Tensor,
+        w: Tensor,
+        bias: Option<Tensor>,
+        relu: bool,
+    },
     /// A fused convolution of `x` with the weight as `[O, C * KH * KW]`, plus the bias and
     /// ReLU of its epilogue.
     Conv2d {
@@ -71,7 +78,7 @@ impl Op {
             | Op::Softmax(x, _)
             | Op::CrossEntropy(x, _) => vec![x],
             Op::Binary(a, b, _) | Op::Matmul(a, b) => vec![a, b],
-            Op::Conv2d { x, w, bias, .. } => [x, w].into_iter().chain(bias).collect(),
+            Op::Conv2d { x, w, bias, .. } | Op::Linear { x, w, bias, .. } => [x, w].into_iter().chain(bias).collect(),
             Op::Where(_, t, f) => vec![t, f],
             Op::ScatterAdd(base, _, src, _) => vec![base, src],
             Op::Cat(xs, _) => xs.iter().collect(),

@@ -163,6 +163,25 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
             vec![(x.clone(), dx)]
         }
         Op::CrossEntropy(x, targets) => vec![(x.clone(), x.detach().cross_entropy_rows_grad(targets, g)?)],
+        Op::Linear { x, w, bias, relu } => {
+            // The rules of the ops it fuses (ReLU, the bias's broadcast add, `x @ w.t()`), in
+            // their order, so the gradients are the same numbers.
+            let g = match relu {
+                true => node.detach().gt_scalar(0.0)?.where_cond(g, &Tensor::zeros((), g.dtype(), g.device())?)?,
+                false => g.clone(),
+            };
+            let mut out = Vec::with_capacity(3);
+            if need(x) {
+                out.push((x.clone(), g.matmul(&w.detach())?));
+            }
+            if need(w) {
+                out.push((w.clone(), g.t()?.matmul(&x.detach())?));
+            }
+            if let Some(b) = bias.as_ref().filter(|b| need(b)) {
+                out.push((b.clone(), sum_to_shape(&g, b.shape())?));
+            }
+            out
+        }
         Op::Conv2d { x, w, bias, relu, win } => {
             let y = relu.then(|| node.detach());
             let want = (need(x), bias.as_ref().is_some_and(need));

@@ -4,7 +4,7 @@
 //! (every window offset is one slice of the padded input), which is also the conformance oracle.
 
 use crate::autograd::{with_grad, Op};
-use crate::backend::{ConvEpilogue, ConvGradRequest};
+use crate::backend::{ConvGradRequest, Epilogue};
 use crate::{Error, Result, Shape, Tensor, Var};
 
 /// Stride, padding and dilation of a 2-D convolution or pooling window, as `(height, width)`.
@@ -241,7 +241,7 @@ impl Tensor {
         let (x, wc, bc) = crate::no_grad(|| {
             Ok::<_, Error>((self.contiguous()?, w.contiguous()?, bias.map(Tensor::contiguous).transpose()?))
         })?;
-        let epilogue = ConvEpilogue { bias: bc.as_ref().map(|b| (b.storage(), b.layout())), relu };
+        let epilogue = Epilogue { bias: bc.as_ref().map(|b| (b.storage(), b.layout())), relu };
         let Some(s) = self.backend().conv2d((x.storage(), x.layout()), (wc.storage(), wc.layout()), epilogue, &win)?
         else {
             return Ok(None);
