@@ -16,6 +16,7 @@
 //! and the groups' sums are added in order.
 
 use crate::conv::{col2im_plane, dims4, im2col_image, Geometry};
+use crate::epilogue::{slice, Bias};
 use crate::gemm::{gemm_same, Elem, View};
 use crate::parallel::run_tasks;
 use crate::storage::CpuStorage;
@@ -46,12 +47,6 @@ fn operands(x: &Layout, w: &Layout, win: &Window2d) -> Option<Operands> {
         return None;
     }
     Some(Operands { g, o, ck, x: x.contiguous_range()?, w: w.contiguous_range()? })
-}
-
-/// The contiguous slice of `s` that `layout` covers, if it is `len` elements of `T`.
-fn slice<'a, T: Elem>(s: (&'a CpuStorage, &Layout), len: usize) -> Option<&'a [T]> {
-    let (a, b) = s.1.contiguous_range()?;
-    T::slice(s.0).map(|v| &v[a..b]).filter(|v| v.len() == len)
 }
 
 pub(crate) fn conv2d(
@@ -97,38 +92,11 @@ fn forward<T: Elem + PartialOrd>(
         let done = gemm_same((w, wv), (&cols[..], cv), &[(0, 0)], &mut y_i, (o, ck, l), false);
         T::pool().give(cols);
         done?;
-        bias_relu(&mut y_i, bias, epilogue.relu, l);
+        let bias = bias.map_or(Bias::None, Bias::PerRow);
+        crate::epilogue::apply(&mut y_i, bias, epilogue.relu, l);
         Ok(())
     })?;
     Ok(Some(y))
-}
-
-/// ReLU's value, as `UnaryOp::Relu` computes it (a NaN stays NaN; -0.0 becomes +0.0).
-#[inline(always)]
-#[allow(clippy::eq_op)]
-fn relu<T: Elem + PartialOrd>(v: T) -> T {
-    if v > T::default() || v != v {
-        v
-    } else {
-        T::default()
-    }
-}
-
-/// The epilogue on one image's output (`o` rows of `l`), in wide registers.
-fn bias_relu<T: Elem + PartialOrd>(y: &mut [T], bias: Option<&[T]>, relu_after: bool, l: usize) {
-    crate::simd::vectorized(
-        #[inline(always)]
-        || {
-            for (r, row) in y.chunks_mut(l).enumerate() {
-                match (bias, relu_after) {
-                    (Some(b), true) => row.iter_mut().for_each(|v| *v = relu(*v + b[r])),
-                    (Some(b), false) => row.iter_mut().for_each(|v| *v = *v + b[r]),
-                    (None, true) => row.iter_mut().for_each(|v| *v = relu(*v)),
-                    (None, false) => {}
-                }
-            }
-        },
-    )
 }
 
 /// `out = where(y > 0, g, 0)` (ReLU's backward), then each of its rows of `l` summed into

@@ -21,6 +21,7 @@
 mod conv;
 mod conv_fused;
 mod elementwise;
+mod epilogue;
 mod fused;
 mod gemm;
 mod gemm_dot;

@@ -2,6 +2,7 @@
 //! the GEMM in [`crate::gemm`]. f16 and bf16 are widened to f32 while packing and rounded once at
 //! the end.
 
+use crate::epilogue::Bias;
 use crate::gemm::{gemm, Elem, Unpacked, View};
 use crate::storage::CpuStorage;
 use crate::strided::alloc_for_overwrite;
@@ -76,66 +77,43 @@ pub(crate) fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -
 
 /// `relu?(x @ w^T + bias)` (`Backend::linear`) for f32 and f64: the product `matmul` computes
 /// for `x` and the transposed view of `w`, then the bias and ReLU on each row while it is in
-/// cache, with the element-wise ops' arithmetic. Other dtypes decline.
+/// cache. Other dtypes decline.
 pub(crate) fn linear(
+    x: (&CpuStorage, &Layout),
+    w: (&CpuStorage, &Layout),
+    epilogue: Epilogue<'_, CpuStorage>,
+) -> Result<Option<CpuStorage>> {
+    x.0.check("linear", x.1)?;
+    w.0.check("linear", w.1)?;
+    Ok(match (x.0, w.0) {
+        (CpuStorage::F32(_), CpuStorage::F32(_)) => linear_t::<f32>(x, w, epilogue)?.map(CpuStorage::F32),
+        (CpuStorage::F64(_), CpuStorage::F64(_)) => linear_t::<f64>(x, w, epilogue)?.map(CpuStorage::F64),
+        _ => None,
+    })
+}
+
+fn linear_t<T: Elem + PartialOrd>(
     (x, xl): (&CpuStorage, &Layout),
     (w, wl): (&CpuStorage, &Layout),
     epilogue: Epilogue<'_, CpuStorage>,
-) -> Result<Option<CpuStorage>> {
-    x.check("linear", xl)?;
-    w.check("linear", wl)?;
+) -> Result<Option<Vec<T>>> {
     let (&[m, k], &[n, k2]) = (xl.dims(), wl.dims()) else { return Ok(None) };
+    let (Some(a), Some(b)) = (T::slice(x), T::slice(w)) else { return Ok(None) };
+    let bias = match epilogue.bias {
+        Some(bias) => match crate::epilogue::slice::<T>(bias, n) {
+            Some(bias) => Bias::PerColumn(bias),
+            None => return Ok(None),
+        },
+        None => Bias::None,
+    };
     if k != k2 {
         return Ok(None);
     }
     // `w.t()`: the same buffer read with the strides swapped.
     let wt = Layout::new(Shape::new([k, n]), vec![wl.strides()[1], wl.strides()[0]], wl.offset());
-    let bias = match epilogue.bias {
-        Some((b, bl)) => match bl.contiguous_range() {
-            Some(r) if r.1 - r.0 == n => Some((b, r)),
-            _ => return Ok(None),
-        },
-        None => None,
-    };
-    Ok(match (x, w, bias) {
-        (CpuStorage::F32(a), CpuStorage::F32(b), None) => Some(CpuStorage::F32(with_epilogue(
-            batched(a, xl, b, &wt, |x| x, <f32 as Elem>::UNPACKED)?,
-            None,
-            epilogue.relu,
-            m,
-        ))),
-        (CpuStorage::F32(a), CpuStorage::F32(b), Some((CpuStorage::F32(c), (c0, c1)))) => {
-            let y = batched(a, xl, b, &wt, |x| x, <f32 as Elem>::UNPACKED)?;
-            Some(CpuStorage::F32(with_epilogue(y, Some(&c[c0..c1]), epilogue.relu, m)))
-        }
-        (CpuStorage::F64(a), CpuStorage::F64(b), None) => {
-            Some(CpuStorage::F64(with_epilogue(batched(a, xl, b, &wt, |x| x, None)?, None, epilogue.relu, m)))
-        }
-        (CpuStorage::F64(a), CpuStorage::F64(b), Some((CpuStorage::F64(c), (c0, c1)))) => {
-            let y = batched(a, xl, b, &wt, |x| x, None)?;
-            Some(CpuStorage::F64(with_epilogue(y, Some(&c[c0..c1]), epilogue.relu, m)))
-        }
-        _ => None,
-    })
-}
-
-/// Adds `bias` to each of the `m` rows of `y`, then ReLU (`UnaryOp::Relu`'s values: a NaN stays).
-fn with_epilogue<T: Elem + PartialOrd>(mut y: Vec<T>, bias: Option<&[T]>, relu: bool, m: usize) -> Vec<T> {
-    let n = y.len() / m.max(1);
-    #[allow(clippy::eq_op)]
-    let relu_of = |v: T| if v > T::default() || v != v { v } else { T::default() };
-    crate::simd::vectorized(
-        #[inline(always)]
-        || {
-            for row in y.chunks_mut(n.max(1)) {
-                match (bias, relu) {
-                    (Some(b), true) => row.iter_mut().zip(b).for_each(|(v, &b)| *v = relu_of(*v + b)),
-                    (Some(b), false) => row.iter_mut().zip(b).for_each(|(v, &b)| *v = *v + b),
-                    (None, true) => row.iter_mut().for_each(|v| *v = relu_of(*v)),
-                    (None, false) => {}
-                }
-            }
-        },
-    );
-    y
+    let mut y = batched(a, xl, b, &wt, |v| v, T::UNPACKED)?;
+    if m > 0 {
+        crate::epilogue::apply(&mut y, bias, epilogue.relu, n);
+    }
+    Ok(Some(y))
 }

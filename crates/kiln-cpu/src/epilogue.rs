@@ -1,0 +1,53 @@
+//! The bias-and-ReLU epilogue of the fused products (`Backend::linear`, `Backend::conv2d`),
+//! applied to each block of the product while it is still in cache, with the arithmetic of the
+//! separate add and ReLU (so the values are the same).
+
+use crate::gemm::Elem;
+use crate::storage::CpuStorage;
+use kiln_tensor::Layout;
+
+/// ReLU's value, as `UnaryOp::Relu` computes it (a NaN stays NaN; -0.0 becomes +0.0).
+#[inline(always)]
+#[allow(clippy::eq_op)]
+pub(crate) fn relu<T: Elem + PartialOrd>(v: T) -> T {
+    if v > T::default() || v != v {
+        v
+    } else {
+        T::default()
+    }
+}
+
+/// The `len` elements of `T` that a contiguous `layout` covers in `s`; `None` for another
+/// dtype, a strided layout or another length (the fused op then declines).
+pub(crate) fn slice<'a, T: Elem>((s, layout): (&'a CpuStorage, &Layout), len: usize) -> Option<&'a [T]> {
+    let (a, b) = layout.contiguous_range()?;
+    T::slice(s).map(|v| &v[a..b]).filter(|v| v.len() == len)
+}
+
+/// Which way the bias runs over the rows of a product.
+#[derive(Clone, Copy)]
+pub(crate) enum Bias<'a, T> {
+    /// One value per row (a convolution's output channel).
+    PerRow(&'a [T]),
+    /// One value per column (a linear layer's output feature).
+    PerColumn(&'a [T]),
+    None,
+}
+
+/// `y = relu?(y + bias)` over `y`'s rows of `row_len`, in wide registers.
+pub(crate) fn apply<T: Elem + PartialOrd>(y: &mut [T], bias: Bias<'_, T>, relu_after: bool, row_len: usize) {
+    let act = |v: T| if relu_after { relu(v) } else { v };
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            for (r, row) in y.chunks_mut(row_len.max(1)).enumerate() {
+                match bias {
+                    Bias::PerRow(b) => row.iter_mut().for_each(|v| *v = act(*v + b[r])),
+                    Bias::PerColumn(b) => row.iter_mut().zip(b).for_each(|(v, &b)| *v = act(*v + b)),
+                    Bias::None if relu_after => row.iter_mut().for_each(|v| *v = relu(*v)),
+                    Bias::None => {}
+                }
+            }
+        },
+    )
+}
