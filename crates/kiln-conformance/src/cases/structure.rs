@@ -212,18 +212,8 @@ pub(crate) fn composite(ctx: &mut Ctx) {
                 };
                 let name = format!("linear {dtype} x {xv:?} w {wv:?} relu {relu}");
                 ctx.check(name.clone(), &inputs, tol, move |t| linear(&t[0], &t[1], &t[2]));
-                // The loss as for conv2d below: weighed where ReLU's mask decides, y^2 for halves.
-                ctx.check(format!("{name} gradients"), &inputs, tol, move |t| {
-                    let vars = [0, 1, 2].map(|i| kiln_tensor::Var::new(t[i].clone()));
-                    let y = linear(&vars[0].as_tensor(), &vars[1].as_tensor(), &vars[2].as_tensor())?;
-                    let loss = if weighed { y.mul(&t[3])? } else { y.mul(&y)? };
-                    let grads = loss.sum((), false)?.backward()?;
-                    let flat = |v: &kiln_tensor::Var| -> kiln_tensor::Result<Tensor> {
-                        let g = grads.get(v).ok_or_else(|| kiln_tensor::Error::Msg("no gradient".into()))?;
-                        g.reshape([g.elem_count()])
-                    };
-                    Tensor::cat(&[&flat(&vars[0])?, &flat(&vars[1])?, &flat(&vars[2])?], 0)
-                });
+                // All three gradients (a backend may fuse the whole backward pass).
+                ctx.check(format!("{name} gradients"), &inputs, tol, move |t| input_grads(t, weighed, linear));
             }
         }
     }
@@ -243,10 +233,6 @@ pub(crate) fn composite(ctx: &mut Ctx) {
                 Input::new(&[ws[0]], dtype, (-1.0, 1.0), View::Contiguous),
                 Input::new(&[ws[0], 1, 1], dtype, (0.5, 1.5), View::Contiguous),
             ];
-            // f32 and f64 weigh the output by `t[3]`, so that ReLU's mask decides which gradients
-            // reach the convolution (an output within rounding of 0 could flip it, about once in
-            // 10^4 runs). Half types, whose rounding is coarser, take y^2: its gradient 2y is
-            // about 0 where the mask acts, so flipped signs cannot fail the comparison.
             let weighed = dtype.size_in_bytes() >= 4;
             for relu in [false, true] {
                 // With ReLU: the op a backend may fuse into the convolution's epilogue.
@@ -256,19 +242,8 @@ pub(crate) fn composite(ctx: &mut Ctx) {
                 };
                 let name = format!("conv2d {dtype} {xs:?}{xv:?} w {ws:?} {win:?} groups {groups} relu {relu}");
                 ctx.check(name.clone(), &inputs, tol, move |t| conv(&t[0], &t[1], &t[2]));
-                // All three gradients (a backend may fuse the whole backward pass), as one flat
-                // tensor.
-                ctx.check(format!("{name} gradients"), &inputs, tol, move |t| {
-                    let vars = [0, 1, 2].map(|i| kiln_tensor::Var::new(t[i].clone()));
-                    let y = conv(&vars[0].as_tensor(), &vars[1].as_tensor(), &vars[2].as_tensor())?;
-                    let loss = if weighed { y.mul(&t[3])? } else { y.mul(&y)? };
-                    let grads = loss.sum((), false)?.backward()?;
-                    let flat = |v: &kiln_tensor::Var| -> kiln_tensor::Result<Tensor> {
-                        let g = grads.get(v).ok_or_else(|| kiln_tensor::Error::Msg("no gradient".into()))?;
-                        g.reshape([g.elem_count()])
-                    };
-                    Tensor::cat(&[&flat(&vars[0])?, &flat(&vars[1])?, &flat(&vars[2])?], 0)
-                });
+                // All three gradients (a backend may fuse the whole backward pass).
+                ctx.check(format!("{name} gradients"), &inputs, tol, move |t| input_grads(t, weighed, conv));
             }
         }
         for win in [
@@ -519,4 +494,25 @@ pub(crate) fn creation(ctx: &mut Ctx) {
             ctx.check(format!("{name} {dtype}"), &[marker], exact, |t| make(t[0].device()));
         }
     }
+}
+
+/// The gradients of `op(x, w, b)` (the inputs `t[0..3]`) for a loss over its output, as one flat
+/// tensor. f32 and f64 (`weighed`) weigh the output by `t[3]`, so that a ReLU's mask decides which
+/// gradients reach the op (an output within rounding of 0 could flip it, about once in 10^4
+/// runs). Half types, whose rounding is coarser, take `y^2`: its gradient `2y` is about 0 where
+/// the mask acts, so flipped signs cannot fail the comparison.
+fn input_grads(
+    t: &[Tensor],
+    weighed: bool,
+    op: impl Fn(&Tensor, &Tensor, &Tensor) -> kiln_tensor::Result<Tensor>,
+) -> kiln_tensor::Result<Tensor> {
+    let vars = [0, 1, 2].map(|i| kiln_tensor::Var::new(t[i].clone()));
+    let y = op(&vars[0].as_tensor(), &vars[1].as_tensor(), &vars[2].as_tensor())?;
+    let loss = if weighed { y.mul(&t[3])? } else { y.mul(&y)? };
+    let grads = loss.sum((), false)?.backward()?;
+    let flat = |v: &kiln_tensor::Var| -> kiln_tensor::Result<Tensor> {
+        let g = grads.get(v).ok_or_else(|| kiln_tensor::Error::Msg("no gradient".into()))?;
+        g.reshape([g.elem_count()])
+    };
+    Tensor::cat(&[&flat(&vars[0])?, &flat(&vars[1])?, &flat(&vars[2])?], 0)
 }
