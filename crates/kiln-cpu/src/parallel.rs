@@ -2,12 +2,16 @@
 //!
 //! `par_iter` called from a thread outside rayon's pool hands all the work to the pool and puts
 //! the caller to sleep, which costs a wake-up on each side per op (tens of microseconds, as much
-//! as a whole MLP-sized matrix product). Here the caller takes tasks from a shared counter like
-//! any helper, so an op's latency is only its work plus one helper's start.
+//! as a whole MLP-sized matrix product). Here the caller works like any helper, so an op's
+//! latency is only its work plus one helper's start; each thread owns a range of the tasks (see
+//! [`run_tasks`]).
 
 use kiln_tensor::{Error, Result};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+
+/// The most task ranges a call splits its tasks into (more threads share them).
+const MAX_RANGES: usize = 16;
 
 /// Runs `task(0..tasks)`, each exactly once, on up to `threads` threads (the caller included).
 /// Returns the first error any task returned; the other tasks still run.
@@ -19,15 +23,33 @@ where
     if helpers == 0 {
         return (0..tasks).try_for_each(task);
     }
-    let next = AtomicUsize::new(0);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let work = || loop {
-        let t = next.fetch_add(1, Ordering::Relaxed);
-        if t >= tasks {
-            break;
-        }
+    let run = |t: usize| {
         if let Err(e) = task(t) {
             first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+        }
+    };
+    // Participant p owns tasks p * tasks / n.. (p + 1) * tasks / n and runs them first, then
+    // takes what is left of the others' ranges: the caller is always participant 0, so each
+    // thread gets the same part of a tensor from one op to the next (and keeps it in its
+    // cache), where a shared counter dealt the parts out by race.
+    let n = (helpers + 1).min(MAX_RANGES);
+    let end = |p: usize| (p + 1) * tasks / n;
+    let cursors: [AtomicUsize; MAX_RANGES] = std::array::from_fn(|p| AtomicUsize::new(p * tasks / n));
+    let (caller, joined) = (std::thread::current().id(), AtomicUsize::new(1));
+    let work = || {
+        let me = match std::thread::current().id() == caller {
+            true => 0,
+            false => joined.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        for p in (me..n).chain(0..me) {
+            loop {
+                let t = cursors[p].fetch_add(1, Ordering::Relaxed);
+                if t >= end(p) {
+                    break;
+                }
+                run(t);
+            }
         }
     };
     // The spinning pool when it has this many threads and is free; rayon's otherwise.
