@@ -143,9 +143,10 @@ impl Tensor {
     }
 
     /// `conv2d(...).relu()` in one op: a backend that fuses convolutions applies the bias and
-    /// ReLU to each image's output while it is in cache, and masks the gradient the same way in
-    /// the backward pass, instead of four more passes over the activations. The values are
-    /// those of the two ops.
+    /// ReLU to each image's output while it is in cache, and masks the gradient and sums the
+    /// bias's the same way in the backward pass, instead of separate passes over the whole
+    /// activation. The outputs are those of the two ops; the bias gradient may differ from theirs
+    /// in the last bits (it sums in another order).
     ///
     /// ```
     /// # use kiln_tensor::*;
