@@ -55,8 +55,9 @@ pub trait Module: Send + Sync {
     fn forward(&self, x: &Tensor) -> Result<Tensor>;
 
     /// `relu(forward(x))`. A layer whose kernel can apply ReLU to its output while it is still
-    /// in cache ([`crate::Conv2d`]) overrides this; [`crate::Sequential`] calls it for a layer
-    /// followed by [`crate::Activation::ReLU`], which it then skips. The values are the same.
+    /// in cache ([`crate::Conv2d`], [`crate::Linear`]) overrides this; [`crate::Sequential`]
+    /// calls it for a layer followed by [`crate::Activation::ReLU`], which it then skips. The
+    /// outputs are the same.
     fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
         self.forward(x)?.relu()
     }

@@ -39,7 +39,7 @@ impl Module for Sequential {
         let mut x = x.clone();
         let mut layers = self.layers.iter().peekable();
         while let Some(layer) = layers.next() {
-            // A layer followed by ReLU runs both at once where it can (a fused convolution).
+            // A layer followed by ReLU runs both at once where it can (Conv2d, Linear).
             x = match layers.next_if(|next| next.is_relu()) {
                 Some(_) => layer.forward_relu(&x)?,
                 None => layer.forward(&x)?,
