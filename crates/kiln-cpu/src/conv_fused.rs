@@ -33,9 +33,10 @@ struct Operands {
     g: Geometry,
     o: usize,
     ck: usize,
-    x: (usize, usize),
-    w: (usize, usize),
 }
+
+/// A storage with the layout of the tensor it holds.
+type Operand<'a> = (&'a CpuStorage, &'a Layout);
 
 fn operands(x: &Layout, w: &Layout, win: &Window2d) -> Option<Operands> {
     let g = Geometry::new(dims4(x)?, win)?;
@@ -46,17 +47,17 @@ fn operands(x: &Layout, w: &Layout, win: &Window2d) -> Option<Operands> {
     if ck != g.c * win.kernel.0 * win.kernel.1 || g.n == 0 || o == 0 || g.oh * g.ow == 0 || ck == 0 {
         return None;
     }
-    Some(Operands { g, o, ck, x: x.contiguous_range()?, w: w.contiguous_range()? })
+    Some(Operands { g, o, ck })
 }
 
 pub(crate) fn conv2d(
-    (x, xl): (&CpuStorage, &Layout),
-    (w, wl): (&CpuStorage, &Layout),
+    x: Operand<'_>,
+    w: Operand<'_>,
     epilogue: Epilogue<'_, CpuStorage>,
     win: &Window2d,
 ) -> Result<Option<CpuStorage>> {
-    let Some(op) = operands(xl, wl, win) else { return Ok(None) };
-    Ok(match (x, w) {
+    let Some(op) = operands(x.1, w.1, win) else { return Ok(None) };
+    Ok(match (x.0, w.0) {
         (CpuStorage::F32(_), CpuStorage::F32(_)) => forward::<f32>(x, w, epilogue, &op)?.map(CpuStorage::F32),
         (CpuStorage::F64(_), CpuStorage::F64(_)) => forward::<f64>(x, w, epilogue, &op)?.map(CpuStorage::F64),
         _ => None,
@@ -66,22 +67,15 @@ pub(crate) fn conv2d(
 /// `y[i] = relu?(w @ im2col(x[i]) + bias)`, one task per image; `None` when an operand is not
 /// a contiguous `T` slice of the right length.
 fn forward<T: Elem + PartialOrd>(
-    x: &CpuStorage,
-    w: &CpuStorage,
+    x: Operand<'_>,
+    w: Operand<'_>,
     epilogue: Epilogue<'_, CpuStorage>,
     op: &Operands,
 ) -> Result<Option<Vec<T>>> {
-    let (g, o) = (&op.g, op.o);
-    let (Some(x), Some(w)) = (T::slice(x), T::slice(w)) else { return Ok(None) };
-    let (x, w) = (&x[op.x.0..op.x.1], &w[op.w.0..op.w.1]);
-    let bias = match epilogue.bias {
-        Some(b) => match slice::<T>(b, o) {
-            Some(b) => Some(b),
-            None => return Ok(None),
-        },
-        None => None,
-    };
-    let (ck, l, plane) = (w.len() / o, g.oh * g.ow, g.c * g.h * g.w);
+    let (g, o, ck) = (&op.g, op.o, op.ck);
+    let (l, plane) = (g.oh * g.ow, g.c * g.h * g.w);
+    let (Some(x), Some(w)) = (slice::<T>(x, g.n * plane), slice::<T>(w, o * ck)) else { return Ok(None) };
+    let Some(bias) = crate::epilogue::bias(epilogue.bias, o, Bias::PerRow) else { return Ok(None) };
     let mut y = alloc_for_overwrite(g.n * o * l, T::default())?;
     let images: Vec<Mutex<&mut [T]>> = y.chunks_mut(o * l).map(Mutex::new).collect();
     run_tasks(g.n, rayon::current_num_threads(), |i| {
@@ -92,7 +86,6 @@ fn forward<T: Elem + PartialOrd>(
         let done = gemm_same((w, wv), (&cols[..], cv), &[(0, 0)], &mut y_i, (o, ck, l), false);
         T::pool().give(cols);
         done?;
-        let bias = bias.map_or(Bias::None, Bias::PerRow);
         crate::epilogue::apply(&mut y_i, bias, epilogue.relu, l);
         Ok(())
     })?;
@@ -135,15 +128,15 @@ fn sum<T: Elem>(row: &[T]) -> T {
 }
 
 pub(crate) fn conv2d_backward(
-    (x, xl): (&CpuStorage, &Layout),
-    (w, wl): (&CpuStorage, &Layout),
-    (g, gl): (&CpuStorage, &Layout),
+    x: Operand<'_>,
+    w: Operand<'_>,
+    g: Operand<'_>,
     win: &Window2d,
     request: ConvGradRequest<'_, CpuStorage>,
 ) -> Result<Option<ConvGrads<CpuStorage>>> {
-    let Some(op) = operands(xl, wl, win) else { return Ok(None) };
-    let args = ((x, xl), (w, wl), (g, gl));
-    Ok(match (x, w, g) {
+    let Some(op) = operands(x.1, w.1, win) else { return Ok(None) };
+    let args = (x, w, g);
+    Ok(match (x.0, w.0, g.0) {
         (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
             backward::<f32>(args, &op, request)?.map(|c| c.map(CpuStorage::F32))
         }
@@ -166,8 +159,6 @@ impl<T> Grads<T> {
         ConvGrads { dx: self.dx.map(&f), dw: f(self.dw), db: self.db.map(&f) }
     }
 }
-
-type Operand<'a> = (&'a CpuStorage, &'a Layout);
 
 /// `g' = where(y > 0, g, 0)` when fused with ReLU (else `g`), `db = sum g'`,
 /// `dw = sum_i g'[i] @ im2col(x[i])^T` and, if asked, `dx[i] = col2im(w^T @ g'[i])`.
@@ -260,15 +251,17 @@ fn backward<T: Elem + PartialOrd>(
     })?;
     drop((partials, dx_groups));
     // The groups' sums, added in group order.
-    let mut sums = alloc_for_overwrite(part, T::default())?;
-    sums.copy_from_slice(&partial[..part]);
-    for p in partial.chunks(part).skip(1) {
-        for (d, p) in sums.iter_mut().zip(p) {
-            *d = *d + *p;
+    let mut dw = alloc_for_overwrite(o * ck, T::default())?;
+    let mut db = if need_db { Some(alloc_for_overwrite(o, T::default())?) } else { None };
+    for (n, p) in partial.chunks(part).enumerate() {
+        let (p_dw, p_db) = p.split_at(o * ck);
+        for (sum, p) in std::iter::once((&mut dw[..], p_dw)).chain(db.as_deref_mut().map(|db| (db, p_db))) {
+            match n {
+                0 => sum.copy_from_slice(p),
+                _ => sum.iter_mut().zip(p).for_each(|(d, p)| *d = *d + *p),
+            }
         }
     }
     T::pool().give(partial);
-    let db = if need_db { Some(sums[o * ck..].to_vec()) } else { None };
-    sums.truncate(o * ck);
-    Ok(Some(Grads { dx, dw: sums, db }))
+    Ok(Some(Grads { dx, dw, db }))
 }

@@ -24,6 +24,20 @@ pub(crate) fn slice<'a, T: Elem>((s, layout): (&'a CpuStorage, &Layout), len: us
     T::slice(s).map(|v| &v[a..b]).filter(|v| v.len() == len)
 }
 
+/// The epilogue's bias as `len` values of `T`, running the way `per` says (`Bias::None`
+/// without one); `None` when it is not a contiguous `T` slice of that length (the fused op
+/// then declines).
+pub(crate) fn bias<'a, T: Elem>(
+    b: Option<(&'a CpuStorage, &'a Layout)>,
+    len: usize,
+    per: fn(&'a [T]) -> Bias<'a, T>,
+) -> Option<Bias<'a, T>> {
+    match b {
+        Some(b) => slice(b, len).map(per),
+        None => Some(Bias::None),
+    }
+}
+
 /// Which way the bias runs over the rows of a product.
 #[derive(Clone, Copy)]
 pub(crate) enum Bias<'a, T> {

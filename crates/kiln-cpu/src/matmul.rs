@@ -99,13 +99,7 @@ fn linear_t<T: Elem + PartialOrd>(
 ) -> Result<Option<Vec<T>>> {
     let (&[m, k], &[n, k2]) = (xl.dims(), wl.dims()) else { return Ok(None) };
     let (Some(a), Some(b)) = (T::slice(x), T::slice(w)) else { return Ok(None) };
-    let bias = match epilogue.bias {
-        Some(bias) => match crate::epilogue::slice::<T>(bias, n) {
-            Some(bias) => Bias::PerColumn(bias),
-            None => return Ok(None),
-        },
-        None => Bias::None,
-    };
+    let Some(bias) = crate::epilogue::bias(epilogue.bias, n, Bias::PerColumn) else { return Ok(None) };
     if k != k2 {
         return Ok(None);
     }

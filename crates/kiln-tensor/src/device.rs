@@ -143,13 +143,17 @@ pub(crate) trait DynBackend: Send + Sync {
     fn synchronize(&self) -> Result<()>;
 }
 
+/// An optional operand as `b`'s storage.
+fn get_opt<'a, B: Backend>(
+    b: &B,
+    s: Option<(&'a AnyStorage, &'a Layout)>,
+) -> Result<Option<(&'a B::Storage, &'a Layout)>> {
+    s.map(|(s, l)| Ok((get(b, s)?, l))).transpose()
+}
+
 /// The epilogue with its bias as `b`'s storage.
 fn epilogue_of<'a, B: Backend>(b: &B, e: Epilogue<'a, AnyStorage>) -> Result<Epilogue<'a, B::Storage>> {
-    let bias = match e.bias {
-        Some((s, l)) => Some((get(b, s)?, l)),
-        None => None,
-    };
-    Ok(Epilogue { bias, relu: e.relu })
+    Ok(Epilogue { bias: get_opt(b, e.bias)?, relu: e.relu })
 }
 
 fn get<'a, B: Backend>(b: &B, s: &'a AnyStorage) -> Result<&'a B::Storage> {
@@ -313,10 +317,7 @@ impl<B: Backend> DynBackend for B {
         win: &Window2d,
         request: ConvGradRequest<'_, AnyStorage>,
     ) -> Result<Option<ConvGrads<AnyStorage>>> {
-        let relu_output = match request.relu_output {
-            Some((y, yl)) => Some((get(self, y)?, yl)),
-            None => None,
-        };
+        let relu_output = get_opt(self, request.relu_output)?;
         let request = ConvGradRequest { dx: request.dx, db: request.db, relu_output };
         let grads = Backend::conv2d_backward(
             self,

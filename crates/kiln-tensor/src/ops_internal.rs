@@ -21,6 +21,13 @@ pub(crate) fn scatter_into_view(
     Ok(grad.result(dst, input.shape().clone(), grad.dtype(), None))
 }
 
+/// ReLU's backward, `where(x > 0, g, 0)` (PyTorch's threshold_backward): `x` is ReLU's input or
+/// its output, which are positive at the same places. Shared by the ReLU rule and the fused ops
+/// that end in ReLU, so they all give the same numbers.
+pub(crate) fn relu_backward(x: &Tensor, g: &Tensor) -> Result<Tensor> {
+    x.gt_scalar(0.0)?.where_cond(g, &Tensor::zeros((), g.dtype(), g.device())?)
+}
+
 /// Sums `g` over the dims that broadcasting stretched, giving `shape`.
 pub(crate) fn sum_to_shape(g: &Tensor, shape: &Shape) -> Result<Tensor> {
     let (gd, sd) = (g.dims(), shape.dims());

@@ -2,7 +2,7 @@
 //! flowing into it, the gradient of each input. Runs with recording disabled.
 
 use super::Op;
-use crate::ops_internal::{scatter_into_view, sum_to_shape};
+use crate::ops_internal::{relu_backward, scatter_into_view, sum_to_shape};
 use crate::{BinaryOp, ReduceOp, Result, Tensor};
 
 /// The gradient of each input that tracks gradients; inputs that do not (data, masks, indices)
@@ -15,8 +15,7 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
             // `where(x > 0, g, 0)`, PyTorch's threshold_backward: two passes over the
             // activations where `g * float(x > 0)` took three (compare, cast, multiply), and
             // +0.0 where the product gave -0.0.
-            let zero = Tensor::zeros((), g.dtype(), g.device())?;
-            vec![(x.clone(), x.detach().gt_scalar(0.0)?.where_cond(g, &zero)?)]
+            vec![(x.clone(), relu_backward(&x.detach(), g)?)]
         }
         Op::Unary(x, u) => {
             let d = crate::ops_internal::unary_derivative(*u, &x.detach(), &node.detach())?;
@@ -167,7 +166,7 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
             // The rules of the ops it fuses (ReLU, the bias's broadcast add, `x @ w.t()`), in
             // their order, so the gradients are the same numbers.
             let g = match relu {
-                true => node.detach().gt_scalar(0.0)?.where_cond(g, &Tensor::zeros((), g.dtype(), g.device())?)?,
+                true => relu_backward(&node.detach(), g)?,
                 false => g.clone(),
             };
             let mut out = Vec::with_capacity(3);

@@ -351,7 +351,7 @@ pub(crate) fn conv2d_grads(
     }
     // ReLU's backward, as the rule for a separate ReLU computes it.
     let g = match &y {
-        Some(y) => y.gt_scalar(0.0)?.where_cond(&g, &Tensor::zeros((), g.dtype(), g.device())?)?,
+        Some(y) => crate::ops_internal::relu_backward(y, &g)?,
         None => g,
     };
     let db = match need_db {
