@@ -10,7 +10,7 @@
 #![allow(unsafe_code)]
 
 use crate::gemm::{isa, Isa};
-use crate::parallel::run_tasks;
+use crate::parallel::{run_tasks, Pieces};
 use crate::pool::Pooled;
 use crate::storage::CpuStorage;
 use crate::strided::alloc_for_overwrite;
@@ -101,7 +101,7 @@ fn run<T: Float + Default + Pooled>(rule: Rule, [p, g, m, v]: [&[T]; 4]) -> Resu
     if n < PAR_THRESHOLD {
         chunk(0, (&mut po, &mut mo, &mut vo));
     } else {
-        let pieces: Vec<Mutex<_>> = po
+        let pieces: Pieces<_> = po
             .chunks_mut(CHUNK)
             .zip(mo.chunks_mut(CHUNK))
             .zip(vo.chunks_mut(CHUNK))

@@ -14,7 +14,7 @@ use kiln_tensor::{Error, Layout, Result, Shape};
 fn matrix_offsets(l: &Layout) -> Vec<usize> {
     let d = l.dims();
     let rank = d.len();
-    let batch = Layout::new(Shape::new(&d[..rank - 2]), l.strides()[..rank - 2].to_vec(), l.offset());
+    let batch = Layout::new(Shape::new(&d[..rank - 2]), &l.strides()[..rank - 2], l.offset());
     batch.offsets().collect()
 }
 
@@ -104,7 +104,7 @@ fn linear_t<T: Elem + PartialOrd>(
         return Ok(None);
     }
     // `w.t()`: the same buffer read with the strides swapped.
-    let wt = Layout::new(Shape::new([k, n]), vec![wl.strides()[1], wl.strides()[0]], wl.offset());
+    let wt = Layout::new(Shape::new([k, n]), [wl.strides()[1], wl.strides()[0]], wl.offset());
     let mut y = batched(a, xl, b, &wt, |v| v, T::UNPACKED)?;
     if m > 0 {
         crate::epilogue::apply(&mut y, bias, epilogue.relu, n);

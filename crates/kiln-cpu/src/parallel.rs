@@ -68,6 +68,10 @@ where
     }
 }
 
+/// The pieces of a split output, each behind the lock its one task takes; inline up to 32 so
+/// that splitting a step's outputs asks the allocator for nothing.
+pub(crate) type Pieces<P> = smallvec::SmallVec<[Mutex<P>; 32]>;
+
 /// Runs `f(chunk_index, chunk)` over `out` cut into `chunk`-element pieces, on up to rayon's
 /// thread count of threads (the caller included).
 pub(crate) fn for_each_chunk_mut<U: Send, F>(out: &mut [U], chunk: usize, f: F)
@@ -75,7 +79,7 @@ where
     F: Fn(usize, &mut [U]) + Sync,
 {
     // Each piece sits behind its own lock, taken once by the one task that owns it.
-    let pieces: Vec<Mutex<&mut [U]>> = out.chunks_mut(chunk.max(1)).map(Mutex::new).collect();
+    let pieces: Pieces<&mut [U]> = out.chunks_mut(chunk.max(1)).map(Mutex::new).collect();
     let threads = rayon::current_num_threads();
     let result = run_tasks(pieces.len(), threads, |i| {
         let mut piece = pieces[i].lock().unwrap_or_else(|p| p.into_inner());

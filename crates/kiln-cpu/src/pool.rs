@@ -1,22 +1,27 @@
-//! A pool of large element buffers, so that a training step reuses the buffers of the previous one
+//! A pool of element buffers, so that a training step reuses the buffers of the previous one
 //! instead of asking the system for fresh memory.
 //!
 //! Large `Vec`s come from `mmap` and go back to the system when freed, so every new one costs a
 //! page fault per 4 KiB on first touch: for a CNN layer's 40 MB im2col buffer that was half the
-//! layer's time. Smaller ones come from `malloc`, but are filled before use. Buffers of at
-//! least [`MIN_BYTES`] are kept here when their storage is dropped
-//! (`CpuStorage`'s `Drop`) and handed out again for the same length, most recent first. At most
-//! `KILN_CPU_POOL_MB` MiB (default 1024) are kept per dtype; when full, buffers of other lengths
-//! are freed first. `KILN_CPU_POOL_MB=0` turns the pool off.
+//! layer's time. Smaller ones come from `malloc`, but are filled before use. Every buffer is
+//! kept here when its storage is dropped (`CpuStorage`'s `Drop`) and handed out again for the
+//! same length, most recent first, so a training step's steady state makes no system
+//! allocation. At most `KILN_CPU_POOL_MB` MiB (default 1024) are kept per dtype, each buffer
+//! counted as at least [`MIN_CHARGE`] bytes; when full, buffers of other lengths are freed
+//! first. `KILN_CPU_POOL_MB=0` turns the pool off.
 
 use half::{bf16, f16};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-/// Buffers smaller than this go straight back to the allocator. 4 KiB rather than more: a fresh
-/// buffer is filled before a kernel overwrites it, and for an MLP's small outputs that `malloc`
-/// and fill were a quarter of a product (32x10x128: 1.79 → 1.36 µs pooled; MLP step -5 %).
-pub(crate) const MIN_BYTES: usize = 4 << 10;
+/// What a buffer counts against the pool's limit at least: a small buffer costs the allocator a
+/// header and rounding beyond its elements, and its entry here costs a `Vec`.
+pub(crate) const MIN_CHARGE: usize = 64;
+
+/// The bytes a buffer of `capacity` elements counts against the limit.
+fn charge<T>(capacity: usize) -> usize {
+    (capacity * std::mem::size_of::<T>()).max(MIN_CHARGE)
+}
 
 /// Element types with a pool.
 pub(crate) trait Pooled: Copy + Send + 'static {
@@ -48,21 +53,21 @@ impl<T: Copy> Pool<T> {
 
     /// A buffer of exactly `len` elements (contents unspecified), if one is free.
     pub(crate) fn take(&self, len: usize) -> Option<Vec<T>> {
-        if len * std::mem::size_of::<T>() < MIN_BYTES {
+        if len == 0 {
             return None;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let v = inner.free.get_mut(&len)?.pop()?;
-        inner.bytes -= v.capacity() * std::mem::size_of::<T>();
+        inner.bytes -= charge::<T>(v.capacity());
         Some(v)
     }
 
-    /// Keeps `v` for reuse when it is large and the pool has room; frees it otherwise.
+    /// Keeps `v` for reuse when the pool has room; frees it otherwise.
     pub(crate) fn give(&self, v: Vec<T>) {
-        let bytes = v.capacity() * std::mem::size_of::<T>();
-        if bytes < MIN_BYTES || v.len() != v.capacity() {
+        if v.is_empty() || v.len() != v.capacity() {
             return;
         }
+        let bytes = charge::<T>(v.capacity());
         let limit = limit_bytes();
         if bytes > limit {
             return;
@@ -74,7 +79,7 @@ impl<T: Copy> Pool<T> {
                 break;
             };
             let freed = inner.free.remove(&len).unwrap_or_default();
-            inner.bytes -= freed.iter().map(|b| b.capacity() * std::mem::size_of::<T>()).sum::<usize>();
+            inner.bytes -= freed.iter().map(|b| charge::<T>(b.capacity())).sum::<usize>();
         }
         inner.bytes += bytes;
         inner.free.entry(v.len()).or_default().push(v);
@@ -99,17 +104,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn large_buffers_come_back_and_small_ones_do_not() {
+    fn buffers_come_back_once_for_their_length() {
         let pool: Pool<f32> = Pool::new();
-        let len = MIN_BYTES / 4 + 7;
-        let v = vec![1f32; len];
-        let ptr = v.as_ptr();
-        pool.give(v);
-        let again = pool.take(len).expect("a pooled buffer of the same length");
-        assert_eq!(again.as_ptr(), ptr);
-        assert!(pool.take(len).is_none(), "each buffer is handed out once");
-        pool.give(vec![0f32; 16]);
-        assert!(pool.take(16).is_none(), "small buffers are not pooled");
+        for len in [1, 16, 4096 + 7] {
+            let v = vec![1f32; len];
+            let ptr = v.as_ptr();
+            pool.give(v);
+            assert!(pool.take(len + 1).is_none(), "only the same length is handed out");
+            let again = pool.take(len).expect("a pooled buffer of the same length");
+            assert_eq!(again.as_ptr(), ptr);
+            assert!(pool.take(len).is_none(), "each buffer is handed out once");
+        }
+        let mut short = Vec::with_capacity(8);
+        short.push(1f32);
+        pool.give(short);
+        assert!(pool.take(1).is_none(), "a buffer with spare capacity is not kept");
     }
 
     #[test]

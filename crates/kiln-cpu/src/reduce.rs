@@ -4,15 +4,17 @@
 //! logical elements `i * r .. (i + 1) * r` of that view. Long reductions are split into blocks of
 //! a fixed size, combined in order, so the result is the same at every thread count.
 
+use crate::pool::Pooled;
 use crate::simd::vectorized;
 use crate::storage::CpuStorage;
-use crate::strided::{CHUNK, PAR_THRESHOLD};
+use crate::strided::{alloc_for_overwrite, CHUNK, PAR_THRESHOLD};
 use half::{bf16, f16};
-use kiln_tensor::{Error, Layout, ReduceOp, Result, WithDType};
+use kiln_tensor::{DimVec, Error, Layout, ReduceOp, Result, WithDType};
 use rayon::prelude::*;
+use smallvec::SmallVec;
 
 /// How one element type accumulates.
-pub(crate) trait Acc: WithDType + PartialOrd + Default {
+pub(crate) trait Acc: WithDType + PartialOrd + Default + Pooled {
     /// The accumulator for sums: f64 for floats, wrapping native for integers.
     type Sum: Copy + Send + Sync;
     fn zero() -> Self::Sum;
@@ -146,7 +148,7 @@ fn contiguous_runs(view: &Layout, r: usize) -> (usize, Layout) {
         run *= dims[keep - 1];
         keep -= 1;
     }
-    let outer = Layout::new(kiln_tensor::Shape::new(&dims[..keep]), strides[..keep].to_vec(), view.offset());
+    let outer = Layout::new(kiln_tensor::Shape::new(&dims[..keep]), &strides[..keep], view.offset());
     (run, outer)
 }
 
@@ -217,8 +219,8 @@ fn reduce_one<T: Acc>(op: ReduceOp, src: &[T], view: &Layout, start: usize, r: u
 
 fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> Result<(Vec<T>, Vec<i64>)> {
     let rank = l.dims().len();
-    let kept: Vec<usize> = (0..rank).filter(|d| !dims.contains(d)).collect();
-    let perm: Vec<usize> = kept.iter().chain(dims).copied().collect();
+    let kept: DimVec = (0..rank).filter(|d| !dims.contains(d)).collect();
+    let perm: DimVec = kept.iter().chain(dims).copied().collect();
     let view = l.permute(op.name(), &perm)?;
     let r: usize = dims.iter().map(|&d| l.dims()[d]).product();
     let outs: usize = kept.iter().map(|&d| l.dims()[d]).product();
@@ -227,74 +229,104 @@ fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> 
         // Short reductions (pooling windows, rows): the reduced elements' relative offsets are
         // computed once, and outputs are walked in chunks, not one iterator per output.
         let red = Layout::new(
-            kiln_tensor::Shape::new(dims.iter().map(|&d| l.dims()[d]).collect::<Vec<_>>()),
-            dims.iter().map(|&d| l.strides()[d]).collect(),
+            kiln_tensor::Shape::new(dims.iter().map(|&d| l.dims()[d]).collect::<DimVec>()),
+            dims.iter().map(|&d| l.strides()[d]).collect::<DimVec>(),
             0,
         );
-        let rel: Vec<usize> = red.offsets().collect();
+        // Rows that are contiguous in memory (the last dims, reduced): lane-parallel loops.
+        // Otherwise the reduced elements' offsets, inline for the common short windows.
+        let contiguous = red.is_contiguous();
+        let rel: SmallVec<[usize; 64]> = if contiguous { SmallVec::new() } else { red.offsets().collect() };
         let kept_l = Layout::new(
-            kiln_tensor::Shape::new(kept.iter().map(|&d| l.dims()[d]).collect::<Vec<_>>()),
-            kept.iter().map(|&d| l.strides()[d]).collect(),
+            kiln_tensor::Shape::new(kept.iter().map(|&d| l.dims()[d]).collect::<DimVec>()),
+            kept.iter().map(|&d| l.strides()[d]).collect::<DimVec>(),
             l.offset(),
         );
-        // Rows that are contiguous in memory (the last dims, reduced): lane-parallel loops.
-        let contiguous = rel.iter().enumerate().all(|(i, &o)| o == i);
         let one = |base: usize| -> (T, usize) {
             if contiguous && r > 0 {
                 let row = &src[base..base + r];
-                match op {
-                    ReduceOp::Sum => return (T::finish(sum_lanes(row)), 0),
-                    ReduceOp::Max | ReduceOp::Min => return (best_lanes(op, row), 0),
-                    _ => {}
-                }
+                return match op {
+                    ReduceOp::Sum => (T::finish(sum_lanes(row)), 0),
+                    ReduceOp::Max | ReduceOp::Min => (best_lanes(op, row), 0),
+                    _ => best_of(op, row.iter().copied()),
+                };
             }
             match op {
                 ReduceOp::Sum => (T::finish(rel.iter().fold(T::zero(), |acc, &o| T::add(acc, src[base + o]))), 0),
-                _ => {
-                    let mut best = (src[base + rel.first().copied().unwrap_or(0)], 0);
-                    for (k, &o) in rel.iter().enumerate().skip(1) {
-                        if better(op, src[base + o], best.0) {
-                            best = (src[base + o], k);
-                        }
-                    }
-                    best
-                }
+                _ => best_of(op, rel.iter().map(|&o| src[base + o])),
             }
         };
-        let mut results = vec![(T::default(), 0usize); outs];
         // Few rows per chunk when rows are long, so both threads get work.
         let rows_per_task = (CHUNK / r.max(1)).max(1);
-        let run = |c: usize, chunk: &mut [(T, usize)]| {
+        let fill = |first: usize, vals: &mut [T], idx: &mut [i64]| {
             vectorized(
                 #[inline(always)]
                 || {
-                    for (slot, base) in chunk.iter_mut().zip(kept_l.offsets_from(c * rows_per_task)) {
-                        *slot = one(base);
+                    for (k, base) in kept_l.offsets_from(first).take(vals.len().max(idx.len())).enumerate() {
+                        let (v, i) = one(base);
+                        if let Some(slot) = vals.get_mut(k) {
+                            *slot = v;
+                        }
+                        if let Some(slot) = idx.get_mut(k) {
+                            *slot = i as i64;
+                        }
                     }
                 },
             )
         };
-        if per_output_par {
-            crate::parallel::for_each_chunk_mut(&mut results, rows_per_task, run);
-        } else {
-            run(0, &mut results);
-        }
-        return Ok(if op.is_arg() {
-            (Vec::new(), results.into_iter().map(|(_, k)| k as i64).collect())
-        } else {
-            (results.into_iter().map(|(v, _)| v).collect(), Vec::new())
-        });
+        return outputs(op, outs, rows_per_task, per_output_par, fill);
     }
-    let results: Vec<(T, usize)> = if per_output_par {
-        (0..outs).into_par_iter().map(|i| reduce_one(op, src, &view, i * r, r, false)).collect()
-    } else {
-        (0..outs).map(|i| reduce_one(op, src, &view, i * r, r, r >= PAR_THRESHOLD)).collect()
+    let fill = |first: usize, vals: &mut [T], idx: &mut [i64]| {
+        let par = !per_output_par && r >= PAR_THRESHOLD;
+        for k in 0..vals.len().max(idx.len()) {
+            let (v, i) = reduce_one(op, src, &view, (first + k) * r, r, par);
+            if let Some(slot) = vals.get_mut(k) {
+                *slot = v;
+            }
+            if let Some(slot) = idx.get_mut(k) {
+                *slot = i as i64;
+            }
+        }
     };
-    Ok(if op.is_arg() {
-        (Vec::new(), results.into_iter().map(|(_, k)| k as i64).collect())
+    outputs(op, outs, 1, per_output_par, fill)
+}
+
+/// The first best element of `xs` (NaN wins) and its position; `(default, 0)` when empty.
+fn best_of<T: Acc>(op: ReduceOp, mut xs: impl Iterator<Item = T>) -> (T, usize) {
+    let Some(first) = xs.next() else { return (T::default(), 0) };
+    let mut best = (first, 0);
+    for (k, x) in xs.enumerate() {
+        if better(op, x, best.0) {
+            best = (x, k + 1);
+        }
+    }
+    best
+}
+
+/// The values (or, for argmax/argmin, the indices) of `outs` outputs in pooled buffers, filled
+/// by `fill(first_output, values, indices)` in pieces of `per_task` outputs, in parallel when
+/// `par`. The slice the op does not return is empty.
+fn outputs<T: Acc>(
+    op: ReduceOp,
+    outs: usize,
+    per_task: usize,
+    par: bool,
+    fill: impl Fn(usize, &mut [T], &mut [i64]) + Sync,
+) -> Result<(Vec<T>, Vec<i64>)> {
+    let (mut vals, mut idx) = if op.is_arg() {
+        (Vec::new(), alloc_for_overwrite(outs, 0i64)?)
     } else {
-        (results.into_iter().map(|(v, _)| v).collect(), Vec::new())
-    })
+        (alloc_for_overwrite(outs, T::default())?, Vec::new())
+    };
+    let per_task = per_task.max(1);
+    match (par, op.is_arg()) {
+        (false, _) => fill(0, &mut vals, &mut idx),
+        (true, false) => {
+            crate::parallel::for_each_chunk_mut(&mut vals, per_task, |c, v| fill(c * per_task, v, &mut []))
+        }
+        (true, true) => crate::parallel::for_each_chunk_mut(&mut idx, per_task, |c, i| fill(c * per_task, &mut [], i)),
+    }
+    Ok((vals, idx))
 }
 
 /// Sums an unsigned integer storage into i64 (the widened storage is the layout's own elements,

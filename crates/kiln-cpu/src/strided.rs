@@ -2,7 +2,7 @@
 //! Work is split into fixed-size chunks, so results never depend on the thread count.
 
 use crate::pool::Pooled;
-use kiln_tensor::{Error, Layout, Result};
+use kiln_tensor::{DimVec, Error, Layout, Result};
 
 /// Below this many elements a loop runs on the calling thread: waking a helper costs more (at
 /// 64K f32 elements one thread ran an add in 8 µs where two took 16 to 22).
@@ -58,10 +58,10 @@ where
 
 /// Merges adjacent dims that are contiguous with each other in every layout (same shapes
 /// assumed), so inner loops run as long as possible. Returns (dims, strides per layout).
-fn coalesce<const N: usize>(layouts: [&Layout; N]) -> (Vec<usize>, [Vec<usize>; N]) {
+fn coalesce<const N: usize>(layouts: [&Layout; N]) -> (DimVec, [DimVec; N]) {
     let dims = layouts[0].dims();
-    let mut out_dims: Vec<usize> = Vec::with_capacity(dims.len());
-    let mut out_strides: [Vec<usize>; N] = std::array::from_fn(|_| Vec::with_capacity(dims.len()));
+    let mut out_dims = DimVec::new();
+    let mut out_strides: [DimVec; N] = std::array::from_fn(|_| DimVec::new());
     for (d, &size) in dims.iter().enumerate() {
         if size == 1 {
             continue;
@@ -107,7 +107,7 @@ pub(crate) fn runs<const N: usize>(
     let inner_strides: [usize; N] = std::array::from_fn(|i| strides[i].last().copied().unwrap_or(0));
     let outer: [Layout; N] = std::array::from_fn(|i| {
         let s = &strides[i];
-        Layout::new(kiln_tensor::Shape::new(outer_dims), s[..s.len() - 1].to_vec(), base[i])
+        Layout::new(kiln_tensor::Shape::new(outer_dims), &s[..s.len() - 1], base[i])
     });
     let (row, mut col) = (start / inner, start % inner);
     let mut rows: [kiln_tensor::StridedOffsets<'_>; N] = std::array::from_fn(|i| outer[i].offsets_from(row));

@@ -9,8 +9,9 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-/// Type-erased storage: the `Backend::Storage` of the tensor's device.
-pub(crate) type AnyStorage = Box<dyn Any + Send + Sync>;
+/// Type-erased, shared storage: the `Backend::Storage` of the tensor's device. One allocation
+/// holds the count and the storage (views clone the `Arc`).
+pub(crate) type AnyStorage = Arc<dyn Any + Send + Sync>;
 
 /// A compute device. Cheap to clone. Two devices are equal when they wrap the same backend type
 /// at the same location.
@@ -170,8 +171,17 @@ fn foreign<B: Backend>(b: &B) -> Error {
     }
 }
 
+fn erase<S: Send + Sync + 'static>(s: S) -> AnyStorage {
+    Arc::new(s)
+}
+
 fn boxed<S: Send + Sync + 'static>(r: Result<S>) -> Result<AnyStorage> {
-    r.map(|s| Box::new(s) as AnyStorage)
+    r.map(erase)
+}
+
+/// Storage kiln has just created and holds the only handle to, as `b`'s storage, for writing.
+fn get_mut<'a, B: Backend>(b: &B, s: &'a mut AnyStorage) -> Result<&'a mut B::Storage> {
+    Arc::get_mut(s).and_then(|s| s.downcast_mut::<B::Storage>()).ok_or_else(|| foreign(b))
 }
 
 impl<B: Backend> DynBackend for B {
@@ -192,7 +202,7 @@ impl<B: Backend> DynBackend for B {
     }
     fn copy_strided(&self, src: &AnyStorage, sl: &Layout, dst: &mut AnyStorage, dl: &Layout) -> Result<()> {
         let src = get(self, src)?;
-        let dst = dst.downcast_mut::<B::Storage>().ok_or_else(|| foreign(self))?;
+        let dst = get_mut(self, dst)?;
         Backend::copy_strided(self, src, sl, dst, dl)
     }
     fn cast(&self, s: &AnyStorage, l: &Layout, dtype: DType) -> Result<AnyStorage> {
@@ -238,7 +248,7 @@ impl<B: Backend> DynBackend for B {
         dim: usize,
     ) -> Result<()> {
         let (i, s) = (get(self, i)?, get(self, s)?);
-        let d = d.downcast_mut::<B::Storage>().ok_or_else(|| foreign(self))?;
+        let d = get_mut(self, d)?;
         Backend::scatter_add(self, d, dl, i, il, s, sl, dim)
     }
     fn index_select(&self, s: &AnyStorage, sl: &Layout, i: &AnyStorage, il: &Layout, dim: usize) -> Result<AnyStorage> {
@@ -250,11 +260,11 @@ impl<B: Backend> DynBackend for B {
     fn adam_step(&self, step: &AdamStep, inputs: [(&AnyStorage, &Layout); 4]) -> Result<Option<[AnyStorage; 3]>> {
         let [p, g, m, v] = inputs;
         let typed = [(get(self, p.0)?, p.1), (get(self, g.0)?, g.1), (get(self, m.0)?, m.1), (get(self, v.0)?, v.1)];
-        Ok(Backend::adam_step(self, step, typed)?.map(|out| out.map(|s| Box::new(s) as AnyStorage)))
+        Ok(Backend::adam_step(self, step, typed)?.map(|out| out.map(erase)))
     }
     fn cross_entropy_rows(&self, x: (&AnyStorage, &Layout), t: (&AnyStorage, &Layout)) -> Result<Option<AnyStorage>> {
         let out = Backend::cross_entropy_rows(self, (get(self, x.0)?, x.1), (get(self, t.0)?, t.1))?;
-        Ok(out.map(|s| Box::new(s) as AnyStorage))
+        Ok(out.map(erase))
     }
     fn cross_entropy_rows_backward(
         &self,
@@ -263,7 +273,7 @@ impl<B: Backend> DynBackend for B {
         g: (&AnyStorage, &Layout),
     ) -> Result<Option<AnyStorage>> {
         let typed = ((get(self, x.0)?, x.1), (get(self, t.0)?, t.1), (get(self, g.0)?, g.1));
-        Ok(Backend::cross_entropy_rows_backward(self, typed.0, typed.1, typed.2)?.map(|s| Box::new(s) as AnyStorage))
+        Ok(Backend::cross_entropy_rows_backward(self, typed.0, typed.1, typed.2)?.map(erase))
     }
     fn adadelta_step(
         &self,
@@ -272,21 +282,21 @@ impl<B: Backend> DynBackend for B {
     ) -> Result<Option<[AnyStorage; 3]>> {
         let [p, g, v, u] = inputs;
         let typed = [(get(self, p.0)?, p.1), (get(self, g.0)?, g.1), (get(self, v.0)?, v.1), (get(self, u.0)?, u.1)];
-        Ok(Backend::adadelta_step(self, step, typed)?.map(|out| out.map(|s| Box::new(s) as AnyStorage)))
+        Ok(Backend::adadelta_step(self, step, typed)?.map(|out| out.map(erase)))
     }
     fn sgd_step(&self, step: &SgdStep, inputs: [(&AnyStorage, &Layout); 3]) -> Result<Option<[AnyStorage; 2]>> {
         let [p, g, b] = inputs;
         let typed = [(get(self, p.0)?, p.1), (get(self, g.0)?, g.1), (get(self, b.0)?, b.1)];
-        Ok(Backend::sgd_step(self, step, typed)?.map(|out| out.map(|s| Box::new(s) as AnyStorage)))
+        Ok(Backend::sgd_step(self, step, typed)?.map(|out| out.map(erase)))
     }
     fn im2col(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<AnyStorage>> {
-        Ok(Backend::im2col(self, get(self, x)?, l, win)?.map(|s| Box::new(s) as AnyStorage))
+        Ok(Backend::im2col(self, get(self, x)?, l, win)?.map(erase))
     }
     fn col2im(&self, c: &AnyStorage, l: &Layout, dims: [usize; 4], win: &Window2d) -> Result<Option<AnyStorage>> {
-        Ok(Backend::col2im(self, get(self, c)?, l, dims, win)?.map(|s| Box::new(s) as AnyStorage))
+        Ok(Backend::col2im(self, get(self, c)?, l, dims, win)?.map(erase))
     }
     fn softmax_last(&self, x: &AnyStorage, l: &Layout, log: bool) -> Result<Option<AnyStorage>> {
-        Ok(Backend::softmax_last(self, get(self, x)?, l, log)?.map(|s| Box::new(s) as AnyStorage))
+        Ok(Backend::softmax_last(self, get(self, x)?, l, log)?.map(erase))
     }
     fn linear(
         &self,
@@ -296,7 +306,7 @@ impl<B: Backend> DynBackend for B {
     ) -> Result<Option<AnyStorage>> {
         let epilogue = epilogue_of(self, epilogue)?;
         let y = Backend::linear(self, (get(self, x)?, xl), (get(self, w)?, wl), epilogue)?;
-        Ok(y.map(|s| Box::new(s) as AnyStorage))
+        Ok(y.map(erase))
     }
     fn conv2d(
         &self,
@@ -307,7 +317,7 @@ impl<B: Backend> DynBackend for B {
     ) -> Result<Option<AnyStorage>> {
         let epilogue = epilogue_of(self, epilogue)?;
         let y = Backend::conv2d(self, (get(self, x)?, xl), (get(self, w)?, wl), epilogue, win)?;
-        Ok(y.map(|s| Box::new(s) as AnyStorage))
+        Ok(y.map(erase))
     }
     fn conv2d_backward(
         &self,
@@ -327,14 +337,13 @@ impl<B: Backend> DynBackend for B {
             win,
             request,
         )?;
-        let boxed = |s: B::Storage| Box::new(s) as AnyStorage;
-        Ok(grads.map(|c| ConvGrads { dx: c.dx.map(boxed), dw: boxed(c.dw), db: c.db.map(boxed) }))
+        Ok(grads.map(|c| ConvGrads { dx: c.dx.map(erase), dw: erase(c.dw), db: c.db.map(erase) }))
     }
     fn max_pool2d_indices(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<AnyStorage>> {
-        Ok(Backend::max_pool2d_indices(self, get(self, x)?, l, win)?.map(|s| Box::new(s) as AnyStorage))
+        Ok(Backend::max_pool2d_indices(self, get(self, x)?, l, win)?.map(erase))
     }
     fn max_pool2d(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<[AnyStorage; 2]>> {
-        Ok(Backend::max_pool2d(self, get(self, x)?, l, win)?.map(|out| out.map(|s| Box::new(s) as AnyStorage)))
+        Ok(Backend::max_pool2d(self, get(self, x)?, l, win)?.map(|out| out.map(erase)))
     }
     fn synchronize(&self) -> Result<()> {
         Backend::synchronize(self)

@@ -167,7 +167,7 @@ impl fmt::Display for Tensor {
             body.push_str("[]");
         } else {
             let strides = crate::Shape::new(dims).contiguous_strides();
-            Printer { dims, strides, cells, elided, width }.block(&mut body, 0, 0, "tensor(".len());
+            Printer { dims, strides: strides.to_vec(), cells, elided, width }.block(&mut body, 0, 0, "tensor(".len());
         }
         write!(f, "tensor({body}")?;
         if self.elem_count() == 0 && self.rank() != 1 {

@@ -1,14 +1,15 @@
 //! `Layout`: how a tensor's logical elements map onto its storage (shape, strides, offset).
 //! Every view (reshape, permute, narrow, broadcast, ...) is a new `Layout` over the same storage.
 
-use crate::{Error, Result, Shape};
+use crate::{DimVec, Error, Result, Shape};
+use smallvec::SmallVec;
 
 /// Shape + strides (in elements) + offset of the first element in the storage.
 /// A stride of 0 repeats an element (broadcasting).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Layout {
     shape: Shape,
-    strides: Vec<usize>,
+    strides: DimVec,
     offset: usize,
 }
 
@@ -22,7 +23,8 @@ impl Layout {
 
     /// A layout from explicit parts. The caller guarantees that every element it addresses lies in
     /// the storage it is used with.
-    pub fn new(shape: Shape, strides: Vec<usize>, offset: usize) -> Self {
+    pub fn new(shape: Shape, strides: impl AsRef<[usize]>, offset: usize) -> Self {
+        let strides = DimVec::from_slice(strides.as_ref());
         debug_assert_eq!(shape.rank(), strides.len());
         Layout { shape, strides, offset }
     }
@@ -88,7 +90,7 @@ impl Layout {
     /// Storage indices starting at logical element `start` (for splitting work across threads).
     pub fn offsets_from(&self, start: usize) -> StridedOffsets<'_> {
         let n = self.elem_count();
-        let mut index = vec![0; self.shape.rank()];
+        let mut index = DimVec::from_elem(0, self.shape.rank());
         let mut next = self.offset;
         if start < n {
             let mut rem = start;
@@ -109,10 +111,10 @@ impl Layout {
         }
         // Group the old dims into runs that are mutually contiguous; a new dim may only split or
         // merge within one run. This is PyTorch's `view` rule.
-        let old: Vec<(usize, usize)> =
+        let old: SmallVec<[(usize, usize); 4]> =
             self.dims().iter().copied().zip(self.strides.iter().copied()).filter(|&(d, _)| d != 1).collect();
-        let new: Vec<usize> = shape.dims().to_vec();
-        let mut strides = vec![0; new.len()];
+        let new = shape.dims();
+        let mut strides = DimVec::from_elem(0, new.len());
         let (mut oi, mut ni) = (0, 0);
         while ni < new.len() || oi < old.len() {
             // skip size-1 new dims
@@ -162,14 +164,14 @@ impl Layout {
     /// Reorders the dims.
     pub fn permute(&self, op: &'static str, perm: &[usize]) -> Result<Layout> {
         let rank = self.shape.rank();
-        let mut seen = vec![false; rank];
+        let mut seen: SmallVec<[bool; 4]> = SmallVec::from_elem(false, rank);
         if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
             return Err(Error::invalid(
                 op,
                 format!("{perm:?} is not a permutation of the {rank} dims of a tensor of shape {}", self.shape),
             ));
         }
-        let dims = perm.iter().map(|&p| self.dims()[p]).collect::<Vec<_>>();
+        let dims = perm.iter().map(|&p| self.dims()[p]).collect::<DimVec>();
         let strides = perm.iter().map(|&p| self.strides[p]).collect();
         Ok(Layout { shape: Shape::new(dims), strides, offset: self.offset })
     }
@@ -194,7 +196,7 @@ impl Layout {
                 ),
             ));
         }
-        let mut dims = self.dims().to_vec();
+        let mut dims = DimVec::from_slice(self.dims());
         dims[dim] = len;
         let mut strides = self.strides.clone();
         let offset = if len == 0 { self.offset } else { self.offset + start * self.strides[dim] };
@@ -218,7 +220,7 @@ impl Layout {
             return Err(err());
         }
         let lead = dst.len() - src.len();
-        let mut strides = vec![0; dst.len()];
+        let mut strides = DimVec::from_elem(0, dst.len());
         for i in 0..src.len() {
             if src[i] == dst[lead + i] {
                 strides[lead + i] = self.strides[i];
@@ -233,7 +235,7 @@ impl Layout {
 
     /// Inserts a dim of size 1 at `dim` (0..=rank).
     pub fn unsqueeze(&self, dim: usize) -> Layout {
-        let mut dims = self.dims().to_vec();
+        let mut dims = DimVec::from_slice(self.dims());
         let mut strides = self.strides.clone();
         let stride = if dim < dims.len() { dims[dim] * strides[dim] } else { 1 };
         dims.insert(dim, 1);
@@ -243,7 +245,7 @@ impl Layout {
 
     /// Removes the size-1 dim `dim`.
     pub fn squeeze(&self, dim: usize) -> Layout {
-        let mut dims = self.dims().to_vec();
+        let mut dims = DimVec::from_slice(self.dims());
         let mut strides = self.strides.clone();
         if dims[dim] == 1 {
             dims.remove(dim);
@@ -256,7 +258,7 @@ impl Layout {
 /// Iterator over the storage indices of a [`Layout`], in row-major logical order.
 pub struct StridedOffsets<'a> {
     layout: &'a Layout,
-    index: Vec<usize>,
+    index: DimVec,
     next: usize,
     remaining: usize,
 }

@@ -44,7 +44,7 @@ pub use fused::{AdadeltaStep, AdamStep, SgdStep};
 pub use layout::{Layout, StridedOffsets};
 pub use op::{BinaryOp, Float, MapFn, ReduceOp, UnaryOp, ZipFn};
 pub use ops::{Dims, Window2d};
-pub use shape::Shape;
+pub use shape::{DimVec, Shape};
 pub use tensor::{Tensor, TensorId};
 
 /// Half-precision types, re-exported from the `half` crate.

@@ -1,16 +1,22 @@
 //! Shapes and dimension arithmetic.
 
 use crate::{Error, Result};
+use smallvec::SmallVec;
 use std::fmt;
+
+/// Dims or strides, stored inline up to rank 4 (NCHW) so that making a tensor or a view asks the
+/// allocator for nothing (a training step's steady state makes no system allocations); higher
+/// ranks spill to the heap.
+pub type DimVec = SmallVec<[usize; 4]>;
 
 /// The extent of each dimension of a tensor. Printed as `[2, 3]`.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct Shape(Vec<usize>);
+pub struct Shape(DimVec);
 
 impl Shape {
     /// Builds a shape from its dims.
-    pub fn new(dims: impl Into<Vec<usize>>) -> Self {
-        Shape(dims.into())
+    pub fn new(dims: impl AsRef<[usize]>) -> Self {
+        Shape(DimVec::from_slice(dims.as_ref()))
     }
     /// The dims.
     pub fn dims(&self) -> &[usize] {
@@ -39,8 +45,8 @@ impl Shape {
         Ok(n)
     }
     /// Row-major (C order) strides for this shape.
-    pub fn contiguous_strides(&self) -> Vec<usize> {
-        let mut strides = vec![0; self.0.len()];
+    pub fn contiguous_strides(&self) -> DimVec {
+        let mut strides = DimVec::from_elem(0, self.0.len());
         let mut acc = 1;
         for (s, &d) in strides.iter_mut().zip(&self.0).rev() {
             *s = acc;
@@ -59,7 +65,7 @@ impl Shape {
     pub fn broadcast_with(&self, op: &'static str, other: &Shape) -> Result<Shape> {
         let (a, b) = (self.dims(), other.dims());
         let rank = a.len().max(b.len());
-        let mut out = vec![0; rank];
+        let mut out = DimVec::from_elem(0, rank);
         for i in 0..rank {
             let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
             let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
@@ -106,27 +112,32 @@ impl fmt::Display for Shape {
 
 impl From<&[usize]> for Shape {
     fn from(d: &[usize]) -> Self {
-        Shape(d.to_vec())
+        Shape(DimVec::from_slice(d))
     }
 }
 impl<const N: usize> From<[usize; N]> for Shape {
     fn from(d: [usize; N]) -> Self {
-        Shape(d.to_vec())
+        Shape(DimVec::from_slice(&d))
     }
 }
 impl<const N: usize> From<&[usize; N]> for Shape {
     fn from(d: &[usize; N]) -> Self {
-        Shape(d.to_vec())
+        Shape(DimVec::from_slice(d))
     }
 }
 impl From<Vec<usize>> for Shape {
     fn from(d: Vec<usize>) -> Self {
-        Shape(d)
+        Shape(DimVec::from_slice(&d))
     }
 }
 impl From<&Vec<usize>> for Shape {
     fn from(d: &Vec<usize>) -> Self {
-        Shape(d.clone())
+        Shape(DimVec::from_slice(d))
+    }
+}
+impl From<DimVec> for Shape {
+    fn from(d: DimVec) -> Self {
+        Shape(d)
     }
 }
 impl From<&Shape> for Shape {
@@ -136,11 +147,11 @@ impl From<&Shape> for Shape {
 }
 impl From<()> for Shape {
     fn from(_: ()) -> Self {
-        Shape(vec![])
+        Shape(DimVec::new())
     }
 }
 impl From<usize> for Shape {
     fn from(d: usize) -> Self {
-        Shape(vec![d])
+        Shape(DimVec::from_slice(&[d]))
     }
 }

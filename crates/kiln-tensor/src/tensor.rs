@@ -21,7 +21,7 @@ impl TensorId {
 
 pub(crate) struct TensorInner {
     pub(crate) id: TensorId,
-    pub(crate) storage: Arc<AnyStorage>,
+    pub(crate) storage: AnyStorage,
     pub(crate) layout: Layout,
     pub(crate) dtype: DType,
     pub(crate) device: Device,
@@ -60,15 +60,7 @@ impl Tensor {
         op: Option<Op>,
     ) -> Tensor {
         let op = op.filter(|op| autograd::is_enabled() && op.inputs().iter().any(|t| t.tracks_grad()));
-        Tensor(Arc::new(TensorInner {
-            id: TensorId::new(),
-            storage: Arc::new(storage),
-            layout,
-            dtype,
-            device,
-            op,
-            is_var: false,
-        }))
+        Tensor(Arc::new(TensorInner { id: TensorId::new(), storage, layout, dtype, device, op, is_var: false }))
     }
 
     /// A new tensor over the same storage with another layout (a view).

@@ -100,19 +100,29 @@ impl<R: Rule> Optimizer for Optim<R> {
 #[derive(Default)]
 pub struct State {
     step: u64,
-    buffers: HashMap<String, Tensor>,
+    /// Buffers by parameter name, then buffer name: looking one up builds no key string, so a
+    /// steady-state step makes no allocation here.
+    buffers: HashMap<String, HashMap<String, Tensor>>,
 }
 
 impl State {
     pub(crate) fn named(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> = self.buffers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut out: Vec<(String, Tensor)> = self
+            .buffers
+            .iter()
+            .flat_map(|(name, bufs)| bufs.iter().map(move |(suffix, t)| (format!("{name}.{suffix}"), t.clone())))
+            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
     pub(crate) fn restore(&mut self, state: &HashMap<String, Tensor>, step_tensor: Option<&Tensor>) -> Result<()> {
-        self.buffers =
-            state.iter().filter(|(k, _)| k.as_str() != "step").map(|(k, v)| (k.clone(), v.clone())).collect();
+        self.buffers.clear();
+        for (key, t) in state.iter().filter(|(k, _)| k.as_str() != "step") {
+            // Buffer names have no dot; parameter names do (`0.weight`).
+            let (name, suffix) = key.rsplit_once('.').unwrap_or(("", key.as_str()));
+            self.buffers.entry(name.to_string()).or_default().insert(suffix.to_string(), t.clone());
+        }
         if let Some(t) = step_tensor {
             self.step = t.to_dtype(kiln_tensor::DType::F64)?.to_scalar::<f64>()? as u64;
         }
@@ -188,15 +198,23 @@ pub fn clip_grad_value(grads: &mut Gradients, params: &[(String, Var)], clip: f6
 
 /// The buffer `name.suffix`, zeros like `p` on first use.
 pub(crate) fn buffer(state: &mut State, name: &str, suffix: &str, p: &Tensor) -> Result<Tensor> {
-    let key = format!("{name}.{suffix}");
-    if let Some(b) = state.buffers.get(&key) {
+    if let Some(b) = state.buffers.get(name).and_then(|bufs| bufs.get(suffix)) {
         return Ok(b.clone());
     }
     let z = p.zeros_like()?;
-    state.buffers.insert(key, z.clone());
+    store(state, name, suffix, z.clone());
     Ok(z)
 }
 
 pub(crate) fn store(state: &mut State, name: &str, suffix: &str, t: Tensor) {
-    state.buffers.insert(format!("{name}.{suffix}"), t);
+    let bufs = match state.buffers.get_mut(name) {
+        Some(bufs) => bufs,
+        None => state.buffers.entry(name.to_string()).or_default(),
+    };
+    match bufs.get_mut(suffix) {
+        Some(slot) => *slot = t,
+        None => {
+            bufs.insert(suffix.to_string(), t);
+        }
+    }
 }

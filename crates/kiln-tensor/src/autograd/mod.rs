@@ -8,6 +8,7 @@
 mod rules;
 
 use crate::{BinaryOp, Error, ReduceOp, Result, Shape, Tensor, TensorId, UnaryOp};
+use smallvec::{smallvec, SmallVec};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -61,7 +62,7 @@ pub(crate) enum Op {
 
 impl Op {
     /// The tensors this op read.
-    pub(crate) fn inputs(&self) -> Vec<&Tensor> {
+    pub(crate) fn inputs(&self) -> SmallVec<[&Tensor; 3]> {
         match self {
             Op::Unary(x, _)
             | Op::BinaryScalar(x, _, _)
@@ -76,11 +77,11 @@ impl Op {
             | Op::IndexSelect(x, _, _)
             | Op::Im2col(x, _)
             | Op::Softmax(x, _)
-            | Op::CrossEntropy(x, _) => vec![x],
-            Op::Binary(a, b, _) | Op::Matmul(a, b) => vec![a, b],
+            | Op::CrossEntropy(x, _) => smallvec![x],
+            Op::Binary(a, b, _) | Op::Matmul(a, b) => smallvec![a, b],
             Op::Conv2d { x, w, bias, .. } | Op::Linear { x, w, bias, .. } => [x, w].into_iter().chain(bias).collect(),
-            Op::Where(_, t, f) => vec![t, f],
-            Op::ScatterAdd(base, _, src, _) => vec![base, src],
+            Op::Where(_, t, f) => smallvec![t, f],
+            Op::ScatterAdd(base, _, src, _) => smallvec![base, src],
             Op::Cat(xs, _) => xs.iter().collect(),
         }
     }
@@ -262,9 +263,9 @@ impl Gradients {
         self.0.is_empty()
     }
     /// Adds `other`'s gradients into these (gradient accumulation over several batches).
-    pub fn accumulate(&mut self, other: Gradients) -> Result<()> {
+    pub fn accumulate(&mut self, mut other: Gradients) -> Result<()> {
         let _g = NoGradGuard::new();
-        for (id, g) in other.0 {
+        for (id, g) in std::mem::take(&mut other.0) {
             let sum = match self.0.remove(&id) {
                 Some(prev) => prev.add(&g)?,
                 None => g,
@@ -311,11 +312,19 @@ impl Tensor {
             ));
         }
         let _guard = NoGradGuard::new();
-        let order = topological_order(self);
-        let mut pending: HashMap<TensorId, Tensor> = HashMap::new();
+        let mut scratch = SCRATCH.with(|s| s.take());
+        let result = self.propagate(grad, &mut scratch);
+        scratch.clear();
+        SCRATCH.with(|s| s.set(scratch));
+        result
+    }
+
+    fn propagate(&self, grad: Tensor, scratch: &mut Scratch) -> Result<Gradients> {
+        topological_order(self, scratch);
+        let pending = &mut scratch.pending;
         pending.insert(self.id(), grad);
-        let mut out = Gradients::default();
-        for node in order {
+        let mut out = Gradients(scratch.grads.take().unwrap_or_default());
+        for node in scratch.order.drain(..) {
             let Some(grad) = pending.remove(&node.id()) else { continue };
             let Some(op) = &node.0.op else {
                 if node.0.is_var {
@@ -339,15 +348,57 @@ impl Tensor {
     }
 }
 
+/// The containers `backward` needs, kept per thread from call to call (emptied, with their
+/// capacity) so that a training step's steady state asks the system allocator for nothing.
+#[derive(Default)]
+struct Scratch {
+    order: Vec<Tensor>,
+    visited: HashSet<TensorId>,
+    stack: Vec<(Tensor, bool)>,
+    pending: HashMap<TensorId, Tensor>,
+    /// The map of the last dropped [`Gradients`], for the next one.
+    grads: Option<HashMap<TensorId, Tensor>>,
+}
+
+impl Scratch {
+    fn clear(&mut self) {
+        self.order.clear();
+        self.visited.clear();
+        self.stack.clear();
+        self.pending.clear();
+    }
+}
+
+thread_local! {
+    static SCRATCH: Cell<Scratch> = Cell::new(Scratch::default());
+}
+
+impl Drop for Gradients {
+    fn drop(&mut self) {
+        let mut map = std::mem::take(&mut self.0);
+        if map.capacity() == 0 {
+            return;
+        }
+        map.clear();
+        // `try_with`: a thread's locals may already be gone when its last gradients drop.
+        let _ = SCRATCH.try_with(|s| {
+            let mut scratch = s.take();
+            if scratch.grads.is_none() {
+                scratch.grads = Some(map);
+            }
+            s.set(scratch);
+        });
+    }
+}
+
 /// Nodes reachable from `root` through tracked inputs, each after all the nodes that consume it
 /// (reverse post-order), computed with an explicit stack.
-fn topological_order(root: &Tensor) -> Vec<Tensor> {
-    let mut post = Vec::new();
-    let mut visited = HashSet::new();
-    let mut stack: Vec<(Tensor, bool)> = vec![(root.clone(), false)];
+fn topological_order(root: &Tensor, scratch: &mut Scratch) {
+    let Scratch { order, visited, stack, .. } = scratch;
+    stack.push((root.clone(), false));
     while let Some((node, children_done)) = stack.pop() {
         if children_done {
-            post.push(node);
+            order.push(node);
             continue;
         }
         if !visited.insert(node.id()) {
@@ -362,6 +413,5 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
             }
         }
     }
-    post.reverse();
-    post
+    order.reverse();
 }

@@ -4,10 +4,14 @@
 use super::Op;
 use crate::ops_internal::{relu_backward, scatter_into_view, sum_to_shape};
 use crate::{BinaryOp, ReduceOp, Result, Tensor};
+use smallvec::{smallvec, SmallVec};
+
+/// Each input and its gradient; inline for the usual one to three inputs.
+pub(super) type InputGrads = SmallVec<[(Tensor, Tensor); 3]>;
 
 /// The gradient of each input that tracks gradients; inputs that do not (data, masks, indices)
 /// get no gradient computed at all.
-pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {
+pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<InputGrads> {
     let g = grad;
     let need = |t: &Tensor| t.tracks_grad();
     Ok(match op {
@@ -15,19 +19,19 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
             // `where(x > 0, g, 0)`, PyTorch's threshold_backward: two passes over the
             // activations where `g * float(x > 0)` took three (compare, cast, multiply), and
             // +0.0 where the product gave -0.0.
-            vec![(x.clone(), relu_backward(&x.detach(), g)?)]
+            smallvec![(x.clone(), relu_backward(&x.detach(), g)?)]
         }
         Op::Unary(x, u) => {
             let d = crate::ops_internal::unary_derivative(*u, &x.detach(), &node.detach())?;
-            vec![(x.clone(), g.mul(&d)?)]
+            smallvec![(x.clone(), g.mul(&d)?)]
         }
         Op::Binary(a, b, op) => {
             let (ad, bd) = (a.detach(), b.detach());
             match op {
-                BinaryOp::Add => vec![(a.clone(), g.clone()), (b.clone(), g.clone())],
-                BinaryOp::Sub => vec![(a.clone(), g.clone()), (b.clone(), g.neg()?)],
+                BinaryOp::Add => smallvec![(a.clone(), g.clone()), (b.clone(), g.clone())],
+                BinaryOp::Sub => smallvec![(a.clone(), g.clone()), (b.clone(), g.neg()?)],
                 BinaryOp::Mul => {
-                    let mut out = Vec::with_capacity(2);
+                    let mut out = InputGrads::new();
                     if need(a) {
                         out.push((a.clone(), g.mul(&bd)?));
                     }
@@ -38,7 +42,7 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
                 }
                 BinaryOp::Div => {
                     let ga = g.div(&bd)?;
-                    let mut out = Vec::with_capacity(2);
+                    let mut out = InputGrads::new();
                     if need(b) {
                         out.push((b.clone(), ga.mul(&node.detach())?.neg()?));
                     }
@@ -55,7 +59,7 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
                     let ga = bd.eq_scalar(0.0)?.where_cond(&zeros, &ga)?;
                     let gb = g.mul(&node.detach())?.mul(&ad.log()?)?;
                     let gb = ad.eq_scalar(0.0)?.where_cond(&zeros, &gb)?;
-                    vec![(a.clone(), ga), (b.clone(), gb)]
+                    smallvec![(a.clone(), ga), (b.clone(), gb)]
                 }
                 BinaryOp::Maximum | BinaryOp::Minimum => {
                     // Ties share the gradient equally, as in PyTorch.
@@ -63,9 +67,9 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
                     let share = wins.to_dtype(g.dtype())?.add(&ad.eq(&bd)?.to_dtype(g.dtype())?.mul_scalar(0.5)?)?;
                     let ga = g.mul(&share)?;
                     let gb = g.sub(&ga)?;
-                    vec![(a.clone(), ga), (b.clone(), gb)]
+                    smallvec![(a.clone(), ga), (b.clone(), gb)]
                 }
-                _ => vec![],
+                _ => smallvec![],
             }
         }
         Op::BinaryScalar(x, op, s) => {
@@ -81,27 +85,27 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
                     let tie = xd.eq_scalar(*s)?.to_dtype(g.dtype())?.mul_scalar(0.5)?;
                     g.mul(&wins.to_dtype(g.dtype())?.add(&tie)?)?
                 }
-                _ => return Ok(vec![]),
+                _ => return Ok(smallvec![]),
             };
-            vec![(x.clone(), gx)]
+            smallvec![(x.clone(), gx)]
         }
         Op::Reduce(x, op, dims) => {
             let shape = x.shape().clone();
             match op {
-                ReduceOp::Sum => vec![(x.clone(), g.broadcast_to(shape)?)],
+                ReduceOp::Sum => smallvec![(x.clone(), g.broadcast_to(shape)?)],
                 ReduceOp::Max | ReduceOp::Min => {
                     // Ties share the gradient equally (PyTorch's amax/amin rule).
                     let mask = x.detach().eq(&node.detach())?.to_dtype(g.dtype())?;
                     let dims: Vec<isize> = dims.iter().map(|&d| d as isize).collect();
                     let count = mask.sum(dims, true)?;
-                    vec![(x.clone(), mask.mul(&g.div(&count)?)?)]
+                    smallvec![(x.clone(), mask.mul(&g.div(&count)?)?)]
                 }
-                ReduceOp::ArgMax | ReduceOp::ArgMin => vec![],
+                ReduceOp::ArgMax | ReduceOp::ArgMin => smallvec![],
             }
         }
         Op::Matmul(a, b) => {
             // The data side of a layer (`x` in `x @ W`) usually needs no gradient: skip its GEMM.
-            let mut out = Vec::with_capacity(2);
+            let mut out = InputGrads::new();
             if need(a) {
                 out.push((a.clone(), g.matmul(&b.detach().t()?)?));
             }
@@ -116,7 +120,7 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
         }
         Op::Where(c, t, f) => {
             let zeros = g.zeros_like()?;
-            let mut out = Vec::with_capacity(2);
+            let mut out = InputGrads::new();
             if need(t) {
                 out.push((t.clone(), c.where_cond(g, &zeros)?));
             }
@@ -125,30 +129,30 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
             }
             out
         }
-        Op::Gather(x, index, dim) => vec![(x.clone(), x.scatter_into_zeros(*dim, index, g)?)],
-        Op::IndexSelect(x, ids, dim) => vec![(x.clone(), x.zeros_like()?.index_add(*dim as isize, ids, g)?)],
+        Op::Gather(x, index, dim) => smallvec![(x.clone(), x.scatter_into_zeros(*dim, index, g)?)],
+        Op::IndexSelect(x, ids, dim) => smallvec![(x.clone(), x.zeros_like()?.index_add(*dim as isize, ids, g)?)],
         Op::ScatterAdd(base, index, src, dim) => {
-            let mut out = vec![(base.clone(), g.clone())];
+            let mut out = smallvec![(base.clone(), g.clone())];
             if need(src) {
                 out.push((src.clone(), g.gather(*dim as isize, index)?));
             }
             out
         }
-        Op::Cast(x) => vec![(x.clone(), g.to_dtype(x.dtype())?)],
-        Op::Copy(x) => vec![(x.clone(), g.clone())],
-        Op::Reshape(x) => vec![(x.clone(), g.reshape(x.shape().clone())?)],
+        Op::Cast(x) => smallvec![(x.clone(), g.to_dtype(x.dtype())?)],
+        Op::Copy(x) => smallvec![(x.clone(), g.clone())],
+        Op::Reshape(x) => smallvec![(x.clone(), g.reshape(x.shape().clone())?)],
         Op::Permute(x, perm) => {
             let mut inverse = vec![0; perm.len()];
             for (i, &p) in perm.iter().enumerate() {
                 inverse[p] = i;
             }
-            vec![(x.clone(), g.permute(&inverse)?)]
+            smallvec![(x.clone(), g.permute(&inverse)?)]
         }
         Op::Narrow { input, dim, start, step } => {
-            vec![(input.clone(), scatter_into_view(input, g, *dim, *start, *step)?)]
+            smallvec![(input.clone(), scatter_into_view(input, g, *dim, *start, *step)?)]
         }
-        Op::Broadcast(x) => vec![(x.clone(), sum_to_shape(g, x.shape())?)],
-        Op::Im2col(x, win) => vec![(x.clone(), g.col2im(x.shape(), *win)?)],
+        Op::Broadcast(x) => smallvec![(x.clone(), sum_to_shape(g, x.shape())?)],
+        Op::Im2col(x, win) => smallvec![(x.clone(), g.col2im(x.shape(), *win)?)],
         Op::Softmax(x, log) => {
             let y = node.detach();
             let dx = if *log {
@@ -159,9 +163,9 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
             } else {
                 y.mul(&g.sub(&g.mul(&y)?.sum(-1, true)?)?)?
             };
-            vec![(x.clone(), dx)]
+            smallvec![(x.clone(), dx)]
         }
-        Op::CrossEntropy(x, targets) => vec![(x.clone(), x.detach().cross_entropy_rows_grad(targets, g)?)],
+        Op::CrossEntropy(x, targets) => smallvec![(x.clone(), x.detach().cross_entropy_rows_grad(targets, g)?)],
         Op::Linear { x, w, bias, relu } => {
             // The rules of the ops it fuses (ReLU, the bias's broadcast add, `x @ w.t()`), in
             // their order, so the gradients are the same numbers.
@@ -169,7 +173,7 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
                 true => relu_backward(&node.detach(), g)?,
                 false => g.clone(),
             };
-            let mut out = Vec::with_capacity(3);
+            let mut out = InputGrads::new();
             if need(x) {
                 out.push((x.clone(), g.matmul(&w.detach())?));
             }
@@ -185,7 +189,7 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
             let y = relu.then(|| node.detach());
             let want = (need(x), bias.as_ref().is_some_and(need));
             let (dx, dw, db) = crate::ops::conv::conv2d_grads(&x.detach(), &w.detach(), g, y.as_ref(), *win, want)?;
-            let mut out = vec![(w.clone(), dw)];
+            let mut out = smallvec![(w.clone(), dw)];
             if let Some(dx) = dx {
                 out.push((x.clone(), dx));
             }
@@ -196,7 +200,7 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<Vec<(Ten
         }
         Op::Cat(xs, dim) => {
             let mut at = 0;
-            let mut out = Vec::with_capacity(xs.len());
+            let mut out = InputGrads::new();
             for x in xs {
                 let n = x.dims()[*dim];
                 if need(x) {

@@ -2,7 +2,7 @@
 
 use crate::autograd::Op;
 use crate::backend::Epilogue;
-use crate::{Error, Result, Shape, Tensor};
+use crate::{DimVec, Error, Result, Shape, Tensor};
 
 impl Tensor {
     /// Matrix product with PyTorch's `matmul` rules: `[..., m, k] @ [..., k, n] -> [..., m, n]`,
@@ -40,18 +40,18 @@ impl Tensor {
             rhs: rhs.shape().clone(),
             hint: format!("; the batch dims {lb} and {rb} do not broadcast"),
         })?;
-        let mut ls = batch.dims().to_vec();
+        let mut ls = DimVec::from_slice(batch.dims());
         ls.extend([m, k]);
-        let mut rs = batch.dims().to_vec();
+        let mut rs = DimVec::from_slice(batch.dims());
         rs.extend([k, n]);
         let lhs = lhs.broadcast_to(ls)?;
         let r = r.broadcast_to(rs)?;
         let s = self.backend().matmul(lhs.storage(), lhs.layout(), r.storage(), r.layout())?;
-        let mut out = batch.dims().to_vec();
+        let mut out = DimVec::from_slice(batch.dims());
         out.extend([m, n]);
         let result = self.result(s, Shape::new(out), self.dtype(), Some(Op::Matmul(lhs, r)));
         // A vector operand's dim is dropped from the result, as in PyTorch (1-D @ 1-D is a 0-d dot).
-        let mut dims = batch.dims().to_vec();
+        let mut dims = DimVec::from_slice(batch.dims());
         if self.rank() > 1 {
             dims.push(m);
         }

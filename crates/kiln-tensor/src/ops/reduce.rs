@@ -3,32 +3,33 @@
 
 use crate::autograd::Op;
 use crate::shape::resolve_dim;
-use crate::{DType, Error, ReduceOp, Result, Shape, Tensor};
+use crate::{DType, DimVec, Error, ReduceOp, Result, Shape, Tensor};
+use smallvec::{smallvec, SmallVec};
 
 /// A set of dims to reduce over: `1`, `-1`, `[0, 2]`, `&[-1]`, or `()` for all dims.
 pub trait Dims {
     /// Resolves to sorted distinct dims of `shape`.
-    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<Vec<usize>>;
+    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<DimVec>;
 }
 
 impl Dims for isize {
-    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<Vec<usize>> {
-        Ok(vec![resolve_dim(op, *self, shape)?])
+    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<DimVec> {
+        Ok(smallvec![resolve_dim(op, *self, shape)?])
     }
 }
 impl Dims for i32 {
-    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<Vec<usize>> {
-        Ok(vec![resolve_dim(op, *self as isize, shape)?])
+    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<DimVec> {
+        Ok(smallvec![resolve_dim(op, *self as isize, shape)?])
     }
 }
 impl Dims for () {
-    fn resolve(&self, _: &'static str, shape: &Shape) -> Result<Vec<usize>> {
+    fn resolve(&self, _: &'static str, shape: &Shape) -> Result<DimVec> {
         Ok((0..shape.rank()).collect())
     }
 }
 impl Dims for [isize] {
-    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<Vec<usize>> {
-        let mut dims = self.iter().map(|&d| resolve_dim(op, d, shape)).collect::<Result<Vec<_>>>()?;
+    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<DimVec> {
+        let mut dims = self.iter().map(|&d| resolve_dim(op, d, shape)).collect::<Result<DimVec>>()?;
         dims.sort_unstable();
         if dims.windows(2).any(|w| w[0] == w[1]) {
             return Err(Error::invalid(op, format!("dims {self:?} name the same dim twice (shape {shape})")));
@@ -37,22 +38,22 @@ impl Dims for [isize] {
     }
 }
 impl<const N: usize> Dims for [isize; N] {
-    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<Vec<usize>> {
+    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<DimVec> {
         self.as_slice().resolve(op, shape)
     }
 }
 impl<const N: usize> Dims for [i32; N] {
-    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<Vec<usize>> {
-        self.iter().map(|&d| d as isize).collect::<Vec<_>>().as_slice().resolve(op, shape)
+    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<DimVec> {
+        self.iter().map(|&d| d as isize).collect::<SmallVec<[isize; N]>>().as_slice().resolve(op, shape)
     }
 }
 impl<T: Dims + ?Sized> Dims for &T {
-    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<Vec<usize>> {
+    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<DimVec> {
         (**self).resolve(op, shape)
     }
 }
 impl Dims for Vec<isize> {
-    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<Vec<usize>> {
+    fn resolve(&self, op: &'static str, shape: &Shape) -> Result<DimVec> {
         self.as_slice().resolve(op, shape)
     }
 }
@@ -63,7 +64,7 @@ fn reduced_shape(shape: &Shape, dims: &[usize], keepdim: bool) -> Shape {
         (true, true) => Some(1),
         (true, false) => None,
     });
-    Shape::new(out.collect::<Vec<_>>())
+    Shape::new(out.collect::<DimVec>())
 }
 
 impl Tensor {

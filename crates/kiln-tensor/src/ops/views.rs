@@ -4,7 +4,7 @@
 
 use crate::autograd::Op;
 use crate::shape::resolve_dim;
-use crate::{Error, Layout, Result, Shape, Tensor};
+use crate::{DimVec, Error, Layout, Result, Shape, Tensor};
 
 impl Tensor {
     /// The same elements with another shape. A view when the strides allow it, otherwise a
@@ -83,7 +83,7 @@ impl Tensor {
     pub fn transpose(&self, d0: isize, d1: isize) -> Result<Tensor> {
         let a = resolve_dim("transpose", d0, self.shape())?;
         let b = resolve_dim("transpose", d1, self.shape())?;
-        let mut perm: Vec<usize> = (0..self.rank()).collect();
+        let mut perm: DimVec = (0..self.rank()).collect();
         perm.swap(a, b);
         self.permute(&perm)
     }
