@@ -4,7 +4,7 @@
 //! Work is split by image (col2im, so that each input element is summed by one thread in a fixed
 //! order) or by column row (im2col, pooling), through `parallel::run_tasks`.
 
-use crate::parallel::run_tasks;
+use crate::parallel::{run_tasks, Pieces};
 use crate::pool::Pooled;
 use crate::storage::CpuStorage;
 use crate::strided::{alloc, alloc_for_overwrite};
@@ -76,7 +76,7 @@ fn im2col_t<T: Copy + Default + Send + Sync + Pooled>(x: &[T], g: Geometry) -> R
     let mut out = alloc_for_overwrite(rows * l, T::default())?;
     // One column row per (image, channel, kernel row, kernel column); tasks take blocks of them.
     let per_task = (1 << 15) / l.max(1) + 1;
-    let pieces: Vec<Mutex<&mut [T]>> = out.chunks_mut(per_task * l.max(1)).map(Mutex::new).collect();
+    let pieces: Pieces<&mut [T]> = out.chunks_mut(per_task * l.max(1)).map(Mutex::new).collect();
     run_tasks(pieces.len(), rayon::current_num_threads(), |t| {
         let mut piece = pieces[t].lock().unwrap_or_else(|e| e.into_inner());
         for (r, dst) in piece.chunks_mut(l.max(1)).enumerate() {
@@ -84,6 +84,7 @@ fn im2col_t<T: Copy + Default + Send + Sync + Pooled>(x: &[T], g: Geometry) -> R
         }
         Ok(())
     })?;
+    drop(pieces);
     Ok(out)
 }
 
@@ -172,12 +173,13 @@ fn col2im_t<T: Copy + Default + Send + Sync + Pooled + std::ops::Add<Output = T>
     let (l, plane) = (g.oh * g.ow, g.h * g.w);
     let mut out = alloc(g.n * g.c * plane, T::default())?;
     // One task per (image, channel) plane: its sums run in a fixed order on one thread.
-    let pieces: Vec<Mutex<&mut [T]>> = out.chunks_mut(plane.max(1)).map(Mutex::new).collect();
+    let pieces: Pieces<&mut [T]> = out.chunks_mut(plane.max(1)).map(Mutex::new).collect();
     run_tasks(pieces.len(), rayon::current_num_threads(), |p| {
         let mut dst = pieces[p].lock().unwrap_or_else(|e| e.into_inner());
         col2im_plane(&cols[p * kh * kw * l..(p + 1) * kh * kw * l], &mut dst, &g);
         Ok(())
     })?;
+    drop(pieces);
     Ok(out)
 }
 
@@ -307,7 +309,7 @@ fn argmax_t<T: Copy + PartialOrd + Send + Sync + Default + crate::pool::Pooled>(
     // Tasks of several planes (about 32K inputs): a task per small plane costs more than its work.
     let planes_per_task = (1 << 15) / plane.max(1) + 1;
     let per_task = l.max(1) * planes_per_task;
-    let pieces: Vec<Mutex<(&mut [i64], &mut [T])>> =
+    let pieces: Pieces<(&mut [i64], &mut [T])> =
         out.chunks_mut(per_task).zip(values.chunks_mut(per_task)).map(Mutex::new).collect();
     run_tasks(pieces.len(), rayon::current_num_threads(), |t| {
         let mut piece = pieces[t].lock().unwrap_or_else(|e| e.into_inner());

@@ -18,11 +18,12 @@
 use crate::conv::{col2im_plane, dims4, im2col_image, Geometry};
 use crate::epilogue::{slice, Bias};
 use crate::gemm::{gemm_same, Elem, View};
-use crate::parallel::run_tasks;
+use crate::parallel::{run_tasks, Pieces};
 use crate::storage::CpuStorage;
 use crate::strided::{alloc, alloc_for_overwrite};
 use kiln_tensor::backend::{ConvGradRequest, ConvGrads, Epilogue};
 use kiln_tensor::{Layout, Result, Window2d};
+use smallvec::SmallVec;
 use std::sync::Mutex;
 
 /// Image groups of the weight gradient's sum (fixed, so results do not depend on threads).
@@ -77,7 +78,7 @@ fn forward<T: Elem + PartialOrd>(
     let (Some(x), Some(w)) = (slice::<T>(x, g.n * plane), slice::<T>(w, o * ck)) else { return Ok(None) };
     let Some(bias) = crate::epilogue::bias(epilogue.bias, o, Bias::PerRow) else { return Ok(None) };
     let mut y = alloc_for_overwrite(g.n * o * l, T::default())?;
-    let images: Vec<Mutex<&mut [T]>> = y.chunks_mut(o * l).map(Mutex::new).collect();
+    let images: Pieces<&mut [T]> = y.chunks_mut(o * l).map(Mutex::new).collect();
     run_tasks(g.n, rayon::current_num_threads(), |i| {
         let mut y_i = images[i].lock().unwrap_or_else(|e| e.into_inner());
         let mut cols = alloc_for_overwrite(ck * l, T::default())?;
@@ -89,6 +90,7 @@ fn forward<T: Elem + PartialOrd>(
         crate::epilogue::apply(&mut y_i, bias, epilogue.relu, l);
         Ok(())
     })?;
+    drop(images);
     Ok(Some(y))
 }
 
@@ -184,16 +186,16 @@ fn backward<T: Elem + PartialOrd>(
     let (need_dx, need_db) = (request.dx, request.db);
     let groups = GROUPS.min(g.n);
     // Group k takes images bounds[k]..bounds[k + 1].
-    let bounds: Vec<usize> = (0..=groups).map(|k| k * g.n / groups).collect();
+    let bounds: SmallVec<[usize; GROUPS + 1]> = (0..=groups).map(|k| k * g.n / groups).collect();
     // Each group's partial sums: its weight gradient, then its bias gradient.
     let part = o * ck + o;
     let mut partial = alloc_for_overwrite(groups * part, T::default())?;
-    let partials: Vec<Mutex<&mut [T]>> = partial.chunks_mut(part).map(Mutex::new).collect();
+    let partials: Pieces<&mut [T]> = partial.chunks_mut(part).map(Mutex::new).collect();
     let mut dx = if need_dx { Some(alloc(g.n * plane, T::default())?) } else { None };
-    let dx_groups: Vec<Mutex<&mut [T]>> = match dx.as_mut() {
+    let dx_groups: Pieces<&mut [T]> = match dx.as_mut() {
         Some(dx) => {
             let mut rest: &mut [T] = dx;
-            let mut pieces = Vec::with_capacity(groups);
+            let mut pieces = Pieces::new();
             for k in 0..groups {
                 let (piece, tail) = rest.split_at_mut((bounds[k + 1] - bounds[k]) * plane);
                 pieces.push(Mutex::new(piece));
@@ -201,7 +203,7 @@ fn backward<T: Elem + PartialOrd>(
             }
             pieces
         }
-        None => Vec::new(),
+        None => Pieces::new(),
     };
     // grad[i] is `o x l` row-major; im2col(x[i])^T reads the columns transposed; w^T likewise.
     let gv = View { offset: 0, rs: l, cs: 1 };

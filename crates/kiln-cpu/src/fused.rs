@@ -101,16 +101,18 @@ fn run<T: Float + Default + Pooled>(rule: Rule, [p, g, m, v]: [&[T]; 4]) -> Resu
     if n < PAR_THRESHOLD {
         chunk(0, (&mut po, &mut mo, &mut vo));
     } else {
+        // At most 64 pieces, so that they fit inline in `Pieces`.
+        let size = CHUNK.max(n.div_ceil(64));
         let pieces: Pieces<_> = po
-            .chunks_mut(CHUNK)
-            .zip(mo.chunks_mut(CHUNK))
-            .zip(vo.chunks_mut(CHUNK))
+            .chunks_mut(size)
+            .zip(mo.chunks_mut(size))
+            .zip(vo.chunks_mut(size))
             .map(|((a, b), c)| Mutex::new((a, b, c)))
             .collect();
         run_tasks(pieces.len(), rayon::current_num_threads(), |i| {
             let mut piece = pieces[i].lock().unwrap_or_else(|e| e.into_inner());
             let (a, b, c) = &mut *piece;
-            chunk(i * CHUNK, (a, b, c));
+            chunk(i * size, (a, b, c));
             Ok(())
         })?;
     }

@@ -68,9 +68,10 @@ where
     }
 }
 
-/// The pieces of a split output, each behind the lock its one task takes; inline up to 32 so
-/// that splitting a step's outputs asks the allocator for nothing.
-pub(crate) type Pieces<P> = smallvec::SmallVec<[Mutex<P>; 32]>;
+/// The pieces of a split output, each behind the lock its one task takes; inline up to 64 (a
+/// batch of 64 images, an optimizer's chunks) so that splitting a step's outputs asks the
+/// allocator for nothing.
+pub(crate) type Pieces<P> = smallvec::SmallVec<[Mutex<P>; 64]>;
 
 /// Runs `f(chunk_index, chunk)` over `out` cut into `chunk`-element pieces, on up to rayon's
 /// thread count of threads (the caller included).

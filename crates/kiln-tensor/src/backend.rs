@@ -249,7 +249,7 @@ pub trait Backend: Send + Sync + 'static {
         scalar: f64,
     ) -> Result<Self::Storage> {
         let s = self.fill(1, dtype, scalar)?;
-        let sl = Layout::new(layout.shape().clone(), vec![0; layout.shape().rank()], 0);
+        let sl = Layout::new(layout.shape().clone(), crate::DimVec::from_elem(0, layout.shape().rank()), 0);
         self.binary(op, storage, layout, &s, &sl)
     }
 

@@ -9,9 +9,33 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-/// Type-erased, shared storage: the `Backend::Storage` of the tensor's device. One allocation
-/// holds the count and the storage (views clone the `Arc`).
-pub(crate) type AnyStorage = Arc<dyn Any + Send + Sync>;
+/// Type-erased, shared storage: the `Backend::Storage` of the tensor's device, in a [`Slot`].
+/// One allocation holds the count and the storage (views clone the `Arc`); `handles` reuses it.
+pub(crate) type AnyStorage = Arc<dyn StorageSlot>;
+
+/// A backend's storage, or nothing once its last tensor has gone (the cell is then kept for
+/// reuse by `handles`).
+pub(crate) struct Slot<S>(pub(crate) Option<S>);
+
+/// What kiln needs of a storage cell without knowing its backend.
+pub(crate) trait StorageSlot: Send + Sync {
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// Drops the storage inside; returns the cell's type when it held one.
+    fn clear(&mut self) -> Option<std::any::TypeId>;
+}
+
+impl<S: Send + Sync + 'static> StorageSlot for Slot<S> {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn clear(&mut self) -> Option<std::any::TypeId> {
+        self.0.take().map(|_| std::any::TypeId::of::<Self>())
+    }
+}
 
 /// A compute device. Cheap to clone. Two devices are equal when they wrap the same backend type
 /// at the same location.
@@ -158,7 +182,7 @@ fn epilogue_of<'a, B: Backend>(b: &B, e: Epilogue<'a, AnyStorage>) -> Result<Epi
 }
 
 fn get<'a, B: Backend>(b: &B, s: &'a AnyStorage) -> Result<&'a B::Storage> {
-    s.downcast_ref::<B::Storage>().ok_or_else(|| foreign(b))
+    s.as_any().downcast_ref::<Slot<B::Storage>>().and_then(|s| s.0.as_ref()).ok_or_else(|| foreign(b))
 }
 
 fn foreign<B: Backend>(b: &B) -> Error {
@@ -172,7 +196,7 @@ fn foreign<B: Backend>(b: &B) -> Error {
 }
 
 fn erase<S: Send + Sync + 'static>(s: S) -> AnyStorage {
-    Arc::new(s)
+    crate::handles::storage(s)
 }
 
 fn boxed<S: Send + Sync + 'static>(r: Result<S>) -> Result<AnyStorage> {
@@ -181,7 +205,10 @@ fn boxed<S: Send + Sync + 'static>(r: Result<S>) -> Result<AnyStorage> {
 
 /// Storage kiln has just created and holds the only handle to, as `b`'s storage, for writing.
 fn get_mut<'a, B: Backend>(b: &B, s: &'a mut AnyStorage) -> Result<&'a mut B::Storage> {
-    Arc::get_mut(s).and_then(|s| s.downcast_mut::<B::Storage>()).ok_or_else(|| foreign(b))
+    Arc::get_mut(s)
+        .and_then(|s| s.as_any_mut().downcast_mut::<Slot<B::Storage>>())
+        .and_then(|s| s.0.as_mut())
+        .ok_or_else(|| foreign(b))
 }
 
 impl<B: Backend> DynBackend for B {

@@ -27,6 +27,7 @@ mod display;
 mod dtype;
 mod error;
 mod fused;
+mod handles;
 mod layout;
 mod op;
 mod ops;

@@ -35,8 +35,8 @@ pub(crate) fn sum_to_shape(g: &Tensor, shape: &Shape) -> Result<Tensor> {
         return Err(Error::shape_mismatch("broadcast backward", g.shape(), shape));
     }
     let lead = gd.len() - sd.len();
-    let dims: Vec<isize> =
+    let dims: smallvec::SmallVec<[isize; 4]> =
         (0..gd.len()).filter(|&i| i < lead || (sd[i - lead] == 1 && gd[i] != 1)).map(|i| i as isize).collect();
-    let summed = if dims.is_empty() { g.clone() } else { g.sum(dims, true)? };
+    let summed = if dims.is_empty() { g.clone() } else { g.sum(&dims[..], true)? };
     summed.reshape(shape.clone())
 }

@@ -3,7 +3,9 @@
 
 use crate::autograd::{self, Op};
 use crate::device::AnyStorage;
+use crate::handles;
 use crate::{DType, Device, Error, Layout, Result, Shape};
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -47,9 +49,22 @@ pub(crate) struct TensorInner {
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct Tensor(pub(crate) Arc<TensorInner>);
+pub struct Tensor(pub(crate) ManuallyDrop<Arc<TensorInner>>);
+
+impl Drop for Tensor {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: this is the drop of `self`, the field's only owner; it is not touched again.
+        let arc = unsafe { ManuallyDrop::take(&mut self.0) };
+        handles::release(arc);
+    }
+}
 
 impl Tensor {
+    pub(crate) fn from_arc(arc: Arc<TensorInner>) -> Tensor {
+        Tensor(ManuallyDrop::new(arc))
+    }
+
     /// Wraps freshly computed storage. Records `op` for autograd when gradients are enabled and
     /// one of its inputs tracks them.
     pub(crate) fn from_storage(
@@ -60,13 +75,13 @@ impl Tensor {
         op: Option<Op>,
     ) -> Tensor {
         let op = op.filter(|op| autograd::is_enabled() && op.inputs().iter().any(|t| t.tracks_grad()));
-        Tensor(Arc::new(TensorInner { id: TensorId::new(), storage, layout, dtype, device, op, is_var: false }))
+        handles::tensor(TensorInner { id: TensorId::new(), storage, layout, dtype, device, op, is_var: false })
     }
 
     /// A new tensor over the same storage with another layout (a view).
     pub(crate) fn view_of(&self, layout: Layout, op: Op) -> Tensor {
         let op = Some(op).filter(|_| autograd::is_enabled() && self.tracks_grad());
-        Tensor(Arc::new(TensorInner {
+        handles::tensor(TensorInner {
             id: TensorId::new(),
             storage: self.0.storage.clone(),
             layout,
@@ -74,11 +89,11 @@ impl Tensor {
             device: self.0.device.clone(),
             op,
             is_var: false,
-        }))
+        })
     }
 
     pub(crate) fn with_id(&self, id: TensorId, is_var: bool) -> Tensor {
-        Tensor(Arc::new(TensorInner {
+        handles::tensor(TensorInner {
             id,
             storage: self.0.storage.clone(),
             layout: self.0.layout.clone(),
@@ -86,7 +101,7 @@ impl Tensor {
             device: self.0.device.clone(),
             op: None,
             is_var,
-        }))
+        })
     }
 
     /// The id that keys this tensor's gradient.

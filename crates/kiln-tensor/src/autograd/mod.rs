@@ -7,7 +7,7 @@
 
 mod rules;
 
-use crate::{BinaryOp, Error, ReduceOp, Result, Shape, Tensor, TensorId, UnaryOp};
+use crate::{BinaryOp, DimVec, Error, ReduceOp, Result, Shape, Tensor, TensorId, UnaryOp};
 use smallvec::{smallvec, SmallVec};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -19,7 +19,7 @@ pub(crate) enum Op {
     Unary(Tensor, UnaryOp),
     Binary(Tensor, Tensor, BinaryOp),
     BinaryScalar(Tensor, BinaryOp, f64),
-    Reduce(Tensor, ReduceOp, Vec<usize>),
+    Reduce(Tensor, ReduceOp, DimVec),
     Matmul(Tensor, Tensor),
     Where(Tensor, Tensor, Tensor),
     Gather(Tensor, Tensor, usize),
@@ -28,7 +28,7 @@ pub(crate) enum Op {
     Cast(Tensor),
     Copy(Tensor),
     Reshape(Tensor),
-    Permute(Tensor, Vec<usize>),
+    Permute(Tensor, DimVec),
     Narrow {
         input: Tensor,
         dim: usize,

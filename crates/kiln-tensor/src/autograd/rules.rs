@@ -3,7 +3,7 @@
 
 use super::Op;
 use crate::ops_internal::{relu_backward, scatter_into_view, sum_to_shape};
-use crate::{BinaryOp, ReduceOp, Result, Tensor};
+use crate::{BinaryOp, DimVec, ReduceOp, Result, Tensor};
 use smallvec::{smallvec, SmallVec};
 
 /// Each input and its gradient; inline for the usual one to three inputs.
@@ -96,8 +96,8 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<InputGra
                 ReduceOp::Max | ReduceOp::Min => {
                     // Ties share the gradient equally (PyTorch's amax/amin rule).
                     let mask = x.detach().eq(&node.detach())?.to_dtype(g.dtype())?;
-                    let dims: Vec<isize> = dims.iter().map(|&d| d as isize).collect();
-                    let count = mask.sum(dims, true)?;
+                    let dims: SmallVec<[isize; 4]> = dims.iter().map(|&d| d as isize).collect();
+                    let count = mask.sum(&dims[..], true)?;
                     smallvec![(x.clone(), mask.mul(&g.div(&count)?)?)]
                 }
                 ReduceOp::ArgMax | ReduceOp::ArgMin => smallvec![],
@@ -142,7 +142,7 @@ pub(super) fn backward(op: &Op, node: &Tensor, grad: &Tensor) -> Result<InputGra
         Op::Copy(x) => smallvec![(x.clone(), g.clone())],
         Op::Reshape(x) => smallvec![(x.clone(), g.reshape(x.shape().clone())?)],
         Op::Permute(x, perm) => {
-            let mut inverse = vec![0; perm.len()];
+            let mut inverse = DimVec::from_elem(0, perm.len());
             for (i, &p) in perm.iter().enumerate() {
                 inverse[p] = i;
             }

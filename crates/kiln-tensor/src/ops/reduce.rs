@@ -89,7 +89,7 @@ impl Tensor {
             ReduceOp::Sum if self.dtype().is_int() => DType::I64,
             _ => self.dtype(),
         };
-        let rec = (!op.is_arg()).then(|| Op::Reduce(self.clone(), op, dims.to_vec()));
+        let rec = (!op.is_arg()).then(|| Op::Reduce(self.clone(), op, DimVec::from_slice(dims)));
         Ok(self.result(s, shape, dtype, rec))
     }
 
@@ -133,12 +133,12 @@ impl Tensor {
         self.float_only("mean")?;
         let dims = dims.resolve("mean", self.shape())?;
         let n: usize = dims.iter().map(|&d| self.dims()[d]).product();
-        let dims: Vec<isize> = dims.iter().map(|&d| d as isize).collect();
+        let dims: SmallVec<[isize; 4]> = dims.iter().map(|&d| d as isize).collect();
         if matches!(self.dtype(), DType::F16 | DType::BF16) {
             // A half-precision sum overflows long before the mean does: accumulate in f32.
-            return self.to_dtype(DType::F32)?.sum(dims, keepdim)?.div_scalar(n as f64)?.to_dtype(self.dtype());
+            return self.to_dtype(DType::F32)?.sum(&dims[..], keepdim)?.div_scalar(n as f64)?.to_dtype(self.dtype());
         }
-        self.sum(dims, keepdim)?.div_scalar(n as f64)
+        self.sum(&dims[..], keepdim)?.div_scalar(n as f64)
     }
     /// Mean of all elements.
     pub fn mean_all(&self) -> Result<Tensor> {

@@ -76,7 +76,7 @@ impl Tensor {
     /// Reorders the dims: `perm[i]` is the old dim that becomes dim `i`.
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
         let l = self.layout().permute("permute", perm)?;
-        Ok(self.view_of(l, Op::Permute(self.clone(), perm.to_vec())))
+        Ok(self.view_of(l, Op::Permute(self.clone(), DimVec::from_slice(perm))))
     }
 
     /// Swaps two dims.
@@ -175,7 +175,7 @@ impl Tensor {
             ));
         }
         let d = self.dims();
-        let mut shape = d[..s].to_vec();
+        let mut shape = DimVec::from_slice(&d[..s]);
         shape.push(d[s..=e].iter().product());
         shape.extend_from_slice(&d[e + 1..]);
         self.reshape(shape)
