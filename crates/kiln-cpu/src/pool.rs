@@ -12,6 +12,7 @@
 
 use half::{bf16, f16};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, OnceLock};
 
 /// What a buffer counts against the pool's limit at least: a small buffer costs the allocator a
@@ -34,8 +35,27 @@ pub(crate) struct Pool<T> {
 }
 
 struct Inner<T> {
-    free: HashMap<usize, Vec<Vec<T>>>,
+    free: HashMap<usize, Vec<Vec<T>>, BuildHasherDefault<LenHasher>>,
     bytes: usize,
+}
+
+/// Hashes a buffer length with one multiply (Fibonacci hashing): every op takes and gives a
+/// buffer, and the default SipHash was a visible part of a 1-element op.
+#[derive(Default)]
+struct LenHasher(u64);
+
+impl Hasher for LenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 fn limit_bytes() -> usize {
@@ -48,7 +68,7 @@ fn limit_bytes() -> usize {
 
 impl<T: Copy> Pool<T> {
     fn new() -> Self {
-        Pool { inner: Mutex::new(Inner { free: HashMap::new(), bytes: 0 }) }
+        Pool { inner: Mutex::new(Inner { free: HashMap::default(), bytes: 0 }) }
     }
 
     /// A buffer of exactly `len` elements (contents unspecified), if one is free.
