@@ -98,7 +98,7 @@ fn run<T: Float + Default + Pooled>(rule: Rule, [p, g, m, v]: [&[T]; 4]) -> Resu
             (Rule::Adadelta(step), _) => adadelta(step, src, dst),
         }
     };
-    if n < PAR_THRESHOLD {
+    if !crate::parallel::worth_splitting(n, PAR_THRESHOLD) {
         chunk(0, (&mut po, &mut mo, &mut vo));
     } else {
         // At most 64 pieces, so that they fit inline in `Pieces`.

@@ -41,7 +41,7 @@ where
     F: Fn(usize, &mut [U]) + Sync + Send,
 {
     use crate::simd::vectorized;
-    if out.len() >= PAR_THRESHOLD {
+    if crate::parallel::worth_splitting(out.len(), PAR_THRESHOLD) {
         crate::parallel::for_each_chunk_mut(out, CHUNK, |c, chunk| {
             vectorized(
                 #[inline(always)]
