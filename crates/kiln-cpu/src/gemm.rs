@@ -478,11 +478,7 @@ fn blocked<S: Copy + Send + Sync, T: Elem, const MR: usize, const NR: usize>(
         return Ok(());
     }
     let kc_step = kc_step(k);
-    let threads = if parallel && crate::parallel::worth_splitting(batch * m * n * k, PAR_FLOPS) {
-        rayon::current_num_threads()
-    } else {
-        1
-    };
+    let threads = if parallel { crate::parallel::threads_for(batch * m * n * k, PAR_FLOPS) } else { 1 };
     if threads > 1 {
         T::grow_all_scratch();
     }

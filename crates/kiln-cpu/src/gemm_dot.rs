@@ -75,11 +75,7 @@ pub(crate) fn gemm(
     let (rb, cb) = (m.min(side).next_multiple_of(R), n.min(side).next_multiple_of(C));
     let (row_blocks, col_blocks) = (m.div_ceil(rb), n.div_ceil(cb));
     let tasks = batch * row_blocks * col_blocks;
-    let threads = if parallel && crate::parallel::worth_splitting(batch * m * n * k, UNPACKED_PAR_FLOPS) {
-        rayon::current_num_threads()
-    } else {
-        1
-    };
+    let threads = if parallel { crate::parallel::threads_for(batch * m * n * k, UNPACKED_PAR_FLOPS) } else { 1 };
     // Spread small products over the threads too: split columns until each thread has a few
     // tasks (a straggling helper then costs a fraction of the op, not half of it).
     let cb = if tasks < 4 * threads && threads > 1 {

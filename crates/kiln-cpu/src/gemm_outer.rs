@@ -71,11 +71,7 @@ pub(crate) fn gemm(
             return Err(Error::invalid("matmul", format!("a {m}x{k}x{n} view reaches past its storage")));
         }
     }
-    let threads = if parallel && crate::parallel::worth_splitting(batch * m * n * k, UNPACKED_PAR_FLOPS) {
-        rayon::current_num_threads()
-    } else {
-        1
-    };
+    let threads = if parallel { crate::parallel::threads_for(batch * m * n * k, UNPACKED_PAR_FLOPS) } else { 1 };
     // A task's rows of A fit in L2; its columns are cut so that every thread gets a few tasks.
     let kc = kc_step(k);
     let rb = m.min((STRIP / kc).max(MR)).next_multiple_of(MR);

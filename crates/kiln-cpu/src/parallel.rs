@@ -77,6 +77,15 @@ pub(crate) fn worth_splitting(work: usize, base: usize) -> bool {
     work >= base && (work >= base.saturating_mul(16) || !crate::spin_pool::far_apart())
 }
 
+/// The threads a kernel with `work` runs on: all of rayon's when [`worth_splitting`], else one.
+pub(crate) fn threads_for(work: usize, base: usize) -> usize {
+    if worth_splitting(work, base) {
+        rayon::current_num_threads()
+    } else {
+        1
+    }
+}
+
 /// The pieces of a split output, each behind the lock its one task takes; inline up to 64 (a
 /// batch of 64 images, an optimizer's chunks) so that splitting a step's outputs asks the
 /// allocator for nothing.

@@ -263,13 +263,7 @@ fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> 
                 #[inline(always)]
                 || {
                     for (k, base) in kept_l.offsets_from(first).take(vals.len().max(idx.len())).enumerate() {
-                        let (v, i) = one(base);
-                        if let Some(slot) = vals.get_mut(k) {
-                            *slot = v;
-                        }
-                        if let Some(slot) = idx.get_mut(k) {
-                            *slot = i as i64;
-                        }
+                        put(vals, idx, k, one(base));
                     }
                 },
             )
@@ -279,16 +273,21 @@ fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> 
     let fill = |first: usize, vals: &mut [T], idx: &mut [i64]| {
         let par = !per_output_par && r >= PAR_THRESHOLD;
         for k in 0..vals.len().max(idx.len()) {
-            let (v, i) = reduce_one(op, src, &view, (first + k) * r, r, par);
-            if let Some(slot) = vals.get_mut(k) {
-                *slot = v;
-            }
-            if let Some(slot) = idx.get_mut(k) {
-                *slot = i as i64;
-            }
+            put(vals, idx, k, reduce_one(op, src, &view, (first + k) * r, r, par));
         }
     };
     outputs(op, outs, 1, per_output_par, fill)
+}
+
+/// Output `k`'s value or index, into whichever of the two slices the op returns.
+#[inline(always)]
+fn put<T>(vals: &mut [T], idx: &mut [i64], k: usize, (v, i): (T, usize)) {
+    if let Some(slot) = vals.get_mut(k) {
+        *slot = v;
+    }
+    if let Some(slot) = idx.get_mut(k) {
+        *slot = i as i64;
+    }
 }
 
 /// The first best element of `xs` (NaN wins) and its position; `(default, 0)` when empty.

@@ -195,12 +195,9 @@ fn foreign<B: Backend>(b: &B) -> Error {
     }
 }
 
+/// A backend's new storage, type-erased (in a reused cell when this thread has one).
 fn erase<S: Send + Sync + 'static>(s: S) -> AnyStorage {
     crate::handles::storage(s)
-}
-
-fn boxed<S: Send + Sync + 'static>(r: Result<S>) -> Result<AnyStorage> {
-    r.map(erase)
 }
 
 /// Storage kiln has just created and holds the only handle to, as `b`'s storage, for writing.
@@ -219,13 +216,13 @@ impl<B: Backend> DynBackend for B {
         Backend::location(self)
     }
     fn upload(&self, data: &HostData) -> Result<AnyStorage> {
-        boxed(Backend::upload(self, data))
+        Backend::upload(self, data).map(erase)
     }
     fn download(&self, s: &AnyStorage, l: &Layout) -> Result<HostData> {
         Backend::download(self, get(self, s)?, l)
     }
     fn fill(&self, len: usize, dtype: DType, value: f64) -> Result<AnyStorage> {
-        boxed(Backend::fill(self, len, dtype, value))
+        Backend::fill(self, len, dtype, value).map(erase)
     }
     fn copy_strided(&self, src: &AnyStorage, sl: &Layout, dst: &mut AnyStorage, dl: &Layout) -> Result<()> {
         let src = get(self, src)?;
@@ -233,16 +230,16 @@ impl<B: Backend> DynBackend for B {
         Backend::copy_strided(self, src, sl, dst, dl)
     }
     fn cast(&self, s: &AnyStorage, l: &Layout, dtype: DType) -> Result<AnyStorage> {
-        boxed(Backend::cast(self, get(self, s)?, l, dtype))
+        Backend::cast(self, get(self, s)?, l, dtype).map(erase)
     }
     fn unary(&self, op: UnaryOp, s: &AnyStorage, l: &Layout) -> Result<AnyStorage> {
-        boxed(Backend::unary(self, op, get(self, s)?, l))
+        Backend::unary(self, op, get(self, s)?, l).map(erase)
     }
     fn binary(&self, op: BinaryOp, a: &AnyStorage, al: &Layout, b: &AnyStorage, bl: &Layout) -> Result<AnyStorage> {
-        boxed(Backend::binary(self, op, get(self, a)?, al, get(self, b)?, bl))
+        Backend::binary(self, op, get(self, a)?, al, get(self, b)?, bl).map(erase)
     }
     fn binary_scalar(&self, op: BinaryOp, s: &AnyStorage, l: &Layout, dtype: DType, v: f64) -> Result<AnyStorage> {
-        boxed(Backend::binary_scalar(self, op, get(self, s)?, l, dtype, v))
+        Backend::binary_scalar(self, op, get(self, s)?, l, dtype, v).map(erase)
     }
     fn where_cond(
         &self,
@@ -253,16 +250,16 @@ impl<B: Backend> DynBackend for B {
         f: &AnyStorage,
         fl: &Layout,
     ) -> Result<AnyStorage> {
-        boxed(Backend::where_cond(self, get(self, c)?, cl, get(self, t)?, tl, get(self, f)?, fl))
+        Backend::where_cond(self, get(self, c)?, cl, get(self, t)?, tl, get(self, f)?, fl).map(erase)
     }
     fn reduce(&self, op: ReduceOp, s: &AnyStorage, l: &Layout, dims: &[usize]) -> Result<AnyStorage> {
-        boxed(Backend::reduce(self, op, get(self, s)?, l, dims))
+        Backend::reduce(self, op, get(self, s)?, l, dims).map(erase)
     }
     fn matmul(&self, a: &AnyStorage, al: &Layout, b: &AnyStorage, bl: &Layout) -> Result<AnyStorage> {
-        boxed(Backend::matmul(self, get(self, a)?, al, get(self, b)?, bl))
+        Backend::matmul(self, get(self, a)?, al, get(self, b)?, bl).map(erase)
     }
     fn gather(&self, s: &AnyStorage, sl: &Layout, i: &AnyStorage, il: &Layout, dim: usize) -> Result<AnyStorage> {
-        boxed(Backend::gather(self, get(self, s)?, sl, get(self, i)?, il, dim))
+        Backend::gather(self, get(self, s)?, sl, get(self, i)?, il, dim).map(erase)
     }
     fn scatter_add(
         &self,
@@ -279,10 +276,10 @@ impl<B: Backend> DynBackend for B {
         Backend::scatter_add(self, d, dl, i, il, s, sl, dim)
     }
     fn index_select(&self, s: &AnyStorage, sl: &Layout, i: &AnyStorage, il: &Layout, dim: usize) -> Result<AnyStorage> {
-        boxed(Backend::index_select(self, get(self, s)?, sl, get(self, i)?, il, dim))
+        Backend::index_select(self, get(self, s)?, sl, get(self, i)?, il, dim).map(erase)
     }
     fn random(&self, dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<AnyStorage> {
-        boxed(Backend::random(self, dist, len, dtype, seed))
+        Backend::random(self, dist, len, dtype, seed).map(erase)
     }
     fn adam_step(&self, step: &AdamStep, inputs: [(&AnyStorage, &Layout); 4]) -> Result<Option<[AnyStorage; 3]>> {
         let [p, g, m, v] = inputs;

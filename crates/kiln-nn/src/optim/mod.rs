@@ -110,7 +110,7 @@ impl State {
         let mut out: Vec<(String, Tensor)> = self
             .buffers
             .iter()
-            .flat_map(|(name, bufs)| bufs.iter().map(move |(suffix, t)| (format!("{name}.{suffix}"), t.clone())))
+            .flat_map(|(name, bufs)| bufs.iter().map(move |(suffix, t)| (key(name, suffix), t.clone())))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -119,7 +119,8 @@ impl State {
     pub(crate) fn restore(&mut self, state: &HashMap<String, Tensor>, step_tensor: Option<&Tensor>) -> Result<()> {
         self.buffers.clear();
         for (key, t) in state.iter().filter(|(k, _)| k.as_str() != "step") {
-            // Buffer names have no dot; parameter names do (`0.weight`).
+            // Buffer names have no dot; parameter names may (`0.weight`). A key without a dot
+            // (not written by `named`) keeps its name under the empty parameter name.
             let (name, suffix) = key.rsplit_once('.').unwrap_or(("", key.as_str()));
             self.buffers.entry(name.to_string()).or_default().insert(suffix.to_string(), t.clone());
         }
@@ -127,6 +128,15 @@ impl State {
             self.step = t.to_dtype(kiln_tensor::DType::F64)?.to_scalar::<f64>()? as u64;
         }
         Ok(())
+    }
+}
+
+/// The state-dict key of buffer `suffix` of parameter `name`, as `restore` splits it.
+fn key(name: &str, suffix: &str) -> String {
+    if name.is_empty() {
+        suffix.to_string()
+    } else {
+        format!("{name}.{suffix}")
     }
 }
 
