@@ -128,7 +128,7 @@ fn im2col_row<T: Copy + Default>(x: &[T], row: usize, dst: &mut [T], g: &Geometr
 /// `dst.copy_from_slice(src)` for the short rows of im2col (24 elements in the MNIST CNN) in
 /// fixed-size moves: a `memcpy` call per row was 5 % of a CNN training step.
 #[inline(always)]
-fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+pub(crate) fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
     const K: usize = 8;
     let n = dst.len().min(src.len());
     if n < K {

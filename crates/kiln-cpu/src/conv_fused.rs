@@ -21,6 +21,7 @@ use crate::gemm::{gemm_same, Elem, View};
 use crate::parallel::{run_tasks, Pieces};
 use crate::storage::CpuStorage;
 use crate::strided::{alloc, alloc_for_overwrite};
+use crate::winograd::{self, Real};
 use kiln_tensor::backend::{ConvGradRequest, ConvGrads, Epilogue};
 use kiln_tensor::{Layout, Result, Window2d};
 use smallvec::SmallVec;
@@ -67,7 +68,7 @@ pub(crate) fn conv2d(
 
 /// `y[i] = relu?(w @ im2col(x[i]) + bias)`, one task per image; `None` when an operand is not
 /// a contiguous `T` slice of the right length.
-fn forward<T: Elem + PartialOrd>(
+fn forward<T: Real>(
     x: Operand<'_>,
     w: Operand<'_>,
     epilogue: Epilogue<'_, CpuStorage>,
@@ -79,6 +80,27 @@ fn forward<T: Elem + PartialOrd>(
     let Some(bias) = crate::epilogue::bias(epilogue.bias, o, Bias::PerRow) else { return Ok(None) };
     let mut y = alloc_for_overwrite(g.n * o * l, T::default())?;
     let images: Pieces<&mut [T]> = y.chunks_mut(o * l).map(Mutex::new).collect();
+    if let Some(plan) = winograd::Plan::forward(g.c, o, (g.h, g.w), &g.win) {
+        let u = winograd::weights(&plan, |oc, ic| taps(w, (oc * ck + ic * 9, false)))?;
+        let done = run_tasks(g.n, rayon::current_num_threads(), |i| {
+            let mut y_i = images[i].lock().unwrap_or_else(|e| e.into_inner());
+            let mut scratch = winograd::Scratch::new(&plan)?;
+            let done = winograd::image(
+                &plan,
+                &u,
+                &x[i * plane..(i + 1) * plane],
+                &mut y_i,
+                (bias, epilogue.relu),
+                &mut scratch,
+            );
+            scratch.give();
+            done
+        });
+        T::pool().give(u);
+        done?;
+        drop(images);
+        return Ok(Some(y));
+    }
     run_tasks(g.n, rayon::current_num_threads(), |i| {
         let mut y_i = images[i].lock().unwrap_or_else(|e| e.into_inner());
         let mut cols = alloc_for_overwrite(ck * l, T::default())?;
@@ -92,6 +114,11 @@ fn forward<T: Elem + PartialOrd>(
     })?;
     drop(images);
     Ok(Some(y))
+}
+
+/// The 3x3 kernel starting at `w[at]`, in row-major order or (`flip`) rotated by 180 degrees.
+fn taps<T: Real>(w: &[T], (at, flip): (usize, bool)) -> [T; 9] {
+    std::array::from_fn(|k| w[at + if flip { 8 - k } else { k }])
 }
 
 /// `out = where(y > 0, g, 0)` (ReLU's backward), then each of its rows of `l` summed into
@@ -164,7 +191,7 @@ impl<T> Grads<T> {
 
 /// `g' = where(y > 0, g, 0)` when fused with ReLU (else `g`), `db = sum g'`,
 /// `dw = sum_i g'[i] @ im2col(x[i])^T` and, if asked, `dx[i] = col2im(w^T @ g'[i])`.
-fn backward<T: Elem + PartialOrd>(
+fn backward<T: Real>(
     (x, w, grad): (Operand<'_>, Operand<'_>, Operand<'_>),
     op: &Operands,
     request: ConvGradRequest<'_, CpuStorage>,
@@ -191,7 +218,18 @@ fn backward<T: Elem + PartialOrd>(
     let part = o * ck + o;
     let mut partial = alloc_for_overwrite(groups * part, T::default())?;
     let partials: Pieces<&mut [T]> = partial.chunks_mut(part).map(Mutex::new).collect();
-    let mut dx = if need_dx { Some(alloc(g.n * plane, T::default())?) } else { None };
+    // The input gradient by Winograd where it applies (every element written), else by a GEMM
+    // and col2im (which sums into zeros).
+    let dx_plan = need_dx.then(|| winograd::Plan::input_gradient(g.c, o, (g.h, g.w), &g.win)).flatten();
+    let dx_u = match &dx_plan {
+        Some(plan) => Some(winograd::weights(plan, |ic, oc| taps(w, (oc * ck + ic * 9, true)))?),
+        None => None,
+    };
+    let mut dx = match (need_dx, &dx_plan) {
+        (false, _) => None,
+        (true, Some(_)) => Some(alloc_for_overwrite(g.n * plane, T::default())?),
+        (true, None) => Some(alloc(g.n * plane, T::default())?),
+    };
     let dx_groups: Pieces<&mut [T]> = match dx.as_mut() {
         Some(dx) => {
             let mut rest: &mut [T] = dx;
@@ -216,6 +254,10 @@ fn backward<T: Elem + PartialOrd>(
         let mut cols = alloc_for_overwrite(ck * l, T::default())?;
         let mut dw_i = alloc_for_overwrite(o * ck, T::default())?;
         let mut masked = alloc_for_overwrite(if relu_output.is_some() { o * l } else { 0 }, T::default())?;
+        let mut scratch = match &dx_plan {
+            Some(plan) => Some(winograd::Scratch::new(plan)?),
+            None => None,
+        };
         let mut result = Ok(());
         for (n, i) in (bounds[k]..bounds[k + 1]).enumerate() {
             let image = i * o * l..(i + 1) * o * l;
@@ -233,7 +275,13 @@ fn backward<T: Elem + PartialOrd>(
                     *s = *s + *d;
                 }
             }
-            if let Some(dx_k) = dx_k.as_mut() {
+            if let (Some(dx_k), Some(plan), Some(u), Some(scratch)) = (dx_k.as_mut(), &dx_plan, &dx_u, &mut scratch) {
+                let dx_i = &mut dx_k[n * plane..(n + 1) * plane];
+                result = winograd::image(plan, u, g_i, dx_i, (Bias::None, false), scratch);
+                if result.is_err() {
+                    break;
+                }
+            } else if let Some(dx_k) = dx_k.as_mut() {
                 // The column gradient reuses `cols`: this image's columns are no longer needed.
                 result = gemm_same((w, w_t), (g_i, gv), &[(0, 0)], &mut cols, (ck, o, l), false);
                 if result.is_err() {
@@ -249,9 +297,15 @@ fn backward<T: Elem + PartialOrd>(
         T::pool().give(cols);
         T::pool().give(dw_i);
         T::pool().give(masked);
+        if let Some(scratch) = scratch {
+            scratch.give();
+        }
         result
     })?;
     drop((partials, dx_groups));
+    if let Some(u) = dx_u {
+        T::pool().give(u);
+    }
     // The groups' sums, added in group order.
     let mut dw = alloc_for_overwrite(o * ck, T::default())?;
     let mut db = if need_db { Some(alloc_for_overwrite(o, T::default())?) } else { None };

@@ -37,6 +37,7 @@ mod softmax;
 mod spin_pool;
 mod storage;
 mod strided;
+mod winograd;
 
 pub use simd::set_flush_denormal;
 pub use storage::CpuStorage;

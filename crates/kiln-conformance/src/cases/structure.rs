@@ -219,6 +219,7 @@ pub(crate) fn composite(ctx: &mut Ctx) {
     }
     // Convolution and pooling: backends may fuse im2col, col2im and the pooling argmax.
     let odd = Window2d { kernel: (3, 2), stride: (2, 1), padding: (1, 2), dilation: (1, 2) };
+    let pad = |rows, cols| Window2d { padding: (rows, cols), ..Window2d::square(3) };
     for dtype in DType::FLOATS {
         let tol = Some(Tolerance::for_dtype(dtype).scaled(8.0));
         for (xs, xv, ws, win, groups) in [
@@ -226,6 +227,11 @@ pub(crate) fn composite(ctx: &mut Ctx) {
             (vec![2, 3, 7, 6], View::Strided, vec![4, 3, 3, 2], odd, 1),
             (vec![1, 4, 6, 6], View::Transposed, vec![6, 2, 3, 3], Window2d::square(3), 2),
             (vec![64, 1, 10, 10], View::Contiguous, vec![8, 1, 3, 3], Window2d::square(3), 1),
+            // Enough channels for Winograd (kiln-cpu): odd output sizes, then padding of 1 and 2,
+            // then 3 (where the input gradient cannot use it).
+            (vec![2, 16, 7, 6], View::Contiguous, vec![16, 16, 3, 3], Window2d::square(3), 1),
+            (vec![1, 8, 6, 9], View::Strided, vec![8, 8, 3, 3], pad(1, 2), 1),
+            (vec![1, 8, 5, 4], View::Contiguous, vec![9, 8, 3, 3], pad(3, 0), 1),
         ] {
             let inputs = [
                 Input::new(&xs, dtype, (-1.0, 1.0), xv),

@@ -1,0 +1,433 @@
+//! 3x3 convolutions at stride 1 by Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray,
+//! "Fast Algorithms for Convolutional Neural Networks", 2015).
+//!
+//! Each 2x2 block of outputs (a *tile*) is computed from the 4x4 block of inputs under it with 16
+//! multiplies per input channel instead of 36, so the products, which are nearly all of a
+//! convolution's work, shrink 2.25x. Per image, in blocks of tile rows sized so that a block's
+//! transformed inputs and products stay in L2:
+//! 1. inputs: every 4x4 input block `d` becomes `V = Bᵀ d B` (adds only), stored as 16 matrices
+//!    `[cin, tiles]`, one per position of the 4x4 result;
+//! 2. products: `M[a] = U[a] @ V[a]` for the 16 positions, one batched GEMM, where `U = G g Gᵀ`
+//!    holds the kernels, transformed once per call ([`weights`]);
+//! 3. outputs: every tile's `Y = Aᵀ M A` (adds only), then the bias and ReLU.
+//!
+//! The input gradient of such a convolution is one too: the output gradient, padded by `2 - p`,
+//! convolved with the kernels flipped and with input and output channels swapped
+//! ([`Plan::input_gradient`]), so the backward pass runs the same code.
+//!
+//! Numerics: the transforms are exact up to rounding (their coefficients are 0, ±1 and ±1/2), but
+//! the sums run in another order than the direct product's, and through intermediate values a few
+//! times larger than the inputs; the results differ from im2col + GEMM in the last bits, as those
+//! of two GEMMs do. Deterministic: every output is computed by one task, in a fixed order.
+
+use crate::epilogue::{relu, Bias};
+use crate::gemm::{gemm_same, Elem, View};
+use crate::strided::alloc_for_overwrite;
+use kiln_tensor::{Result, Window2d};
+use std::ops::Range;
+
+/// Tile columns computed per pass (one AVX-512 vector of f32). Rows of tiles are computed in
+/// whole passes, so the buffers below carry up to `L` lanes of slack.
+const L: usize = 16;
+/// Elements of a block's transformed inputs plus its products (512 KiB of f32): the L2 share
+/// of one image's work.
+const BLOCK_ELEMS: usize = 128 * 1024;
+/// The fewest input and output channels for which the transforms cost less than the multiplies
+/// they save: with one channel on either side the GEMMs are one row or one deep (the MNIST CNN's
+/// first layer's input gradient took 4 ms instead of 1.4).
+pub(crate) const MIN_CHANNELS: usize = 8;
+
+/// The element types this module computes in.
+pub(crate) trait Real: Elem + PartialOrd + std::ops::Sub<Output = Self> + From<f32> {}
+impl Real for f32 {}
+impl Real for f64 {}
+
+/// The shapes of one image's convolution: `cin` planes of `h x w` in, `cout` planes of
+/// `oh x ow` out, the input padded with `pad` zeros (rows, columns).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    pub(crate) cin: usize,
+    pub(crate) cout: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
+    pub(crate) pad: (usize, usize),
+}
+
+impl Plan {
+    /// The forward convolution of `cin` planes of `h x w` into `cout`, if Winograd applies: a
+    /// 3x3 kernel at stride 1 without dilation, and enough input channels.
+    pub(crate) fn forward(cin: usize, cout: usize, (h, w): (usize, usize), win: &Window2d) -> Option<Plan> {
+        let (oh, ow) = ((h + 2 * win.padding.0).checked_sub(2)?, (w + 2 * win.padding.1).checked_sub(2)?);
+        let plan = Plan { cin, cout, h, w, oh, ow, pad: win.padding };
+        (Plan::fits(win) && cin.min(cout) >= MIN_CHANNELS && oh * ow > 0).then_some(plan)
+    }
+
+    /// The input gradient of the convolution [`Plan::forward`] describes, as a convolution of the
+    /// output gradient (`cout` planes of `oh x ow`) into `cin` planes of `h x w`; `None` where
+    /// Winograd does not apply (padding over 2 would need negative padding here).
+    pub(crate) fn input_gradient(cin: usize, cout: usize, (h, w): (usize, usize), win: &Window2d) -> Option<Plan> {
+        let fwd = Plan::forward(cout, cin, (h, w), win)?;
+        let pad = (2usize.checked_sub(win.padding.0)?, 2usize.checked_sub(win.padding.1)?);
+        Some(Plan { cin: cout, cout: cin, h: fwd.oh, w: fwd.ow, oh: h, ow: w, pad })
+    }
+
+    fn fits(win: &Window2d) -> bool {
+        win.kernel == (3, 3) && win.stride == (1, 1) && win.dilation == (1, 1)
+    }
+
+    /// Tile rows and tile columns.
+    fn tiles(&self) -> (usize, usize) {
+        (self.oh.div_ceil(2), self.ow.div_ceil(2))
+    }
+
+    /// Tile columns rounded up to whole passes.
+    fn lanes(&self) -> usize {
+        self.tiles().1.next_multiple_of(L)
+    }
+
+    /// Tile rows per block: as many as fit [`BLOCK_ELEMS`], then evened out over the blocks.
+    fn block_rows(&self) -> usize {
+        let (th, tw) = self.tiles();
+        let fit = (BLOCK_ELEMS / (16 * (self.cin + self.cout) * tw.max(1))).clamp(1, th.max(1));
+        th.div_ceil(th.div_ceil(fit))
+    }
+}
+
+/// `U = G g Gᵀ` for every kernel, as 16 matrices `[cout, cin]`; `kernel(o, i)` returns the 3x3
+/// kernel (row-major) from input plane `i` to output plane `o`.
+pub(crate) fn weights<T: Real>(plan: &Plan, kernel: impl Fn(usize, usize) -> [T; 9]) -> Result<Vec<T>> {
+    let (co, ci) = (plan.cout, plan.cin);
+    let mut u = alloc_for_overwrite(16 * co * ci, T::default())?;
+    let half = T::from(0.5);
+    // G's rows applied to (a, b, c): a, (a + b + c) / 2, (a - b + c) / 2, c.
+    let g = |a: T, b: T, c: T| [a, (a + b + c) * half, (a - b + c) * half, c];
+    for o in 0..co {
+        for i in 0..ci {
+            let k = kernel(o, i);
+            let cols: [[T; 4]; 3] = std::array::from_fn(|j| g(k[j], k[3 + j], k[6 + j]));
+            for r in 0..4 {
+                for (s, v) in g(cols[0][r], cols[1][r], cols[2][r]).into_iter().enumerate() {
+                    u[((r * 4 + s) * co + o) * ci + i] = v;
+                }
+            }
+        }
+    }
+    Ok(u)
+}
+
+/// One task's buffers, taken from the pool once and given back by [`Scratch::give`].
+pub(crate) struct Scratch<T: Real> {
+    v: Vec<T>,
+    m: Vec<T>,
+    rows: Vec<T>,
+}
+
+impl<T: Real> Scratch<T> {
+    pub(crate) fn new(plan: &Plan) -> Result<Scratch<T>> {
+        let (rows, lanes) = (plan.block_rows(), plan.lanes());
+        let tb = rows * plan.tiles().1;
+        Ok(Scratch {
+            v: alloc_for_overwrite(16 * (plan.cin * (tb + L) + SPREAD), T::default())?,
+            m: alloc_for_overwrite(16 * (plan.cout * tb + L + SPREAD), T::default())?,
+            rows: alloc_for_overwrite(rows_len(rows, lanes), T::default())?,
+        })
+    }
+
+    pub(crate) fn give(self) {
+        for v in [self.v, self.m, self.rows] {
+            T::pool().give(v);
+        }
+    }
+}
+
+/// `y = relu?(conv(x, kernels) + bias)` for one image: `x` holds `cin` planes, `y` gets `cout`.
+pub(crate) fn image<T: Real>(
+    plan: &Plan,
+    u: &[T],
+    x: &[T],
+    y: &mut [T],
+    (bias, relu_after): (Bias<'_, T>, bool),
+    s: &mut Scratch<T>,
+) -> Result<()> {
+    let (th, tw) = plan.tiles();
+    let rows = plan.block_rows();
+    let (ci, co) = (plan.cin, plan.cout);
+    let a = View { offset: 0, rs: ci, cs: 1 };
+    for ty0 in (0..th).step_by(rows) {
+        let tys = ty0..(ty0 + rows).min(th);
+        let tb = tys.len() * tw;
+        let ld = tb + L;
+        let block = Block { tys, tb, ld, vs: spread::<T>(ci * ld), ms: spread::<T>(co * tb + L) };
+        crate::simd::vectorized(
+            #[inline(always)]
+            || inputs(plan, x, &block, &mut s.v, &mut s.rows),
+        );
+        let b = View { offset: 0, rs: ld, cs: 1 };
+        for p in 0..16 {
+            let m = &mut s.m[p * block.ms..p * block.ms + co * tb];
+            gemm_same((u, a), (&s.v, b), &[(p * co * ci, p * block.vs)], m, (co, ci, tb), false)?;
+        }
+        crate::simd::vectorized(
+            #[inline(always)]
+            || outputs(plan, &s.m, &block, y, (bias, relu_after)),
+        );
+    }
+    Ok(())
+}
+
+/// One block of tile rows: `tb` tiles, rows of the transformed inputs `ld` apart, and the 16
+/// matrices of transformed inputs `vs` apart and of products `ms` apart.
+struct Block {
+    tys: Range<usize>,
+    tb: usize,
+    ld: usize,
+    vs: usize,
+    ms: usize,
+}
+
+/// Elements [`spread`] may add.
+const SPREAD: usize = 4096;
+
+/// The smallest distance of at least `len` elements that is 256 bytes past a multiple of 4 KiB:
+/// the transforms read and write all 16 matrices at once, and at distances of multiples of 2
+/// or 4 KiB their lines fell into a few L1 sets that could not hold them (the output transform
+/// then spent more time than the products).
+fn spread<T>(len: usize) -> usize {
+    let (page, off) = (4096 / size_of::<T>(), 256 / size_of::<T>());
+    len + (off + page - len % page) % page
+}
+
+/// The `L` elements of `s` from `at`.
+#[inline(always)]
+fn chunk<T>(s: &[T], at: usize) -> &[T; L] {
+    match s[at..at + L].first_chunk::<L>() {
+        Some(c) => c,
+        None => unreachable!("a range of L elements"),
+    }
+}
+
+/// The `L` elements of `s` from `at`, to write.
+#[inline(always)]
+fn chunk_mut<T>(s: &mut [T], at: usize) -> &mut [T; L] {
+    match s[at..at + L].first_chunk_mut::<L>() {
+        Some(c) => c,
+        None => unreachable!("a range of L elements"),
+    }
+}
+
+// The transforms work on arrays of L lanes held by value (each loop over the lanes becomes one
+// vector instruction), a few at a time so that they stay in registers: references between
+// arrays kept LLVM from vectorizing (it could not rule out overlap), and arrays of arrays or
+// `array::from_fn` went through memory.
+type Lanes<T> = [T; L];
+
+#[inline(always)]
+fn add<T: Real>(mut x: Lanes<T>, y: Lanes<T>) -> Lanes<T> {
+    for (x, y) in x.iter_mut().zip(y) {
+        *x = *x + y;
+    }
+    x
+}
+
+#[inline(always)]
+fn sub<T: Real>(mut x: Lanes<T>, y: Lanes<T>) -> Lanes<T> {
+    for (x, y) in x.iter_mut().zip(y) {
+        *x = *x - y;
+    }
+    x
+}
+
+/// The `L` lanes at `at`, `at + step`, `at + 2 step` and `at + 3 step` of `s`.
+#[inline(always)]
+fn four<T: Real>(s: &[T], at: usize, step: usize) -> [Lanes<T>; 4] {
+    [*chunk(s, at), *chunk(s, at + step), *chunk(s, at + 2 * step), *chunk(s, at + 3 * step)]
+}
+
+/// `Bᵀ`'s row `a` applied to (d0, d1, d2, d3): d0 - d2, d1 + d2, d2 - d1, d1 - d3.
+#[inline(always)]
+fn b_t<T: Real>(a: usize, [d0, d1, d2, d3]: [Lanes<T>; 4]) -> Lanes<T> {
+    match a {
+        0 => sub(d0, d2),
+        1 => add(d1, d2),
+        2 => sub(d2, d1),
+        _ => sub(d1, d3),
+    }
+}
+
+/// `Aᵀ`'s row `u` applied to (m0, m1, m2, m3): m0 + m1 + m2, m1 - m2 - m3.
+#[inline(always)]
+fn a_t<T: Real>(u: usize, [m0, m1, m2, m3]: [Lanes<T>; 4]) -> Lanes<T> {
+    match u {
+        0 => add(add(m0, m1), m2),
+        _ => sub(sub(m1, m2), m3),
+    }
+}
+
+/// The scratch `inputs` needs for blocks of `rows` tile rows, `lanes` tile columns wide: the
+/// column transforms of a block's input rows, one zero-padded input row, and its even and odd
+/// columns.
+fn rows_len(rows: usize, lanes: usize) -> usize {
+    (2 * rows + 2) * 4 * lanes + 4 * (lanes + L)
+}
+
+/// `V = Bᵀ d B` for the tiles of the block's rows, into `v` (16 matrices of `cin` rows): along
+/// each input row's columns first, then down the rows.
+#[inline(always)]
+fn inputs<T: Real>(plan: &Plan, x: &[T], block: &Block, v: &mut [T], rows: &mut [T]) {
+    let (tw, lanes) = (plan.tiles().1, plan.lanes());
+    let (ci, plane, (ph, pw)) = (plan.cin, plan.h * plan.w, plan.pad);
+    let (tys, ld) = (&block.tys, block.ld);
+    let in_rows = 2 * tys.len() + 2;
+    let (cols, rest) = rows.split_at_mut(in_rows * 4 * lanes);
+    let (padded, rest) = rest.split_at_mut(2 * (lanes + L));
+    let (even, odd) = rest.split_at_mut(lanes + L);
+    for c in 0..ci {
+        let src = &x[c * plane..(c + 1) * plane];
+        for (r, out) in cols.chunks_exact_mut(4 * lanes).enumerate() {
+            // Input column j - pw at padded[j]; tile t reads padded[2t .. 2t + 4], which is
+            // even[t], odd[t], even[t + 1], odd[t + 1].
+            padded.fill(T::default());
+            if let Some(iy) = (2 * tys.start + r).checked_sub(ph).filter(|&iy| iy < plan.h) {
+                let n = plan.w.min(padded.len().saturating_sub(pw));
+                crate::conv::copy_short(&mut padded[pw..pw + n], &src[iy * plan.w..iy * plan.w + n]);
+            }
+            for (pair, (e, o)) in padded.chunks_exact(2).zip(even.iter_mut().zip(odd.iter_mut())) {
+                (*e, *o) = (pair[0], pair[1]);
+            }
+            for t0 in (0..lanes).step_by(L) {
+                let d = [*chunk(even, t0), *chunk(odd, t0), *chunk(even, t0 + 1), *chunk(odd, t0 + 1)];
+                for b in 0..4 {
+                    *chunk_mut(out, b * lanes + t0) = b_t(b, d);
+                }
+            }
+        }
+        // Then down the rows: tile row `ty` of the block reads its input rows 2ty .. 2ty + 4.
+        // Stores run up to L - 1 tiles past a tile row: into the next one, written after this
+        // one, or into the slack of `ld`.
+        for ty in 0..tys.len() {
+            for b in 0..4 {
+                for t0 in (0..tw).step_by(L) {
+                    let d = four(cols, (2 * ty * 4 + b) * lanes + t0, 4 * lanes);
+                    for a in 0..4 {
+                        *chunk_mut(v, (a * 4 + b) * block.vs + c * ld + ty * tw + t0) = b_t(a, d);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `Y = Aᵀ M A` for the tiles of the block's rows, plus the bias and ReLU, into the output
+/// planes `y`.
+#[inline(always)]
+fn outputs<T: Real>(plan: &Plan, m: &[T], block: &Block, y: &mut [T], (bias, relu_after): (Bias<'_, T>, bool)) {
+    let tw = plan.tiles().1;
+    let (co, tb, tys) = (plan.cout, block.tb, &block.tys);
+    let (oh, ow) = (plan.oh, plan.ow);
+    for o in 0..co {
+        let (add_bias, b) = match bias {
+            Bias::PerRow(b) => (true, b[o]),
+            _ => (false, T::default()),
+        };
+        let out_plane = &mut y[o * oh * ow..(o + 1) * oh * ow];
+        for (ty_local, ty) in tys.clone().enumerate() {
+            for t0 in (0..tw).step_by(L) {
+                // Loads run up to L - 1 tiles past the row, into the L elements of slack.
+                let base = o * tb + ty_local * tw + t0;
+                let n = (ow - 2 * t0).min(2 * L);
+                for u in 0..2 {
+                    let oy = 2 * ty + u;
+                    if oy >= oh {
+                        break;
+                    }
+                    // Down the rows (Aᵀ's row u) for each column position s, then along them.
+                    let col = |s: usize| a_t(u, four(m, s * block.ms + base, 4 * block.ms));
+                    let cols = [col(0), col(1), col(2), col(3)];
+                    let (mut y0, mut y1) = (a_t(0, cols), a_t(1, cols));
+                    for y in y0.iter_mut().chain(y1.iter_mut()) {
+                        let biased = if add_bias { *y + b } else { *y };
+                        *y = if relu_after { relu(biased) } else { biased };
+                    }
+                    let mut line = [T::default(); 2 * L];
+                    for (two, (y0, y1)) in line.chunks_exact_mut(2).zip(y0.into_iter().zip(y1)) {
+                        (two[0], two[1]) = (y0, y1);
+                    }
+                    crate::conv::copy_short(&mut out_plane[oy * ow + 2 * t0..][..n], &line[..n]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The direct sum, and the sum of the terms' magnitudes (the scale of its rounding error).
+    fn direct(plan: &Plan, x: &[f64], w: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let (p, n) = (plan, plan.cout * plan.oh * plan.ow);
+        let (mut y, mut scale) = (vec![0.0; n], vec![0.0; n]);
+        for o in 0..p.cout {
+            for oy in 0..p.oh {
+                for ox in 0..p.ow {
+                    let at = (o * p.oh + oy) * p.ow + ox;
+                    for c in 0..p.cin {
+                        for (k, &wk) in w[(o * p.cin + c) * 9..][..9].iter().enumerate() {
+                            let (iy, ix) = ((oy + k / 3).checked_sub(p.pad.0), (ox + k % 3).checked_sub(p.pad.1));
+                            if let (Some(iy), Some(ix)) = (iy.filter(|&r| r < p.h), ix.filter(|&c| c < p.w)) {
+                                let term = wk * x[(c * p.h + iy) * p.w + ix];
+                                y[at] += term;
+                                scale[at] += term.abs();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (y, scale)
+    }
+
+    /// Every output within a few roundings of the direct sum: odd and even output sizes, tiles
+    /// in the padding, several blocks of tile rows, and a bias with ReLU.
+    #[test]
+    fn matches_the_direct_sum() {
+        for &(cin, cout, h, w, pad) in &[
+            (8, 8, 6, 6, (0, 0)),
+            (9, 8, 7, 5, (1, 1)),
+            (8, 11, 5, 9, (2, 1)),
+            (8, 8, 4, 4, (3, 0)),
+            (64, 64, 30, 29, (1, 0)),
+        ] {
+            let win = Window2d { padding: pad, ..Window2d::square(3) };
+            let plan = Plan::forward(cin, cout, (h, w), &win).unwrap();
+            let x: Vec<f64> = (0..cin * h * w).map(|i| ((i * 7919) % 201) as f64 / 100.0 - 1.0).collect();
+            let k: Vec<f64> = (0..cout * cin * 9).map(|i| ((i * 104729) % 199) as f64 / 99.0 - 1.0).collect();
+            let bias: Vec<f64> = (0..cout).map(|o| o as f64 / 10.0 - 0.4).collect();
+            let u = weights(&plan, |o, i| std::array::from_fn(|t| k[(o * cin + i) * 9 + t])).unwrap();
+            let mut scratch = Scratch::new(&plan).unwrap();
+            let mut got = vec![f64::NAN; cout * plan.oh * plan.ow];
+            image(&plan, &u, &x, &mut got, (Bias::PerRow(&bias), true), &mut scratch).unwrap();
+            scratch.give();
+            let (want, scale) = direct(&plan, &x, &k);
+            let plane = plan.oh * plan.ow;
+            for (at, ((&g, &d), &s)) in got.iter().zip(&want).zip(&scale).enumerate() {
+                let want = (d + bias[at / plane]).max(0.0);
+                assert!((g - want).abs() <= 1e-13 * (s + 1.0), "{plan:?}: output {at} is {g}, want {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn declines_what_it_cannot_compute() {
+        let square = Window2d::square(3);
+        assert!(Plan::forward(1, 32, (28, 28), &square).is_none(), "one input channel");
+        assert!(Plan::forward(32, 64, (26, 26), &Window2d { stride: (2, 2), ..square }).is_none());
+        assert!(Plan::forward(32, 64, (26, 26), &Window2d::square(5)).is_none());
+        assert!(Plan::input_gradient(32, 64, (26, 26), &Window2d { padding: (3, 0), ..square }).is_none());
+        let dx = Plan::input_gradient(32, 64, (26, 26), &square).unwrap();
+        assert_eq!((dx.cin, dx.cout, dx.h, dx.oh, dx.pad), (64, 32, 24, 26, (2, 2)));
+    }
+}
