@@ -221,6 +221,8 @@ fn backward<T: Real>(
     // The input gradient by Winograd where it applies (every element written), else by a GEMM
     // and col2im (which sums into zeros).
     let dx_plan = need_dx.then(|| winograd::Plan::input_gradient(g.c, o, (g.h, g.w), &g.win)).flatten();
+    // The weight gradient likewise, in the transformed domain of the forward pass.
+    let dw_plan = winograd::Plan::forward(g.c, o, (g.h, g.w), &g.win);
     let dx_u = match &dx_plan {
         Some(plan) => Some(winograd::weights(plan, |ic, oc| taps(w, (oc * ck + ic * 9, true)))?),
         None => None,
@@ -251,11 +253,17 @@ fn backward<T: Real>(
         let (sum, db_sum) = sums.split_at_mut(o * ck);
         db_sum.fill(T::default());
         let mut dx_k = dx_groups.get(k).map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut cols = alloc_for_overwrite(ck * l, T::default())?;
+        // im2col's columns, unless both gradients go through Winograd.
+        let cols_len = if dw_plan.is_some() && (dx_plan.is_some() || !need_dx) { 0 } else { ck * l };
+        let mut cols = alloc_for_overwrite(cols_len, T::default())?;
         let mut dw_i = alloc_for_overwrite(o * ck, T::default())?;
         let mut masked = alloc_for_overwrite(if relu_output.is_some() { o * l } else { 0 }, T::default())?;
         let mut scratch = match &dx_plan {
             Some(plan) => Some(winograd::Scratch::new(plan)?),
+            None => None,
+        };
+        let mut dw_wino = match &dw_plan {
+            Some(plan) => Some(winograd::WeightGrad::new(plan)?),
             None => None,
         };
         let mut result = Ok(());
@@ -264,15 +272,23 @@ fn backward<T: Real>(
             let y_i = relu_output.map(|y| &y[image.clone()]);
             mask_and_sum(&grad[image.clone()], y_i, &mut masked, need_db.then_some(&mut *db_sum), l);
             let g_i = if y_i.is_some() { &masked[..] } else { &grad[image] };
-            im2col_image(&x[i * plane..(i + 1) * plane], &mut cols, g);
-            let dst: &mut [T] = if n == 0 { &mut *sum } else { &mut dw_i };
-            result = gemm_same((g_i, gv), (&cols[..], cols_t), &[(0, 0)], dst, (o, l, ck), false);
-            if result.is_err() {
-                break;
-            }
-            if n > 0 {
-                for (s, d) in sum.iter_mut().zip(&dw_i) {
-                    *s = *s + *d;
+            let x_i = &x[i * plane..(i + 1) * plane];
+            if let (Some(plan), Some(dw_wino)) = (&dw_plan, &mut dw_wino) {
+                result = dw_wino.add_image(plan, x_i, g_i);
+                if result.is_err() {
+                    break;
+                }
+            } else {
+                im2col_image(x_i, &mut cols, g);
+                let dst: &mut [T] = if n == 0 { &mut *sum } else { &mut dw_i };
+                result = gemm_same((g_i, gv), (&cols[..], cols_t), &[(0, 0)], dst, (o, l, ck), false);
+                if result.is_err() {
+                    break;
+                }
+                if n > 0 {
+                    for (s, d) in sum.iter_mut().zip(&dw_i) {
+                        *s = *s + *d;
+                    }
                 }
             }
             if let (Some(dx_k), Some(plan), Some(u), Some(scratch)) = (dx_k.as_mut(), &dx_plan, &dx_u, &mut scratch) {
@@ -299,6 +315,11 @@ fn backward<T: Real>(
         T::pool().give(masked);
         if let Some(scratch) = scratch {
             scratch.give();
+        }
+        match (dw_wino, &dw_plan) {
+            (Some(dw_wino), Some(plan)) if result.is_ok() => dw_wino.finish(plan, sum),
+            (Some(dw_wino), _) => dw_wino.give(),
+            _ => {}
         }
         result
     })?;

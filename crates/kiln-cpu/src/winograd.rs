@@ -32,6 +32,10 @@ const L: usize = 16;
 /// Elements of a block's transformed inputs plus its products (512 KiB of f32): the L2 share
 /// of one image's work.
 const BLOCK_ELEMS: usize = 128 * 1024;
+/// The weight gradient's blocks: twice as large, because its products sum over the tiles (a
+/// block's tiles are their depth), and a deeper product runs faster: 2 blocks per image of
+/// the MNIST CNN's second layer took 310 us, one block 257.
+const WEIGHT_GRAD_BLOCK_ELEMS: usize = 256 * 1024;
 /// The fewest input and output channels for which the transforms cost less than the multiplies
 /// they save: with one channel on either side the GEMMs are one row or one deep (the MNIST CNN's
 /// first layer's input gradient took 4 ms instead of 1.4).
@@ -87,10 +91,10 @@ impl Plan {
         self.tiles().1.next_multiple_of(L)
     }
 
-    /// Tile rows per block: as many as fit [`BLOCK_ELEMS`], then evened out over the blocks.
-    fn block_rows(&self) -> usize {
+    /// Tile rows per block: as many as fit `budget` elements, then evened out over the blocks.
+    fn block_rows(&self, budget: usize) -> usize {
         let (th, tw) = self.tiles();
-        let fit = (BLOCK_ELEMS / (16 * (self.cin + self.cout) * tw.max(1))).clamp(1, th.max(1));
+        let fit = (budget / (16 * (self.cin + self.cout) * tw.max(1))).clamp(1, th.max(1));
         th.div_ceil(th.div_ceil(fit))
     }
 }
@@ -125,8 +129,13 @@ pub(crate) struct Scratch<T: Real> {
 }
 
 impl<T: Real> Scratch<T> {
+    /// Buffers for [`image`].
     pub(crate) fn new(plan: &Plan) -> Result<Scratch<T>> {
-        let (rows, lanes) = (plan.block_rows(), plan.lanes());
+        Scratch::with_blocks(plan, BLOCK_ELEMS)
+    }
+
+    fn with_blocks(plan: &Plan, budget: usize) -> Result<Scratch<T>> {
+        let (rows, lanes) = (plan.block_rows(budget), plan.lanes());
         let tb = rows * plan.tiles().1;
         Ok(Scratch {
             v: alloc_for_overwrite(16 * (plan.cin * (tb + L) + SPREAD), T::default())?,
@@ -152,7 +161,7 @@ pub(crate) fn image<T: Real>(
     s: &mut Scratch<T>,
 ) -> Result<()> {
     let (th, tw) = plan.tiles();
-    let rows = plan.block_rows();
+    let rows = plan.block_rows(BLOCK_ELEMS);
     let (ci, co) = (plan.cin, plan.cout);
     let a = View { offset: 0, rs: ci, cs: 1 };
     for ty0 in (0..th).step_by(rows) {
@@ -265,41 +274,69 @@ fn a_t<T: Real>(u: usize, [m0, m1, m2, m3]: [Lanes<T>; 4]) -> Lanes<T> {
     }
 }
 
-/// The scratch `inputs` needs for blocks of `rows` tile rows, `lanes` tile columns wide: the
-/// column transforms of a block's input rows, one zero-padded input row, and its even and odd
-/// columns.
+/// Elements of one zero-padded input row in the scratch.
+fn row_len(lanes: usize) -> usize {
+    2 * (lanes + L)
+}
+
+/// The scratch the transforms need for blocks of `rows` tile rows, `lanes` tile columns wide:
+/// the block's zero-padded input rows and their column transforms.
 fn rows_len(rows: usize, lanes: usize) -> usize {
-    (2 * rows + 2) * 4 * lanes + 4 * (lanes + L)
+    (2 * rows + 2) * (4 * lanes + row_len(lanes))
+}
+
+/// Copies the `w` elements of the plane row `row` of `src` (zeros for `None`) into `dst` after
+/// `pad` zeros, and zeros the rest of `dst`.
+#[inline(always)]
+fn stage_row<T: Real>(dst: &mut [T], src: &[T], row: Option<usize>, w: usize, pad: usize) {
+    dst.fill(T::default());
+    if let Some(row) = row {
+        let n = w.min(dst.len().saturating_sub(pad));
+        crate::conv::copy_short(&mut dst[pad..pad + n], &src[row * w..row * w + n]);
+    }
+}
+
+/// The even and the odd elements of `p[at .. at + 2L]`.
+#[inline(always)]
+fn deinterleave<T: Real>(p: &[T], at: usize) -> (Lanes<T>, Lanes<T>) {
+    let pairs: &[T; 2 * L] = match p[at..at + 2 * L].first_chunk::<{ 2 * L }>() {
+        Some(c) => c,
+        None => unreachable!("a range of 2L elements"),
+    };
+    let (mut even, mut odd) = ([T::default(); L], [T::default(); L]);
+    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs.chunks_exact(2)) {
+        (*e, *o) = (pair[0], pair[1]);
+    }
+    (even, odd)
 }
 
 /// `V = Bᵀ d B` for the tiles of the block's rows, into `v` (16 matrices of `cin` rows): along
 /// each input row's columns first, then down the rows.
+///
+/// A channel's input rows are all staged (zero-padded) before any is read back: a vector read
+/// right after the narrower writes that filled it waits for them to reach the cache (the
+/// store cannot be forwarded), and that wait was a third of the transform.
 #[inline(always)]
 fn inputs<T: Real>(plan: &Plan, x: &[T], block: &Block, v: &mut [T], rows: &mut [T]) {
     let (tw, lanes) = (plan.tiles().1, plan.lanes());
     let (ci, plane, (ph, pw)) = (plan.cin, plan.h * plan.w, plan.pad);
     let (tys, ld) = (&block.tys, block.ld);
-    let in_rows = 2 * tys.len() + 2;
+    let (in_rows, prow) = (2 * tys.len() + 2, row_len(lanes));
     let (cols, rest) = rows.split_at_mut(in_rows * 4 * lanes);
-    let (padded, rest) = rest.split_at_mut(2 * (lanes + L));
-    let (even, odd) = rest.split_at_mut(lanes + L);
+    let staged = &mut rest[..in_rows * prow];
     for c in 0..ci {
         let src = &x[c * plane..(c + 1) * plane];
-        for (r, out) in cols.chunks_exact_mut(4 * lanes).enumerate() {
-            // Input column j - pw at padded[j]; tile t reads padded[2t .. 2t + 4], which is
-            // even[t], odd[t], even[t + 1], odd[t + 1].
-            padded.fill(T::default());
-            if let Some(iy) = (2 * tys.start + r).checked_sub(ph).filter(|&iy| iy < plan.h) {
-                let n = plan.w.min(padded.len().saturating_sub(pw));
-                crate::conv::copy_short(&mut padded[pw..pw + n], &src[iy * plan.w..iy * plan.w + n]);
-            }
-            for (pair, (e, o)) in padded.chunks_exact(2).zip(even.iter_mut().zip(odd.iter_mut())) {
-                (*e, *o) = (pair[0], pair[1]);
-            }
+        for (r, dst) in staged.chunks_exact_mut(prow).enumerate() {
+            let iy = (2 * tys.start + r).checked_sub(ph).filter(|&iy| iy < plan.h);
+            stage_row(dst, src, iy, plan.w, pw);
+        }
+        // Input column j - pw at p[j]; tile t reads p[2t .. 2t + 4]: the even and odd elements
+        // from 2t, then from 2t + 2.
+        for (p, out) in staged.chunks_exact(prow).zip(cols.chunks_exact_mut(4 * lanes)) {
             for t0 in (0..lanes).step_by(L) {
-                let d = [*chunk(even, t0), *chunk(odd, t0), *chunk(even, t0 + 1), *chunk(odd, t0 + 1)];
+                let ((e0, o0), (e1, o1)) = (deinterleave(p, 2 * t0), deinterleave(p, 2 * t0 + 2));
                 for b in 0..4 {
-                    *chunk_mut(out, b * lanes + t0) = b_t(b, d);
+                    *chunk_mut(out, b * lanes + t0) = b_t(b, [e0, o0, e1, o1]);
                 }
             }
         }
@@ -361,6 +398,153 @@ fn outputs<T: Real>(plan: &Plan, m: &[T], block: &Block, y: &mut [T], (bias, rel
     }
 }
 
+/// The kernels' gradient of one convolution, summed over images in the transformed domain: for
+/// every tile, `dL/dU = (A g Aᵀ) ⊙ V` (the output gradient's 2x2 tile `g` spread to 4x4, times
+/// the transformed inputs), summed by one batched GEMM per block of tiles; [`WeightGrad::finish`]
+/// maps the sum back to the 3x3 kernels (`dL/dw = Gᵀ (dL/dU) G`). This is the exact gradient of
+/// the transformed forward pass, which equals the convolution; its multiplies shrink 2.25x as
+/// the forward's do.
+pub(crate) struct WeightGrad<T: Real> {
+    /// The running sum: 16 matrices `[cout, cin]`.
+    du: Vec<T>,
+    /// One image's block, before it is added to the sum.
+    part: Vec<T>,
+    scratch: Scratch<T>,
+    started: bool,
+}
+
+impl<T: Real> WeightGrad<T> {
+    pub(crate) fn new(plan: &Plan) -> Result<WeightGrad<T>> {
+        let n = 16 * plan.cout * plan.cin;
+        Ok(WeightGrad {
+            du: alloc_for_overwrite(n, T::default())?,
+            part: alloc_for_overwrite(n, T::default())?,
+            scratch: Scratch::with_blocks(plan, WEIGHT_GRAD_BLOCK_ELEMS)?,
+            started: false,
+        })
+    }
+
+    /// Adds one image: `x` holds its `cin` input planes, `g` the gradient of its `cout` output
+    /// planes.
+    pub(crate) fn add_image(&mut self, plan: &Plan, x: &[T], g: &[T]) -> Result<()> {
+        let (th, tw) = plan.tiles();
+        let rows = plan.block_rows(WEIGHT_GRAD_BLOCK_ELEMS);
+        let (ci, co) = (plan.cin, plan.cout);
+        let s = &mut self.scratch;
+        for ty0 in (0..th).step_by(rows) {
+            let tys = ty0..(ty0 + rows).min(th);
+            let tb = tys.len() * tw;
+            let ld = tb + L;
+            let block = Block { tys, tb, ld, vs: spread::<T>(ci * ld), ms: spread::<T>(co * tb + L) };
+            crate::simd::vectorized(
+                #[inline(always)]
+                || {
+                    inputs(plan, x, &block, &mut s.v, &mut s.rows);
+                    spread_grads(plan, g, &block, &mut s.m, &mut s.rows);
+                },
+            );
+            // dL/dU[p] (cout x cin) = dM[p] (cout x tiles) @ V[p]ᵀ (tiles x cin): both run along
+            // the tiles.
+            let offsets: [(usize, usize); 16] = std::array::from_fn(|p| (p * block.ms, p * block.vs));
+            let (a, b) = (View { offset: 0, rs: tb, cs: 1 }, View { offset: 0, rs: 1, cs: ld });
+            let dst = if self.started { &mut self.part } else { &mut self.du };
+            gemm_same((&s.m, a), (&s.v, b), &offsets, dst, (co, tb, ci), false)?;
+            if self.started {
+                let (du, part) = (&mut self.du, &self.part);
+                crate::simd::vectorized(
+                    #[inline(always)]
+                    || du.iter_mut().zip(part).for_each(|(d, &p)| *d = *d + p),
+                );
+            }
+            self.started = true;
+        }
+        Ok(())
+    }
+
+    /// Writes the kernels' gradient `Gᵀ (dL/dU) G` into `dw` (`[cout, cin * 9]`, zeros if no
+    /// image was added) and gives the buffers back.
+    pub(crate) fn finish(self, plan: &Plan, dw: &mut [T]) {
+        let (co, ci) = (plan.cout, plan.cin);
+        let half = T::from(0.5);
+        // Gᵀ's rows applied to (u0, u1, u2, u3): u0 + (u1 + u2) / 2, (u1 - u2) / 2, (u1 + u2) / 2 + u3.
+        let g_t = |u: [T; 4]| [u[0] + (u[1] + u[2]) * half, (u[1] - u[2]) * half, (u[1] + u[2]) * half + u[3]];
+        for o in 0..co {
+            for c in 0..ci {
+                let k = &mut dw[(o * ci + c) * 9..][..9];
+                if !self.started {
+                    k.fill(T::default());
+                    continue;
+                }
+                let du = |r: usize, s: usize| self.du[((r * 4 + s) * co + o) * ci + c];
+                let rows: [[T; 3]; 4] = std::array::from_fn(|s| g_t([du(0, s), du(1, s), du(2, s), du(3, s)]));
+                for i in 0..3 {
+                    let row = g_t([rows[0][i], rows[1][i], rows[2][i], rows[3][i]]);
+                    k[i * 3..i * 3 + 3].copy_from_slice(&row);
+                }
+            }
+        }
+        self.give();
+    }
+
+    pub(crate) fn give(self) {
+        T::pool().give(self.du);
+        T::pool().give(self.part);
+        self.scratch.give();
+    }
+}
+
+/// `A`'s row `r` applied to (g0, g1): g0, g0 + g1, g0 - g1, -g1 (the transpose of `Aᵀ`).
+#[inline(always)]
+fn a<T: Real>(r: usize, g0: Lanes<T>, g1: Lanes<T>) -> Lanes<T> {
+    match r {
+        0 => g0,
+        1 => add(g0, g1),
+        2 => sub(g0, g1),
+        _ => sub([T::default(); L], g1),
+    }
+}
+
+/// `dM = A g Aᵀ` for the tiles of the block's rows, into `dm` (16 matrices of `cout` rows of
+/// `tiles`, `ms` apart); outputs past the edge (odd output sizes) count as zero.
+#[inline(always)]
+fn spread_grads<T: Real>(plan: &Plan, g: &[T], block: &Block, dm: &mut [T], rows: &mut [T]) {
+    let (tw, lanes) = (plan.tiles().1, plan.lanes());
+    let (co, tb, (oh, ow)) = (plan.cout, block.tb, (plan.oh, plan.ow));
+    let (g_rows, prow) = (2 * block.tys.len(), row_len(lanes));
+    // The block's gradient rows spread along their columns: [row][s][lanes].
+    let (cols, rest) = rows.split_at_mut(g_rows * 4 * lanes);
+    let staged = &mut rest[..g_rows * prow];
+    for o in 0..co {
+        let src = &g[o * oh * ow..(o + 1) * oh * ow];
+        // Staged first, as in `inputs`.
+        for (r, dst) in staged.chunks_exact_mut(prow).enumerate() {
+            let oy = Some(2 * block.tys.start + r).filter(|&oy| oy < oh);
+            stage_row(dst, src, oy, ow, 0);
+        }
+        for (p, out) in staged.chunks_exact(prow).zip(cols.chunks_exact_mut(4 * lanes)) {
+            for t0 in (0..lanes).step_by(L) {
+                let (g0, g1) = deinterleave(p, 2 * t0);
+                for s in 0..4 {
+                    *chunk_mut(out, s * lanes + t0) = a(s, g0, g1);
+                }
+            }
+        }
+        // Then down each tile row's two rows. Stores run up to L - 1 tiles past the tile row,
+        // into rows written after this one or into the slack of `ms`.
+        for ty in 0..block.tys.len() {
+            for s in 0..4 {
+                for t0 in (0..tw).step_by(L) {
+                    let g0 = *chunk(cols, (2 * ty * 4 + s) * lanes + t0);
+                    let g1 = *chunk(cols, ((2 * ty + 1) * 4 + s) * lanes + t0);
+                    for r in 0..4 {
+                        *chunk_mut(dm, (r * 4 + s) * block.ms + o * tb + ty * tw + t0) = a(r, g0, g1);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -416,6 +600,41 @@ mod tests {
             for (at, ((&g, &d), &s)) in got.iter().zip(&want).zip(&scale).enumerate() {
                 let want = (d + bias[at / plane]).max(0.0);
                 assert!((g - want).abs() <= 1e-13 * (s + 1.0), "{plan:?}: output {at} is {g}, want {want}");
+            }
+        }
+    }
+
+    /// The kernels' gradient within a few roundings of the direct sum over two images.
+    #[test]
+    fn weight_gradient_matches_the_direct_sum() {
+        for &(cin, cout, h, w, pad) in &[(8, 8, 6, 6, (0, 0)), (9, 8, 7, 5, (1, 2)), (64, 64, 30, 29, (1, 0))] {
+            let win = Window2d { padding: pad, ..Window2d::square(3) };
+            let p = Plan::forward(cin, cout, (h, w), &win).unwrap();
+            let (xn, gn) = (cin * h * w, cout * p.oh * p.ow);
+            let x: Vec<f64> = (0..2 * xn).map(|i| ((i * 7919) % 201) as f64 / 100.0 - 1.0).collect();
+            let g: Vec<f64> = (0..2 * gn).map(|i| ((i * 104729) % 199) as f64 / 99.0 - 1.0).collect();
+            let mut grad = WeightGrad::new(&p).unwrap();
+            for i in 0..2 {
+                grad.add_image(&p, &x[i * xn..(i + 1) * xn], &g[i * gn..(i + 1) * gn]).unwrap();
+            }
+            let mut got = vec![f64::NAN; cout * cin * 9];
+            grad.finish(&p, &mut got);
+            for (at, &got) in got.iter().enumerate() {
+                let (o, c, k) = (at / (cin * 9), at / 9 % cin, at % 9);
+                let (mut want, mut scale) = (0.0, 0.0);
+                for i in 0..2 {
+                    for oy in 0..p.oh {
+                        for ox in 0..p.ow {
+                            let (iy, ix) = ((oy + k / 3).checked_sub(pad.0), (ox + k % 3).checked_sub(pad.1));
+                            if let (Some(iy), Some(ix)) = (iy.filter(|&r| r < h), ix.filter(|&c| c < w)) {
+                                let term = g[i * gn + (o * p.oh + oy) * p.ow + ox] * x[i * xn + (c * h + iy) * w + ix];
+                                want += term;
+                                scale += term.abs();
+                            }
+                        }
+                    }
+                }
+                assert!((got - want).abs() <= 1e-13 * (scale + 1.0), "{p:?}: dw[{at}] is {got}, want {want}");
             }
         }
     }
