@@ -11,6 +11,9 @@
 //! pass masks each image's gradient and sums it for the bias in the same place: on the MNIST
 //! CNN these were five more passes over activations too large for the caches.
 //!
+//! 3x3 convolutions at stride 1 with enough channels run all three products by Winograd
+//! ([`crate::winograd`]) inside the same per-image tasks; the rest use im2col.
+//!
 //! Determinism: the weight and bias gradients are sums over images. The images are cut into a fixed
 //! number of groups ([`GROUPS`], whatever the thread count); each group sums its images in order
 //! and the groups' sums are added in order.

@@ -16,7 +16,8 @@
 //! Module map: `storage` (the `Vec` per dtype), `strided` (parallel loops over layouts),
 //! `elementwise` (unary, binary, where, cast, copy), `reduce`, `matmul` (batches and dtypes) over
 //! `gemm` (the packed GEMM) and the two kernels that need no packing, `gemm_dot` (`x @ w.t()`)
-//! and `gemm_outer` (a row-major B), `index`.
+//! and `gemm_outer` (a row-major B), `index`; convolution in `conv` (im2col, col2im, pooling),
+//! `conv_fused` (a whole convolution per image) and `winograd` (3x3 stride-1 convolutions).
 
 mod conv;
 mod conv_fused;
