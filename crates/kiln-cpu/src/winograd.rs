@@ -327,9 +327,9 @@ fn deinterleave<T: Real>(p: &[T], at: usize) -> (Lanes<T>, Lanes<T>) {
 /// `V = Bᵀ d B` for the tiles of the block's rows, into `v` (16 matrices of `cin` rows): along
 /// each input row's columns first, then down the rows.
 ///
-/// A channel's input rows are all staged (zero-padded) before any is read back: a vector read
-/// right after the narrower writes that filled it waits for them to reach the cache (the
-/// store cannot be forwarded), and that wait was a third of the transform.
+/// A channel's input rows are all staged (zero-padded) first, then transformed: a staged row
+/// is read back as wide vectors at other offsets than the narrow writes that filled it, and
+/// the writes have left the store buffer by then.
 #[inline(always)]
 fn inputs<T: Real>(plan: &Plan, x: &[T], block: &Block, v: &mut [T], rows: &mut [T]) {
     let (tw, lanes) = (plan.tiles().1, plan.lanes());
