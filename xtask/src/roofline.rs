@@ -16,6 +16,17 @@ pub struct Roofline {
     pub isa: &'static str,
 }
 
+impl Roofline {
+    /// The higher reading of each probe.
+    pub fn max(self, other: Roofline) -> Roofline {
+        Roofline {
+            bandwidth_gbs: self.bandwidth_gbs.max(other.bandwidth_gbs),
+            peak_gflops: self.peak_gflops.max(other.peak_gflops),
+            ..self
+        }
+    }
+}
+
 /// Measures both probes on `threads` threads, best of several runs each.
 pub fn measure(threads: usize) -> Roofline {
     let (peak_gflops, isa) = peak(threads);
