@@ -91,6 +91,17 @@ impl Plan {
         self.tiles().1.next_multiple_of(L)
     }
 
+    /// The blocks of tile rows for `budget` elements of `T` each, in order.
+    fn blocks<T>(&self, budget: usize) -> impl Iterator<Item = Block> + '_ {
+        let ((th, tw), rows) = (self.tiles(), self.block_rows(budget));
+        (0..th).step_by(rows).map(move |ty0| {
+            let tys = ty0..(ty0 + rows).min(th);
+            let tb = tys.len() * tw;
+            let ld = tb + L;
+            Block { tys, tb, ld, vs: spread::<T>(self.cin * ld), ms: spread::<T>(self.cout * tb + L) }
+        })
+    }
+
     /// Tile rows per block: as many as fit `budget` elements, then evened out over the blocks.
     fn block_rows(&self, budget: usize) -> usize {
         let (th, tw) = self.tiles();
@@ -160,15 +171,10 @@ pub(crate) fn image<T: Real>(
     (bias, relu_after): (Bias<'_, T>, bool),
     s: &mut Scratch<T>,
 ) -> Result<()> {
-    let (th, tw) = plan.tiles();
-    let rows = plan.block_rows(BLOCK_ELEMS);
     let (ci, co) = (plan.cin, plan.cout);
     let a = View { offset: 0, rs: ci, cs: 1 };
-    for ty0 in (0..th).step_by(rows) {
-        let tys = ty0..(ty0 + rows).min(th);
-        let tb = tys.len() * tw;
-        let ld = tb + L;
-        let block = Block { tys, tb, ld, vs: spread::<T>(ci * ld), ms: spread::<T>(co * tb + L) };
+    for block in plan.blocks::<T>(BLOCK_ELEMS) {
+        let (tb, ld) = (block.tb, block.ld);
         crate::simd::vectorized(
             #[inline(always)]
             || inputs(plan, x, &block, &mut s.v, &mut s.rows),
@@ -445,15 +451,10 @@ impl<T: Real> WeightGrad<T> {
     /// Adds one image: `x` holds its `cin` input planes, `g` the gradient of its `cout` output
     /// planes.
     pub(crate) fn add_image(&mut self, plan: &Plan, x: &[T], g: &[T]) -> Result<()> {
-        let (th, tw) = plan.tiles();
-        let rows = plan.block_rows(WEIGHT_GRAD_BLOCK_ELEMS);
         let (ci, co) = (plan.cin, plan.cout);
         let s = &mut self.scratch;
-        for ty0 in (0..th).step_by(rows) {
-            let tys = ty0..(ty0 + rows).min(th);
-            let tb = tys.len() * tw;
-            let ld = tb + L;
-            let block = Block { tys, tb, ld, vs: spread::<T>(ci * ld), ms: spread::<T>(co * tb + L) };
+        for block in plan.blocks::<T>(WEIGHT_GRAD_BLOCK_ELEMS) {
+            let (tb, ld) = (block.tb, block.ld);
             crate::simd::vectorized(
                 #[inline(always)]
                 || {
