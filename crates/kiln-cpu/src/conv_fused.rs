@@ -84,22 +84,15 @@ fn forward<T: Real>(
     let mut y = alloc_for_overwrite(g.n * o * l, T::default())?;
     let images: Pieces<&mut [T]> = y.chunks_mut(o * l).map(Mutex::new).collect();
     if let Some(plan) = winograd::Plan::forward(g.c, o, (g.h, g.w), &g.win) {
-        let u = winograd::weights(&plan, |oc, ic| taps(w, (oc * ck + ic * 9, false)))?;
+        let kernels = winograd::Kernels::new(plan, |oc, ic| taps(w, (oc * ck + ic * 9, false)))?;
         let done = run_tasks(g.n, rayon::current_num_threads(), |i| {
             let mut y_i = images[i].lock().unwrap_or_else(|e| e.into_inner());
-            let mut scratch = winograd::Scratch::new(&plan)?;
-            let done = winograd::image(
-                &plan,
-                &u,
-                &x[i * plane..(i + 1) * plane],
-                &mut y_i,
-                (bias, epilogue.relu),
-                &mut scratch,
-            );
+            let mut scratch = kernels.scratch()?;
+            let done = kernels.image(&x[i * plane..(i + 1) * plane], &mut y_i, (bias, epilogue.relu), &mut scratch);
             scratch.give();
             done
         });
-        T::pool().give(u);
+        kernels.give();
         done?;
         drop(images);
         return Ok(Some(y));
@@ -193,7 +186,8 @@ impl<T> Grads<T> {
 }
 
 /// `g' = where(y > 0, g, 0)` when fused with ReLU (else `g`), `db = sum g'`,
-/// `dw = sum_i g'[i] @ im2col(x[i])^T` and, if asked, `dx[i] = col2im(w^T @ g'[i])`.
+/// `dw = sum_i g'[i] @ im2col(x[i])^T` and, if asked, `dx[i] = col2im(w^T @ g'[i])`; `dw` and
+/// `dx` by Winograd where it applies.
 fn backward<T: Real>(
     (x, w, grad): (Operand<'_>, Operand<'_>, Operand<'_>),
     op: &Operands,
@@ -223,14 +217,13 @@ fn backward<T: Real>(
     let partials: Pieces<&mut [T]> = partial.chunks_mut(part).map(Mutex::new).collect();
     // The input gradient by Winograd where it applies (every element written), else by a GEMM
     // and col2im (which sums into zeros).
-    let dx_plan = need_dx.then(|| winograd::Plan::input_gradient(g.c, o, (g.h, g.w), &g.win)).flatten();
-    // The weight gradient likewise, in the transformed domain of the forward pass.
-    let dw_plan = winograd::Plan::forward(g.c, o, (g.h, g.w), &g.win);
-    let dx_u = match &dx_plan {
-        Some(plan) => Some(winograd::weights(plan, |ic, oc| taps(w, (oc * ck + ic * 9, true)))?),
+    let dx_kernels = match need_dx.then(|| winograd::Plan::input_gradient(g.c, o, (g.h, g.w), &g.win)).flatten() {
+        Some(plan) => Some(winograd::Kernels::new(plan, |ic, oc| taps(w, (oc * ck + ic * 9, true)))?),
         None => None,
     };
-    let mut dx = match (need_dx, &dx_plan) {
+    // The weight gradient likewise, in the transformed domain of the forward pass.
+    let dw_plan = winograd::Plan::forward(g.c, o, (g.h, g.w), &g.win);
+    let mut dx = match (need_dx, &dx_kernels) {
         (false, _) => None,
         (true, Some(_)) => Some(alloc_for_overwrite(g.n * plane, T::default())?),
         (true, None) => Some(alloc(g.n * plane, T::default())?),
@@ -256,19 +249,13 @@ fn backward<T: Real>(
         let (sum, db_sum) = sums.split_at_mut(o * ck);
         db_sum.fill(T::default());
         let mut dx_k = dx_groups.get(k).map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
-        // im2col's columns, unless both gradients go through Winograd.
-        let cols_len = if dw_plan.is_some() && (dx_plan.is_some() || !need_dx) { 0 } else { ck * l };
+        let mut dw_wino = dw_plan.map(winograd::WeightGrad::new).transpose()?;
+        let mut scratch = dx_kernels.as_ref().map(|k| k.scratch()).transpose()?;
+        // im2col's columns and one image's weight gradient, unless Winograd takes their place.
+        let cols_len = if dw_wino.is_some() && (scratch.is_some() || !need_dx) { 0 } else { ck * l };
         let mut cols = alloc_for_overwrite(cols_len, T::default())?;
-        let mut dw_i = alloc_for_overwrite(o * ck, T::default())?;
+        let mut dw_i = alloc_for_overwrite(if dw_wino.is_some() { 0 } else { o * ck }, T::default())?;
         let mut masked = alloc_for_overwrite(if relu_output.is_some() { o * l } else { 0 }, T::default())?;
-        let mut scratch = match &dx_plan {
-            Some(plan) => Some(winograd::Scratch::new(plan)?),
-            None => None,
-        };
-        let mut dw_wino = match &dw_plan {
-            Some(plan) => Some(winograd::WeightGrad::new(plan)?),
-            None => None,
-        };
         let mut result = Ok(());
         for (n, i) in (bounds[k]..bounds[k + 1]).enumerate() {
             let image = i * o * l..(i + 1) * o * l;
@@ -276,8 +263,8 @@ fn backward<T: Real>(
             mask_and_sum(&grad[image.clone()], y_i, &mut masked, need_db.then_some(&mut *db_sum), l);
             let g_i = if y_i.is_some() { &masked[..] } else { &grad[image] };
             let x_i = &x[i * plane..(i + 1) * plane];
-            if let (Some(plan), Some(dw_wino)) = (&dw_plan, &mut dw_wino) {
-                result = dw_wino.add_image(plan, x_i, g_i);
+            if let Some(dw_wino) = &mut dw_wino {
+                result = dw_wino.add_image(x_i, g_i);
                 if result.is_err() {
                     break;
                 }
@@ -294,9 +281,9 @@ fn backward<T: Real>(
                     }
                 }
             }
-            if let (Some(dx_k), Some(plan), Some(u), Some(scratch)) = (dx_k.as_mut(), &dx_plan, &dx_u, &mut scratch) {
+            if let (Some(dx_k), Some(kernels), Some(scratch)) = (dx_k.as_mut(), &dx_kernels, &mut scratch) {
                 let dx_i = &mut dx_k[n * plane..(n + 1) * plane];
-                result = winograd::image(plan, u, g_i, dx_i, (Bias::None, false), scratch);
+                result = kernels.image(g_i, dx_i, (Bias::None, false), scratch);
                 if result.is_err() {
                     break;
                 }
@@ -319,16 +306,16 @@ fn backward<T: Real>(
         if let Some(scratch) = scratch {
             scratch.give();
         }
-        match (dw_wino, &dw_plan) {
-            (Some(dw_wino), Some(plan)) if result.is_ok() => dw_wino.finish(plan, sum),
-            (Some(dw_wino), _) => dw_wino.give(),
-            _ => {}
+        match dw_wino {
+            Some(dw_wino) if result.is_ok() => dw_wino.finish(sum),
+            Some(dw_wino) => dw_wino.give(),
+            None => {}
         }
         result
     })?;
     drop((partials, dx_groups));
-    if let Some(u) = dx_u {
-        T::pool().give(u);
+    if let Some(kernels) = dx_kernels {
+        kernels.give();
     }
     // The groups' sums, added in group order.
     let mut dw = alloc_for_overwrite(o * ck, T::default())?;

@@ -8,7 +8,7 @@
 //! 1. inputs: every 4x4 input block `d` becomes `V = Bᵀ d B` (adds only), stored as 16 matrices
 //!    `[cin, tiles]`, one per position of the 4x4 result;
 //! 2. products: `M[a] = U[a] @ V[a]` for the 16 positions, one batched GEMM, where `U = G g Gᵀ`
-//!    holds the kernels, transformed once per call ([`weights`]);
+//!    holds the kernels, transformed once per call ([`Kernels`]);
 //! 3. outputs: every tile's `Y = Aᵀ M A` (adds only), then the bias and ReLU.
 //!
 //! The input gradient of such a convolution is one too: the output gradient, padded by `2 - p`,
@@ -91,14 +91,14 @@ impl Plan {
         self.tiles().1.next_multiple_of(L)
     }
 
-    /// The blocks of tile rows for `budget` elements of `T` each, in order.
-    fn blocks<T>(&self, budget: usize) -> impl Iterator<Item = Block> + '_ {
+    /// The blocks of tile rows for `budget` elements each, in order.
+    fn blocks(&self, budget: usize) -> impl Iterator<Item = Block> + '_ {
         let ((th, tw), rows) = (self.tiles(), self.block_rows(budget));
         (0..th).step_by(rows).map(move |ty0| {
             let tys = ty0..(ty0 + rows).min(th);
             let tb = tys.len() * tw;
             let ld = tb + L;
-            Block { tys, tb, ld, vs: spread::<T>(self.cin * ld), ms: spread::<T>(self.cout * tb + L) }
+            Block { tys, tb, ld, vs: self.cin * ld, ms: self.cout * tb + L }
         })
     }
 
@@ -110,9 +110,37 @@ impl Plan {
     }
 }
 
-/// `U = G g Gᵀ` for every kernel, as 16 matrices `[cout, cin]`; `kernel(o, i)` returns the 3x3
-/// kernel (row-major) from input plane `i` to output plane `o`.
-pub(crate) fn weights<T: Real>(plan: &Plan, kernel: impl Fn(usize, usize) -> [T; 9]) -> Result<Vec<T>> {
+/// A convolution ready to run: its plan and its kernels transformed once (`U = G g Gᵀ`, as 16
+/// matrices `[cout, cin]`).
+pub(crate) struct Kernels<T: Real> {
+    plan: Plan,
+    u: Vec<T>,
+}
+
+impl<T: Real> Kernels<T> {
+    /// `kernel(o, i)` returns the 3x3 kernel (row-major) from input plane `i` to output plane `o`.
+    pub(crate) fn new(plan: Plan, kernel: impl Fn(usize, usize) -> [T; 9]) -> Result<Kernels<T>> {
+        Ok(Kernels { plan, u: weights(&plan, kernel)? })
+    }
+
+    /// One task's buffers for [`Kernels::image`].
+    pub(crate) fn scratch(&self) -> Result<Scratch<T>> {
+        Scratch::with_blocks(&self.plan, BLOCK_ELEMS)
+    }
+
+    /// `y = relu?(conv(x, kernels) + bias)` for one image: `x` holds `cin` planes, `y` gets
+    /// `cout`.
+    pub(crate) fn image(&self, x: &[T], y: &mut [T], epilogue: (Bias<'_, T>, bool), s: &mut Scratch<T>) -> Result<()> {
+        image(&self.plan, &self.u, x, y, epilogue, s)
+    }
+
+    pub(crate) fn give(self) {
+        T::pool().give(self.u);
+    }
+}
+
+/// `U = G g Gᵀ` for every kernel (see [`Kernels::new`]).
+fn weights<T: Real>(plan: &Plan, kernel: impl Fn(usize, usize) -> [T; 9]) -> Result<Vec<T>> {
     let (co, ci) = (plan.cout, plan.cin);
     let mut u = alloc_for_overwrite(16 * co * ci, T::default())?;
     let half = T::from(0.5);
@@ -140,17 +168,12 @@ pub(crate) struct Scratch<T: Real> {
 }
 
 impl<T: Real> Scratch<T> {
-    /// Buffers for [`image`].
-    pub(crate) fn new(plan: &Plan) -> Result<Scratch<T>> {
-        Scratch::with_blocks(plan, BLOCK_ELEMS)
-    }
-
     fn with_blocks(plan: &Plan, budget: usize) -> Result<Scratch<T>> {
         let (rows, lanes) = (plan.block_rows(budget), plan.lanes());
         let tb = rows * plan.tiles().1;
         Ok(Scratch {
-            v: alloc_for_overwrite(16 * (plan.cin * (tb + L) + SPREAD), T::default())?,
-            m: alloc_for_overwrite(16 * (plan.cout * tb + L + SPREAD), T::default())?,
+            v: alloc_for_overwrite(16 * plan.cin * (tb + L), T::default())?,
+            m: alloc_for_overwrite(16 * (plan.cout * tb + L), T::default())?,
             rows: alloc_for_overwrite(rows_len(rows, lanes), T::default())?,
         })
     }
@@ -162,8 +185,8 @@ impl<T: Real> Scratch<T> {
     }
 }
 
-/// `y = relu?(conv(x, kernels) + bias)` for one image: `x` holds `cin` planes, `y` gets `cout`.
-pub(crate) fn image<T: Real>(
+/// [`Kernels::image`], with the transformed kernels `u`.
+fn image<T: Real>(
     plan: &Plan,
     u: &[T],
     x: &[T],
@@ -173,7 +196,7 @@ pub(crate) fn image<T: Real>(
 ) -> Result<()> {
     let (ci, co) = (plan.cin, plan.cout);
     let a = View { offset: 0, rs: ci, cs: 1 };
-    for block in plan.blocks::<T>(BLOCK_ELEMS) {
+    for block in plan.blocks(BLOCK_ELEMS) {
         let (tb, ld) = (block.tb, block.ld);
         crate::simd::vectorized(
             #[inline(always)]
@@ -192,26 +215,15 @@ pub(crate) fn image<T: Real>(
     Ok(())
 }
 
-/// One block of tile rows: `tb` tiles, rows of the transformed inputs `ld` apart, and the 16
-/// matrices of transformed inputs `vs` apart and of products `ms` apart.
+/// One block of tile rows: `tb` tiles, rows of the transformed inputs `ld` apart (`L` of slack
+/// after each), and the 16 matrices of transformed inputs `vs` apart and of products `ms`
+/// apart (`L` of slack after each: the transforms run whole passes of `L` tiles).
 struct Block {
     tys: Range<usize>,
     tb: usize,
     ld: usize,
     vs: usize,
     ms: usize,
-}
-
-/// Elements [`spread`] may add.
-const SPREAD: usize = 4096;
-
-/// The smallest distance of at least `len` elements that is 256 bytes past a multiple of 4 KiB:
-/// the transforms read and write all 16 matrices at once, and at distances of multiples of 2
-/// or 4 KiB their lines fell into a few L1 sets that could not hold them (the output transform
-/// then spent more time than the products).
-fn spread<T>(len: usize) -> usize {
-    let (page, off) = (4096 / size_of::<T>(), 256 / size_of::<T>());
-    len + (off + page - len % page) % page
 }
 
 /// The `L` elements of `s` from `at`.
@@ -429,6 +441,7 @@ fn outputs<T: Real>(plan: &Plan, m: &[T], block: &Block, y: &mut [T], (bias, rel
 /// the transformed forward pass, which equals the convolution; its multiplies shrink 2.25x as
 /// the forward's do.
 pub(crate) struct WeightGrad<T: Real> {
+    plan: Plan,
     /// The running sum: 16 matrices `[cout, cin]`.
     du: Vec<T>,
     /// One image's block, before it is added to the sum.
@@ -438,22 +451,24 @@ pub(crate) struct WeightGrad<T: Real> {
 }
 
 impl<T: Real> WeightGrad<T> {
-    pub(crate) fn new(plan: &Plan) -> Result<WeightGrad<T>> {
+    pub(crate) fn new(plan: Plan) -> Result<WeightGrad<T>> {
         let n = 16 * plan.cout * plan.cin;
         Ok(WeightGrad {
+            plan,
             du: alloc_for_overwrite(n, T::default())?,
             part: alloc_for_overwrite(n, T::default())?,
-            scratch: Scratch::with_blocks(plan, WEIGHT_GRAD_BLOCK_ELEMS)?,
+            scratch: Scratch::with_blocks(&plan, WEIGHT_GRAD_BLOCK_ELEMS)?,
             started: false,
         })
     }
 
     /// Adds one image: `x` holds its `cin` input planes, `g` the gradient of its `cout` output
     /// planes.
-    pub(crate) fn add_image(&mut self, plan: &Plan, x: &[T], g: &[T]) -> Result<()> {
+    pub(crate) fn add_image(&mut self, x: &[T], g: &[T]) -> Result<()> {
+        let plan = &self.plan;
         let (ci, co) = (plan.cin, plan.cout);
         let s = &mut self.scratch;
-        for block in plan.blocks::<T>(WEIGHT_GRAD_BLOCK_ELEMS) {
+        for block in plan.blocks(WEIGHT_GRAD_BLOCK_ELEMS) {
             let (tb, ld) = (block.tb, block.ld);
             crate::simd::vectorized(
                 #[inline(always)]
@@ -482,8 +497,8 @@ impl<T: Real> WeightGrad<T> {
 
     /// Writes the kernels' gradient `Gᵀ (dL/dU) G` into `dw` (`[cout, cin * 9]`, zeros if no
     /// image was added) and gives the buffers back.
-    pub(crate) fn finish(self, plan: &Plan, dw: &mut [T]) {
-        let (co, ci) = (plan.cout, plan.cin);
+    pub(crate) fn finish(self, dw: &mut [T]) {
+        let (co, ci) = (self.plan.cout, self.plan.cin);
         let half = T::from(0.5);
         // Gᵀ's rows applied to (u0, u1, u2, u3): u0 + (u1 + u2) / 2, (u1 - u2) / 2, (u1 + u2) / 2 + u3.
         let g_t = |u: [T; 4]| [u[0] + (u[1] + u[2]) * half, (u[1] - u[2]) * half, (u[1] + u[2]) * half + u[3]];
@@ -613,10 +628,10 @@ mod tests {
             let x: Vec<f64> = (0..cin * h * w).map(|i| ((i * 7919) % 201) as f64 / 100.0 - 1.0).collect();
             let k: Vec<f64> = (0..cout * cin * 9).map(|i| ((i * 104729) % 199) as f64 / 99.0 - 1.0).collect();
             let bias: Vec<f64> = (0..cout).map(|o| o as f64 / 10.0 - 0.4).collect();
-            let u = weights(&plan, |o, i| std::array::from_fn(|t| k[(o * cin + i) * 9 + t])).unwrap();
-            let mut scratch = Scratch::new(&plan).unwrap();
+            let kernels = Kernels::new(plan, |o, i| std::array::from_fn(|t| k[(o * cin + i) * 9 + t])).unwrap();
+            let mut scratch = kernels.scratch().unwrap();
             let mut got = vec![f64::NAN; cout * plan.oh * plan.ow];
-            image(&plan, &u, &x, &mut got, (Bias::PerRow(&bias), true), &mut scratch).unwrap();
+            kernels.image(&x, &mut got, (Bias::PerRow(&bias), true), &mut scratch).unwrap();
             scratch.give();
             let (want, scale) = direct(&plan, &x, &k);
             let plane = plan.oh * plan.ow;
@@ -636,12 +651,12 @@ mod tests {
             let (xn, gn) = (cin * h * w, cout * p.oh * p.ow);
             let x: Vec<f64> = (0..2 * xn).map(|i| ((i * 7919) % 201) as f64 / 100.0 - 1.0).collect();
             let g: Vec<f64> = (0..2 * gn).map(|i| ((i * 104729) % 199) as f64 / 99.0 - 1.0).collect();
-            let mut grad = WeightGrad::new(&p).unwrap();
+            let mut grad = WeightGrad::new(p).unwrap();
             for i in 0..2 {
-                grad.add_image(&p, &x[i * xn..(i + 1) * xn], &g[i * gn..(i + 1) * gn]).unwrap();
+                grad.add_image(&x[i * xn..(i + 1) * xn], &g[i * gn..(i + 1) * gn]).unwrap();
             }
             let mut got = vec![f64::NAN; cout * cin * 9];
-            grad.finish(&p, &mut got);
+            grad.finish(&mut got);
             for (at, &got) in got.iter().enumerate() {
                 let (o, c, k) = (at / (cin * 9), at / 9 % cin, at % 9);
                 let (mut want, mut scale) = (0.0, 0.0);
