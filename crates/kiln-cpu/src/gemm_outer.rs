@@ -116,12 +116,58 @@ unsafe fn block(
     ld: Ld,
     (rows, cols): (usize, usize),
 ) {
-    // The B strip of a column tile, copied to rows of NR when many row tiles read it: B's own
-    // rows can be a power of two apart (4 KiB at n = 1024), which maps a strip's rows onto a
-    // few L1 sets that cannot hold them, so every tile would reload it from L2. Copied, it is
-    // contiguous (at most 48 KiB, uninitialized: only the copied part is read). Measured at
-    // 1024^3 on one thread: 84 -> 95 GFLOP/s; 2 threads with KC = 256: 161 -> 180-200.
+    // SAFETY: the caller's promises, passed on.
+    unsafe {
+        if rows >= COPY_B_ROWS && (COPY_B_DEPTH..=KC_MAX).contains(&kc) {
+            block_copying((k, kc), (a, b, c), ld, (rows, cols))
+        } else {
+            strips((k, kc), (a, b, c), ld, (rows, cols), None)
+        }
+    }
+}
+
+/// [`strips`] with each strip of B copied before its row tiles read it: B's own rows can be a
+/// power of two apart (4 KiB at n = 1024), which maps a strip's rows onto a few L1 sets that
+/// cannot hold them, so every tile would reload it from L2. Copied, it is contiguous. Measured
+/// at 1024^3 on one thread: 84 -> 95 GFLOP/s; 2 threads with KC = 256: 161 -> 180-200. A
+/// function of its own so that only products this large pay for the 48 KiB on the stack (its
+/// stack probe was 5 % of a 10x32x128 product).
+///
+/// # Safety
+/// As for [`block`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline(never)]
+unsafe fn block_copying(
+    (k, kc): (usize, usize),
+    (a, b, c): (*const f32, *const f32, *mut f32),
+    ld: Ld,
+    (rows, cols): (usize, usize),
+) {
+    // Uninitialized: only the rows a copy fills are read.
     let mut strip = [const { std::mem::MaybeUninit::<f32>::uninit() }; KC_MAX * NR];
+    // SAFETY: the caller's promises; the strip holds KC_MAX rows of NR, and kc <= KC_MAX.
+    unsafe { strips((k, kc), (a, b, c), ld, (rows, cols), Some(strip.as_mut_ptr().cast::<f32>())) }
+}
+
+/// The loops of [`block`]: blocks of `k`, then column tiles, then row tiles. With `strip`, each
+/// column tile's strip of B is copied there (rows of NR) and the tiles read the copy; the next
+/// strip's rows and each tile's rows of C are prefetched meanwhile.
+///
+/// # Safety
+/// As for [`block`]; `strip`, if any, is writable for KC_MAX x NR floats and `kc <= KC_MAX`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn strips(
+    (k, kc): (usize, usize),
+    (a, b, c): (*const f32, *const f32, *mut f32),
+    ld: Ld,
+    (rows, cols): (usize, usize),
+    strip: Option<*mut f32>,
+) {
+    use std::arch::x86_64::_MM_HINT_T1;
+    let tiles = rows.div_ceil(MR);
     for p0 in (0..k).step_by(kc) {
         let (depth, first) = (kc.min(k - p0), p0 == 0);
         for j in (0..cols).step_by(NR) {
@@ -130,24 +176,48 @@ unsafe fn block(
             // caller checked; the copy fills the first `depth` rows of the strip (depth <= kc <=
             // KC_MAX), which is all the tiles read of it.
             let (b_strip, b_rows) = unsafe {
-                if rows >= COPY_B_ROWS && (COPY_B_DEPTH..=KC_MAX).contains(&depth) {
-                    copy_strip(b.add(p0 * ld.b + j), ld.b, strip.as_mut_ptr().cast::<f32>(), (depth, width));
-                    (strip.as_ptr().cast::<f32>(), NR)
-                } else {
-                    (b.add(p0 * ld.b + j), ld.b)
+                match strip {
+                    Some(s) => {
+                        copy_strip(b.add(p0 * ld.b + j), ld.b, s, (depth, width));
+                        (s.cast_const(), NR)
+                    }
+                    None => (b.add(p0 * ld.b + j), ld.b),
                 }
             };
-            let ld = Ld { b: b_rows, ..ld };
+            // The strip the next column tile copies, fetched into L2 while this one's tiles
+            // compute, a share per tile: its rows are in pages of their own at n = 1024, which
+            // the hardware prefetchers do not follow, so the copy waited on every line
+            // (1024^3 on one thread: 22.6 -> 22.15 ms).
+            let next = match (strip.is_some(), j + NR < cols, p0 + kc < k) {
+                (false, _, _) | (true, false, false) => None,
+                (true, true, _) => Some((p0, depth, j + NR, (cols - j - NR).min(NR))),
+                (true, false, true) => Some((p0 + kc, kc.min(k - p0 - kc), 0, cols.min(NR))),
+            };
             let mut i = 0;
             while i < rows {
                 // The last rows in one tile when at most MR_LAST are left: a 2-row tile keeps
                 // too few sums in flight to hide the FMA latency (10x32x128, as 8 + 2 rows:
                 // 1.23 us; as one 10-row tile: 1.20).
                 let rr = if rows - i <= MR_LAST { rows - i } else { MR };
+                if let Some((q0, q_depth, q_col, q_width)) = next {
+                    let t = i / MR;
+                    for q in q0 + t * q_depth / tiles..q0 + (t + 1) * q_depth / tiles {
+                        prefetch_row::<_MM_HINT_T1>(b.wrapping_add(q * ld.b + q_col), q_width);
+                    }
+                }
+                if strip.is_some() {
+                    // This tile's rows of C, which it reads (or, in the first block of k,
+                    // writes) at its end: a power-of-two row stride puts them in one L1 set as
+                    // well (1024^3 on one thread: 22.0 -> 21.1-21.3 ms).
+                    for r in 0..rr {
+                        prefetch_row::<_MM_HINT_T1>(c.wrapping_add((i + r) * ld.c + j), width);
+                    }
+                }
                 // SAFETY: tile (i, j) of this block of k lies inside the task's block, whose
                 // reads the caller checked.
                 unsafe {
                     let abc = (a.add(i * ld.a_rows + p0 * ld.a_k), b_strip, c.add(i * ld.c + j));
+                    let ld = Ld { b: b_rows, ..ld };
                     let at = (depth, width, first);
                     // Tiles of at most 16 columns (a narrow C, or its last tile) use one
                     // vector per row, not two half-empty ones.
@@ -185,6 +255,20 @@ unsafe fn block(
 #[cfg(target_arch = "x86_64")]
 fn lanes(width: usize, from: usize) -> std::arch::x86_64::__mmask16 {
     ((1u32 << width.saturating_sub(from).min(16)) - 1) as std::arch::x86_64::__mmask16
+}
+
+/// Asks for the cache lines of `width` floats from `row` (a hint: it never faults).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_row<const HINT: i32>(row: *const f32, width: usize) {
+    use std::arch::x86_64::_mm_prefetch;
+    let (start, end) = (row as usize, row as usize + 4 * width.max(1) - 1);
+    let mut line = start & !63;
+    while line <= end {
+        // SAFETY: a prefetch never faults, whatever the address; SSE is part of x86-64.
+        unsafe { _mm_prefetch::<HINT>(line as *const i8) };
+        line += 64;
+    }
 }
 
 /// Copies `depth` rows of `width` (at most NR) floats, `ld` apart, to rows of NR.
