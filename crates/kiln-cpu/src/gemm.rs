@@ -137,6 +137,9 @@ fn unpacked_f32(
     if crate::gemm_dot::applies(a.1, b.1, mkn) {
         return Some(crate::gemm_dot::gemm(a, b, offsets, c, mkn, parallel));
     }
+    if crate::gemm_dot::narrow_applies(a.1, b.1, mkn, offsets.len()) {
+        return Some(crate::gemm_dot::gemm_narrow(a, b, offsets, c, mkn, parallel));
+    }
     crate::gemm_outer::applies(a.1, b.1, mkn).then(|| crate::gemm_outer::gemm(a, b, offsets, c, mkn, parallel))
 }
 
