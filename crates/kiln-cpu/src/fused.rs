@@ -6,6 +6,8 @@
 //! instruction set (AVX-512, AVX2) and picked at run time, so `sqrt` and `div` run 16 (or 8)
 //! lanes wide without `-C target-cpu`.
 
+// Much of this module serves x86-64 only; elsewhere it stays compiled but unused.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 // The target-feature wrappers are `unsafe fn`s, sound after the CPU check in `gemm::isa`.
 #![allow(unsafe_code)]
 

@@ -1,6 +1,6 @@
 //! Matrix products `C = A @ B` on strided f32/f64 operands: a packed, cache-blocked GEMM in
-//! the BLIS style, with one parallel region per call and runtime dispatch to AVX-512, AVX2+FMA
-//! or portable code.
+//! the BLIS style, with one parallel region per call and runtime dispatch to AVX-512, AVX2+FMA,
+//! NEON or portable code.
 //!
 //! `C` is cut into a grid of blocks (`mc x nc`, at most [`MC`] x [`NC`]); each block is one rayon
 //! task. A task walks `k` in steps of [`KC`]: it packs its slice of `B` (`KC x nc`, zero-padded to
@@ -13,7 +13,8 @@
 //! whatever the grid, so results do not depend on the number of threads.
 //!
 //! Register tiles: on AVX-512 a hand-written 8 x 2-vector tile (16 of the 32 zmm registers hold
-//! accumulators); elsewhere a tile written once in plain Rust on fixed-size arrays, which
+//! accumulators); on NEON a hand-written 8 x 3-vector tile (24 of 32), whose multiply-adds take
+//! A from a register lane; elsewhere a tile written once in plain Rust on fixed-size arrays, which
 //! `#[target_feature]` wrappers let LLVM compile to 256-bit FMAs. LLVM's auto-vectorizer keeps
 //! only small tiles in registers, which is why the AVX-512 tile is written with intrinsics.
 //! `KILN_NO_SIMD=1` forces the portable path.
@@ -56,6 +57,12 @@ pub(crate) trait Elem:
     /// The CPU must support avx512f.
     #[cfg(target_arch = "x86_64")]
     unsafe fn tile_avx512(kc: usize, a: &[Self], b: &[Self], acc: &mut [Self]);
+    /// The NEON register tile: `acc` (8 rows, row-major) `=` A panel `*` B panel.
+    ///
+    /// # Safety
+    /// The CPU must support neon.
+    #[cfg(target_arch = "aarch64")]
+    unsafe fn tile_neon(kc: usize, a: &[Self], b: &[Self], acc: &mut [Self]);
     /// Runs `f` with this thread's packing scratch for A and B, grown to the lengths asked.
     fn with_scratch<R>(a_len: usize, b_len: usize, f: impl FnOnce(&mut [Self], &mut [Self]) -> R) -> Result<R>;
     /// The kernels that need no packing, where this type has them (f32 on AVX-512, see
@@ -70,7 +77,7 @@ pub(crate) trait Elem:
 }
 
 macro_rules! elem {
-    ($t:ty, $variant:ident, $scratch:ident, $avx512:ident, $unpacked:expr) => {
+    ($t:ty, $variant:ident, $scratch:ident, $avx512:ident, $neon:ident, $unpacked:expr) => {
         thread_local! {
             static $scratch: RefCell<(Vec<$t>, Vec<$t>)> = const { RefCell::new((Vec::new(), Vec::new())) };
         }
@@ -83,6 +90,11 @@ macro_rules! elem {
             unsafe fn tile_avx512(kc: usize, a: &[$t], b: &[$t], acc: &mut [$t]) {
                 // SAFETY: the caller guarantees avx512f.
                 unsafe { avx512::$avx512(kc, a, b, acc) }
+            }
+            #[cfg(target_arch = "aarch64")]
+            unsafe fn tile_neon(kc: usize, a: &[$t], b: &[$t], acc: &mut [$t]) {
+                // SAFETY: the caller guarantees neon.
+                unsafe { neon::$neon(kc, a, b, acc) }
             }
             fn with_scratch<R>(a_len: usize, b_len: usize, f: impl FnOnce(&mut [$t], &mut [$t]) -> R) -> Result<R> {
                 $scratch.with(|s| {
@@ -115,8 +127,8 @@ macro_rules! elem {
         }
     };
 }
-elem!(f32, F32, SCRATCH_F32, tile_f32, Some(unpacked_f32));
-elem!(f64, F64, SCRATCH_F64, tile_f64, None);
+elem!(f32, F32, SCRATCH_F32, tile_f32, tile_f32, Some(unpacked_f32));
+elem!(f64, F64, SCRATCH_F64, tile_f64, tile_f64, None);
 
 /// A kernel for some layouts and sizes of `c[i] = A[i] @ B[i]` (operands stored as `S`,
 /// computed and stored as `T`), with the arguments of [`gemm`] less `widen`: `None` when it
@@ -218,6 +230,68 @@ mod avx512 {
         _mm512_fmadd_pd,
         _mm512_storeu_pd
     );
+}
+
+/// Hand-written NEON register tiles: 8 rows x 3 vectors (24 of the 32 registers hold
+/// accumulators), each multiply-add taking its A value from a lane of a register
+/// (`vfmaq_laneq`), so A needs no broadcasts.
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use std::arch::aarch64::*;
+
+    macro_rules! tile {
+        ($name:ident, $t:ty, $lanes:literal, $vec:ty, $zero:ident, $load:ident, $fma_lane:ident, $store:ident) => {
+            /// `acc` (8 x 3*lanes, row-major) = A panel (kc x 8) * B panel (kc x 3*lanes).
+            #[target_feature(enable = "neon")]
+            pub(super) unsafe fn $name(kc: usize, a: &[$t], b: &[$t], acc: &mut [$t]) {
+                const NR: usize = 3 * $lanes;
+                const A_VECS: usize = 8 / $lanes;
+                assert!(a.len() >= kc * 8 && b.len() >= kc * NR && acc.len() == 8 * NR);
+                let mut c: [[$vec; 3]; 8] = [[$zero(0.0); 3]; 8];
+                let (ap, bp) = (a.as_ptr(), b.as_ptr());
+                for p in 0..kc {
+                    // SAFETY: p < kc, so the reads stay inside the lengths asserted above.
+                    unsafe {
+                        let bv =
+                            [$load(bp.add(p * NR)), $load(bp.add(p * NR + $lanes)), $load(bp.add(p * NR + 2 * $lanes))];
+                        let av: [$vec; A_VECS] = std::array::from_fn(|v| $load(ap.add(p * 8 + v * $lanes)));
+                        for (r, c) in c.iter_mut().enumerate() {
+                            let (v, lane) = (av[r / $lanes], r % $lanes);
+                            for (c, b) in c.iter_mut().zip(&bv) {
+                                *c = match lane {
+                                    0 => $fma_lane::<0>(*c, *b, v),
+                                    1 => $fma_lane::<1>(*c, *b, v),
+                                    2 => $fma_lane::<2>(*c, *b, v),
+                                    _ => $fma_lane::<3>(*c, *b, v),
+                                };
+                            }
+                        }
+                    }
+                }
+                for (r, c) in c.iter().enumerate() {
+                    for (j, c) in c.iter().enumerate() {
+                        // SAFETY: row r of acc holds NR elements (acc.len() == 8 * NR).
+                        unsafe { $store(acc.as_mut_ptr().add(r * NR + j * $lanes), *c) };
+                    }
+                }
+            }
+        };
+    }
+    tile!(tile_f32, f32, 4, float32x4_t, vdupq_n_f32, vld1q_f32, vfmaq_laneq_f32, vst1q_f32);
+    tile!(tile_f64, f64, 2, float64x2_t, vdupq_n_f64, vld1q_f64, fma_lane_f64, vst1q_f64);
+
+    /// `vfmaq_laneq_f64` with a lane index up to 3 (the match in the tile is shared with f32;
+    /// lanes 2 and 3 never occur for two-lane vectors).
+    #[inline(always)]
+    fn fma_lane_f64<const LANE: i32>(acc: float64x2_t, b: float64x2_t, a: float64x2_t) -> float64x2_t {
+        // SAFETY: neon is enabled in every caller (the tile's target feature).
+        unsafe {
+            match LANE {
+                0 => vfmaq_laneq_f64::<0>(acc, b, a),
+                _ => vfmaq_laneq_f64::<1>(acc, b, a),
+            }
+        }
+    }
 }
 
 fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) -> Result<()> {
@@ -343,7 +417,11 @@ fn tile<T: Elem, const MR: usize, const NR: usize, const FUSED: bool>(
 
 // How `block` computes a register tile (a const parameter, so each variant compiles on its own).
 /// `Elem::tile_avx512` (the tile must be 8 x 32 for f32, 8 x 16 for f64).
+#[cfg(target_arch = "x86_64")]
 const AVX512: u8 = 0;
+/// `Elem::tile_neon` (the tile must be 8 x 12 for f32, 8 x 6 for f64).
+#[cfg(target_arch = "aarch64")]
+const NEON: u8 = 3;
 /// The generic `tile` with fused multiply-adds.
 const FMA: u8 = 1;
 /// The generic `tile`, multiply then add.
@@ -368,6 +446,9 @@ fn block<T: Elem, const MR: usize, const NR: usize, const K: u8>(
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: K is AVX512 only inside `block_avx512`, whose caller checked avx512f.
                 AVX512 => unsafe { T::tile_avx512(kc, ap, bp, acc.as_flattened_mut()) },
+                #[cfg(target_arch = "aarch64")]
+                // SAFETY: K is NEON only inside `block_neon`, whose caller checked neon.
+                NEON => unsafe { T::tile_neon(kc, ap, bp, acc.as_flattened_mut()) },
                 FMA => tile::<T, MR, NR, true>(kc, ap, bp, &mut acc),
                 _ => tile::<T, MR, NR, false>(kc, ap, bp, &mut acc),
             }
@@ -402,11 +483,32 @@ unsafe fn block_avx2<T: Elem, const MR: usize, const NR: usize>(
     block::<T, MR, NR, FMA>(kc, a, b, out, at, first)
 }
 
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn block_neon<T: Elem, const MR: usize, const NR: usize>(
+    kc: usize,
+    a: &[T],
+    b: &[T],
+    out: Out<T>,
+    at: (usize, usize, usize, usize),
+    first: bool,
+) {
+    block::<T, MR, NR, NEON>(kc, a, b, out, at, first)
+}
+
 /// The instruction set the kernels run with, detected once.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Isa {
+    /// x86-64 with avx512f, avx512vl and fma.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Avx512,
+    /// x86-64 with avx2 and fma.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Avx2,
+    /// AArch64 with neon (which every AArch64 Linux and macOS machine has).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    Neon,
+    /// Plain Rust, vectorized by the compiler for the build's baseline target.
     Portable,
 }
 
@@ -427,6 +529,12 @@ pub(crate) fn isa() -> Isa {
                 }
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if std::env::var_os("KILN_NO_SIMD").is_none() && std::arch::is_aarch64_feature_detected!("neon") {
+                return Isa::Neon;
+            }
+        }
         Isa::Portable
     })
 }
@@ -445,12 +553,15 @@ pub(crate) fn gemm<S: Copy + Send + Sync, T: Elem>(
     parallel: bool,
 ) -> Result<()> {
     let wide = std::mem::size_of::<T>() == 8;
-    // Register tiles: 16 accumulators on AVX-512 (of 32 registers), 8 on AVX2 (of 16).
+    // Register tiles: 16 accumulators on AVX-512 (of 32 registers), 8 on AVX2 (of 16), 24 on
+    // NEON (of 32).
     match (isa(), wide) {
         (Isa::Avx512, false) => blocked::<S, T, 8, 32>(a, b, offsets, c, mkn, widen, (Isa::Avx512, parallel)),
         (Isa::Avx512, true) => blocked::<S, T, 8, 16>(a, b, offsets, c, mkn, widen, (Isa::Avx512, parallel)),
         (Isa::Avx2, false) => blocked::<S, T, 4, 16>(a, b, offsets, c, mkn, widen, (Isa::Avx2, parallel)),
         (Isa::Avx2, true) => blocked::<S, T, 4, 8>(a, b, offsets, c, mkn, widen, (Isa::Avx2, parallel)),
+        (Isa::Neon, false) => blocked::<S, T, 8, 12>(a, b, offsets, c, mkn, widen, (Isa::Neon, parallel)),
+        (Isa::Neon, true) => blocked::<S, T, 8, 6>(a, b, offsets, c, mkn, widen, (Isa::Neon, parallel)),
         (Isa::Portable, _) => blocked::<S, T, 4, 16>(a, b, offsets, c, mkn, widen, (Isa::Portable, parallel)),
     }
 }
@@ -526,6 +637,9 @@ fn blocked<S: Copy + Send + Sync, T: Elem, const MR: usize, const NR: usize>(
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: `isa()` returns Avx2 only after detecting avx2 and fma.
                     Isa::Avx2 => unsafe { block_avx2::<T, MR, NR>(kc, a_now, b_now, out, at, first) },
+                    #[cfg(target_arch = "aarch64")]
+                    // SAFETY: `isa()` returns Neon only after detecting neon.
+                    Isa::Neon => unsafe { block_neon::<T, MR, NR>(kc, a_now, b_now, out, at, first) },
                     _ => block::<T, MR, NR, PLAIN>(kc, a_now, b_now, out, at, first),
                 }
             }

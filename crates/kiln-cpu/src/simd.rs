@@ -5,6 +5,8 @@
 //! enabled; the closure is inlined there and LLVM vectorizes it for the wider registers. Rust
 //! never contracts `a * b + c` into an FMA, so results are the same bits on every path.
 
+// Much of this module serves x86-64 only; elsewhere it stays compiled but unused.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 // Calling a `#[target_feature]` function is `unsafe`: sound after the CPU check in `isa`.
 #![allow(unsafe_code)]
 
