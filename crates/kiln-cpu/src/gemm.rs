@@ -457,44 +457,27 @@ fn block<T: Elem, const MR: usize, const NR: usize, const K: u8>(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,fma")]
-unsafe fn block_avx512<T: Elem, const MR: usize, const NR: usize>(
-    kc: usize,
-    a: &[T],
-    b: &[T],
-    out: Out<T>,
-    at: (usize, usize, usize, usize),
-    first: bool,
-) {
-    block::<T, MR, NR, AVX512>(kc, a, b, out, at, first)
+/// `block` compiled for one instruction set, with one way of computing its register tile: each
+/// is called only after `isa()` detected that set.
+macro_rules! block_for {
+    ($arch:literal, $name:ident, $features:literal, $tile:ident) => {
+        #[cfg(target_arch = $arch)]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<T: Elem, const MR: usize, const NR: usize>(
+            kc: usize,
+            a: &[T],
+            b: &[T],
+            out: Out<T>,
+            at: (usize, usize, usize, usize),
+            first: bool,
+        ) {
+            block::<T, MR, NR, $tile>(kc, a, b, out, at, first)
+        }
+    };
 }
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn block_avx2<T: Elem, const MR: usize, const NR: usize>(
-    kc: usize,
-    a: &[T],
-    b: &[T],
-    out: Out<T>,
-    at: (usize, usize, usize, usize),
-    first: bool,
-) {
-    block::<T, MR, NR, FMA>(kc, a, b, out, at, first)
-}
-
-#[cfg(target_arch = "aarch64")]
-#[target_feature(enable = "neon")]
-unsafe fn block_neon<T: Elem, const MR: usize, const NR: usize>(
-    kc: usize,
-    a: &[T],
-    b: &[T],
-    out: Out<T>,
-    at: (usize, usize, usize, usize),
-    first: bool,
-) {
-    block::<T, MR, NR, NEON>(kc, a, b, out, at, first)
-}
+block_for!("x86_64", block_avx512, "avx512f,avx512vl,fma", AVX512);
+block_for!("x86_64", block_avx2, "avx2,fma", FMA);
+block_for!("aarch64", block_neon, "neon", NEON);
 
 /// The instruction set the kernels run with, detected once.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

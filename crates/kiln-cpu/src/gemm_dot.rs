@@ -114,7 +114,7 @@ pub(crate) fn narrow_applies(av: View, bv: View, (m, k, n): (usize, usize, usize
         && batch == 1
         && av.cs == 1
         && bv.cs == 1
-        && n <= NARROW
+        && (1..=NARROW).contains(&n)
         && m >= 16
         && k >= 64
         && k * n <= STRIP

@@ -202,8 +202,11 @@ unsafe fn strips(
                 // 1.23 us; as one 10-row tile: 1.20).
                 let rr = if rows - i <= MR_LAST { rows - i } else { MR };
                 if let Some((q0, q_depth, q_col, q_width)) = next {
+                    // This tile's share of the next strip's rows; the last tile (which may
+                    // take up to MR_LAST rows) takes the rest.
                     let t = i / MR;
-                    for q in q0 + t * q_depth / tiles..q0 + (t + 1) * q_depth / tiles {
+                    let to = if i + rr == rows { q_depth } else { (t + 1) * q_depth / tiles };
+                    for q in q0 + t * q_depth / tiles..q0 + to {
                         prefetch_row::<_MM_HINT_T1>(b.wrapping_add(q * ld.b + q_col), q_width);
                     }
                 }
