@@ -156,7 +156,7 @@ pub(crate) fn gemm_narrow(
 unsafe fn transpose(b: *const f32, ld: usize, bt: &mut [f32], (k, n): (usize, usize)) {
     use std::arch::x86_64::*;
     assert!(n <= 16 && bt.len() >= k * n);
-    let cols: __mmask16 = ((1u32 << n) - 1) as __mmask16;
+    let cols = crate::simd::lane_mask(n, 0);
     for p0 in (0..k).step_by(16) {
         let depth = (k - p0).min(16);
         // SAFETY: rows p0.. p0 + depth < k, lanes below n: inside the caller's promise.
@@ -180,7 +180,7 @@ unsafe fn transpose(b: *const f32, ld: usize, bt: &mut [f32], (k, n): (usize, us
         });
         // Lanes gathered across the four quads: column 4L + o is lanes L of u[o], u[4 + o],
         // u[8 + o], u[12 + o].
-        let rows: __mmask16 = ((1u32 << depth) - 1) as __mmask16;
+        let rows = crate::simd::lane_mask(depth, 0);
         for o in 0..4 {
             let w01 = [_mm512_shuffle_f32x4::<0x88>(u[o], u[4 + o]), _mm512_shuffle_f32x4::<0xDD>(u[o], u[4 + o])];
             let w23 =
@@ -349,7 +349,7 @@ unsafe fn tile<const RR: usize, const CC: usize, const ADD: bool>(
             p += 16;
         }
         if p < k {
-            let mask: __mmask16 = (1u16 << (k - p)) - 1;
+            let mask = crate::simd::lane_mask(k, p);
             let mut bv = [_mm512_setzero_ps(); CC];
             for (j, v) in bv.iter_mut().enumerate() {
                 *v = _mm512_maskz_loadu_ps(mask, b.add(j * ld.b + p));

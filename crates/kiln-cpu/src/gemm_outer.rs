@@ -22,6 +22,8 @@
 #![allow(unsafe_code)]
 
 use crate::gemm::{isa, kc_step, run_grid, Isa, Out, View, KC_MAX, STRIP, UNPACKED_PAR_FLOPS};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::lane_mask;
 use kiln_tensor::{Error, Result};
 
 /// Rows of the register tile, and its columns (two 16-lane vectors).
@@ -168,7 +170,7 @@ unsafe fn strips(
     (rows, cols): (usize, usize),
     strip: Option<*mut f32>,
 ) {
-    use std::arch::x86_64::_MM_HINT_T1;
+    use crate::simd::{prefetch, TO_L2};
     let tiles = rows.div_ceil(MR);
     for p0 in (0..k).step_by(kc) {
         let (depth, first) = (kc.min(k - p0), p0 == 0);
@@ -207,7 +209,7 @@ unsafe fn strips(
                     let t = i / MR;
                     let to = if i + rr == rows { q_depth } else { (t + 1) * q_depth / tiles };
                     for q in q0 + t * q_depth / tiles..q0 + to {
-                        prefetch_row::<_MM_HINT_T1>(b.wrapping_add(q * ld.b + q_col), q_width);
+                        prefetch::<f32, TO_L2>(b.wrapping_add(q * ld.b + q_col), q_width);
                     }
                 }
                 if strip.is_some() {
@@ -215,7 +217,7 @@ unsafe fn strips(
                     // writes) at its end: a power-of-two row stride puts them in one L1 set as
                     // well (1024^3 on one thread: 22.0 -> 21.1-21.3 ms).
                     for r in 0..rr {
-                        prefetch_row::<_MM_HINT_T1>(c.wrapping_add((i + r) * ld.c + j), width);
+                        prefetch::<f32, TO_L2>(c.wrapping_add((i + r) * ld.c + j), width);
                     }
                 }
                 // SAFETY: tile (i, j) of this block of k lies inside the task's block, whose
@@ -256,26 +258,6 @@ unsafe fn strips(
     }
 }
 
-/// The mask of the lanes of the 16-float vector at column `from` that lie below `width`.
-#[cfg(target_arch = "x86_64")]
-fn lanes(width: usize, from: usize) -> std::arch::x86_64::__mmask16 {
-    ((1u32 << width.saturating_sub(from).min(16)) - 1) as std::arch::x86_64::__mmask16
-}
-
-/// Asks for the cache lines of `width` floats from `row` (a hint: it never faults).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn prefetch_row<const HINT: i32>(row: *const f32, width: usize) {
-    use std::arch::x86_64::_mm_prefetch;
-    let (start, end) = (row as usize, row as usize + 4 * width.max(1) - 1);
-    let mut line = start & !63;
-    while line <= end {
-        // SAFETY: a prefetch never faults, whatever the address; SSE is part of x86-64.
-        unsafe { _mm_prefetch::<HINT>(line as *const i8) };
-        line += 64;
-    }
-}
-
 /// Copies `depth` rows of `width` (at most NR) floats, `ld` apart, to rows of NR.
 ///
 /// # Safety
@@ -285,7 +267,7 @@ fn prefetch_row<const HINT: i32>(row: *const f32, width: usize) {
 #[inline]
 unsafe fn copy_strip(src: *const f32, ld: usize, dst: *mut f32, (depth, width): (usize, usize)) {
     use std::arch::x86_64::*;
-    let (m0, m1) = (lanes(width, 0), lanes(width, 16));
+    let (m0, m1) = (lane_mask(width, 0), lane_mask(width, 16));
     // SAFETY: lanes at or past `width` are masked off, rows stay below `depth` (the caller's
     // promise).
     unsafe {
@@ -319,7 +301,7 @@ unsafe fn tile<const RR: usize, const V: usize>(
 ) {
     use std::arch::x86_64::*;
     // Lanes past `width` are neither read nor written (masked loads do not fault).
-    let masks: [__mmask16; V] = std::array::from_fn(|v| lanes(width, 16 * v));
+    let masks: [__mmask16; V] = std::array::from_fn(|v| lane_mask(width, 16 * v));
     let mut acc = [[_mm512_setzero_ps(); V]; RR];
     // SAFETY: every access is at p < k, r < RR or a lane below `width`, as the caller promised.
     unsafe {

@@ -98,3 +98,36 @@ fn apply_flush(on: bool) {
         _mm_setcsr(if on { csr | 0x8040 } else { csr & !0x8040 });
     }
 }
+
+/// [`prefetch`] into every cache level (`_MM_HINT_T0`).
+pub(crate) const TO_L1: i32 = 3;
+/// [`prefetch`] into L2 and the levels below it, not L1 (`_MM_HINT_T1`).
+pub(crate) const TO_L2: i32 = 2;
+
+/// Asks the CPU to bring the cache lines holding `len` elements from `start` (at least the first
+/// line) into its caches, to the level `HINT` names ([`TO_L1`], [`TO_L2`]). For reads the
+/// hardware prefetchers do not foresee: a few lines from each of many rows or planes. A hint:
+/// it never faults, whatever the address, and does nothing off x86-64.
+#[inline(always)]
+pub(crate) fn prefetch<T, const HINT: i32>(start: *const T, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let first = start as usize;
+        let last = first + len.max(1) * std::mem::size_of::<T>().max(1) - 1;
+        let mut line = first & !63;
+        while line <= last {
+            // SAFETY: a prefetch is a hint that never faults; SSE is part of x86-64.
+            unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(line as *const i8) };
+            line += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (start, len);
+}
+
+/// The mask of the lanes of a 16-lane vector starting at element `from` that lie below `width`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn lane_mask(width: usize, from: usize) -> std::arch::x86_64::__mmask16 {
+    ((1u32 << width.saturating_sub(from).min(16)) - 1) as std::arch::x86_64::__mmask16
+}

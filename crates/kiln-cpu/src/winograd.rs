@@ -292,18 +292,12 @@ fn a_t<T: Real>(u: usize, [m0, m1, m2, m3]: [Lanes<T>; 4]) -> Lanes<T> {
     }
 }
 
-/// Asks the CPU to bring `s` into its caches ahead of use: the transform reads each plane's rows
-/// once, a few lines from each of many planes, which the hardware prefetchers do not foresee.
+/// Brings the rows of the next plane a transform reads into the caches: it reads each plane's
+/// rows once, a few lines from each of many planes, which the hardware prefetchers do not
+/// foresee.
 #[inline(always)]
-#[allow(unsafe_code)]
-fn prefetch<T>(s: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in s.chunks(64 / size_of::<T>().max(1)) {
-        // SAFETY: a prefetch is a hint that never faults, and SSE is part of x86-64.
-        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = s;
+fn prefetch_rows<T>(s: &[T]) {
+    crate::simd::prefetch::<T, { crate::simd::TO_L1 }>(s.as_ptr(), s.len());
 }
 
 /// Elements of one zero-padded input row in the scratch.
@@ -360,7 +354,7 @@ fn inputs<T: Real>(plan: &Plan, x: &[T], block: &Block, v: &mut [T], rows: &mut 
     for c in 0..ci {
         let src = &x[c * plane..(c + 1) * plane];
         if let Some(next) = x.get((c + 1) * plane..(c + 2) * plane) {
-            prefetch(&next[rows_read.start * plan.w..rows_read.end * plan.w]);
+            prefetch_rows(&next[rows_read.start * plan.w..rows_read.end * plan.w]);
         }
         for (r, dst) in staged.chunks_exact_mut(prow).enumerate() {
             let iy = (2 * tys.start + r).checked_sub(ph).filter(|&iy| iy < plan.h);
@@ -552,7 +546,7 @@ fn spread_grads<T: Real>(plan: &Plan, g: &[T], block: &Block, dm: &mut [T], rows
     for o in 0..co {
         let src = &g[o * oh * ow..(o + 1) * oh * ow];
         if let Some(next) = g.get((o + 1) * oh * ow..(o + 2) * oh * ow) {
-            prefetch(&next[rows_read.start * ow..rows_read.end * ow]);
+            prefetch_rows(&next[rows_read.start * ow..rows_read.end * ow]);
         }
         // Staged first, as in `inputs`.
         for (r, dst) in staged.chunks_exact_mut(prow).enumerate() {
