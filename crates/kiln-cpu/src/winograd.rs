@@ -394,9 +394,9 @@ fn outputs<T: Real>(plan: &Plan, m: &[T], block: &Block, y: &mut [T], (bias, rel
     let (co, tb, tys) = (plan.cout, block.tb, &block.tys);
     let (oh, ow) = (plan.oh, plan.ow);
     for o in 0..co {
-        let (add_bias, b) = match bias {
-            Bias::PerRow(b) => (true, b[o]),
-            _ => (false, T::default()),
+        let b = match bias {
+            Bias::PerRow(b) => Some(b[o]),
+            _ => None,
         };
         let out_plane = &mut y[o * oh * ow..(o + 1) * oh * ow];
         for (ty_local, ty) in tys.clone().enumerate() {
@@ -404,19 +404,17 @@ fn outputs<T: Real>(plan: &Plan, m: &[T], block: &Block, y: &mut [T], (bias, rel
                 // Loads run up to L - 1 tiles past the row, into the L elements of slack.
                 let base = o * tb + ty_local * tw + t0;
                 let n = (ow - 2 * t0).min(2 * L);
-                for u in 0..2 {
+                // Down the rows (Aᵀ's rows 0 and 1) for each column position s, each of M's
+                // 16 vectors loaded once for both output rows.
+                let at = |s: usize| four(m, s * block.ms + base, 4 * block.ms);
+                let (c0, c1, c2, c3) = (down(at(0)), down(at(1)), down(at(2)), down(at(3)));
+                for (u, cols) in [[c0.0, c1.0, c2.0, c3.0], [c0.1, c1.1, c2.1, c3.1]].into_iter().enumerate() {
                     let oy = 2 * ty + u;
                     if oy >= oh {
                         break;
                     }
-                    // Down the rows (Aᵀ's row u) for each column position s, then along them.
-                    let col = |s: usize| a_t(u, four(m, s * block.ms + base, 4 * block.ms));
-                    let cols = [col(0), col(1), col(2), col(3)];
-                    let (mut y0, mut y1) = (a_t(0, cols), a_t(1, cols));
-                    for y in y0.iter_mut().chain(y1.iter_mut()) {
-                        let biased = if add_bias { *y + b } else { *y };
-                        *y = if relu_after { relu(biased) } else { biased };
-                    }
+                    // Then along them.
+                    let (y0, y1) = (finish(a_t(0, cols), b, relu_after), finish(a_t(1, cols), b, relu_after));
                     let mut line = [T::default(); 2 * L];
                     for (two, (y0, y1)) in line.chunks_exact_mut(2).zip(y0.into_iter().zip(y1)) {
                         (two[0], two[1]) = (y0, y1);
@@ -426,6 +424,31 @@ fn outputs<T: Real>(plan: &Plan, m: &[T], block: &Block, y: &mut [T], (bias, rel
             }
         }
     }
+}
+
+/// `Aᵀ`'s two rows applied to one column position of a tile's products (`a_t` for `u` = 0, 1).
+#[inline(always)]
+fn down<T: Real>(d: [Lanes<T>; 4]) -> (Lanes<T>, Lanes<T>) {
+    (a_t(0, d), a_t(1, d))
+}
+
+/// The epilogue on `L` outputs: plus the bias, then ReLU. Lane by lane, as the other transforms
+/// (an iterator over two vectors' lanes compiled to one scalar compare per lane).
+// Indexed lanes are the form LLVM vectorizes.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn finish<T: Real>(mut y: Lanes<T>, bias: Option<T>, relu_after: bool) -> Lanes<T> {
+    if let Some(b) = bias {
+        for l in 0..L {
+            y[l] = y[l] + b;
+        }
+    }
+    if relu_after {
+        for l in 0..L {
+            y[l] = relu(y[l]);
+        }
+    }
+    y
 }
 
 /// The kernels' gradient of one convolution, summed over images in the transformed domain: for
