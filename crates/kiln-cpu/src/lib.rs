@@ -121,6 +121,18 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         index::scatter_add(d, dl, i, il, s, sl, dim)
     }
+    fn scatter_add_into_zeros(
+        &self,
+        dl: &Layout,
+        dtype: DType,
+        i: &CpuStorage,
+        il: &Layout,
+        s: &CpuStorage,
+        sl: &Layout,
+        dim: usize,
+    ) -> Result<CpuStorage> {
+        index::scatter_add_into_zeros(dl, dtype, i, il, s, sl, dim)
+    }
     fn index_select(&self, s: &CpuStorage, sl: &Layout, i: &CpuStorage, il: &Layout, dim: usize) -> Result<CpuStorage> {
         index::index_select(s, sl, i, il, dim)
     }

@@ -227,6 +227,25 @@ pub trait Backend: Send + Sync + 'static {
         src_layout: &Layout,
         dim: usize,
     ) -> Result<()>;
+    /// [`Backend::scatter_add`] into zeros: a new contiguous storage of `dst_layout`'s shape and
+    /// `dtype`, zero except where `src` is added (the backward of `gather`, and so of max
+    /// pooling). Default: [`Backend::fill`], then [`Backend::scatter_add`]; a backend can zero
+    /// each destination row as it adds into it, writing the result once instead of twice.
+    #[allow(clippy::too_many_arguments)]
+    fn scatter_add_into_zeros(
+        &self,
+        dst_layout: &Layout,
+        dtype: DType,
+        index: &Self::Storage,
+        index_layout: &Layout,
+        src: &Self::Storage,
+        src_layout: &Layout,
+        dim: usize,
+    ) -> Result<Self::Storage> {
+        let mut dst = self.fill(dst_layout.elem_count(), dtype, 0.0)?;
+        self.scatter_add(&mut dst, dst_layout, index, index_layout, src, src_layout, dim)?;
+        Ok(dst)
+    }
     /// Selects the slices `ids[k]` of `src` along `dim`; `ids` is 1-D `i64` or `u32`.
     fn index_select(
         &self,

@@ -123,6 +123,17 @@ pub(crate) trait DynBackend: Send + Sync {
         sl: &Layout,
         dim: usize,
     ) -> Result<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn scatter_add_into_zeros(
+        &self,
+        dl: &Layout,
+        dtype: DType,
+        i: &AnyStorage,
+        il: &Layout,
+        s: &AnyStorage,
+        sl: &Layout,
+        dim: usize,
+    ) -> Result<AnyStorage>;
     fn index_select(&self, s: &AnyStorage, sl: &Layout, i: &AnyStorage, il: &Layout, dim: usize) -> Result<AnyStorage>;
     fn random(&self, dist: Distribution, len: usize, dtype: DType, seed: u64) -> Result<AnyStorage>;
     fn adam_step(&self, step: &AdamStep, inputs: [(&AnyStorage, &Layout); 4]) -> Result<Option<[AnyStorage; 3]>>;
@@ -274,6 +285,18 @@ impl<B: Backend> DynBackend for B {
         let (i, s) = (get(self, i)?, get(self, s)?);
         let d = get_mut(self, d)?;
         Backend::scatter_add(self, d, dl, i, il, s, sl, dim)
+    }
+    fn scatter_add_into_zeros(
+        &self,
+        dl: &Layout,
+        dtype: DType,
+        i: &AnyStorage,
+        il: &Layout,
+        s: &AnyStorage,
+        sl: &Layout,
+        dim: usize,
+    ) -> Result<AnyStorage> {
+        Backend::scatter_add_into_zeros(self, dl, dtype, get(self, i)?, il, get(self, s)?, sl, dim).map(erase)
     }
     fn index_select(&self, s: &AnyStorage, sl: &Layout, i: &AnyStorage, il: &Layout, dim: usize) -> Result<AnyStorage> {
         Backend::index_select(self, get(self, s)?, sl, get(self, i)?, il, dim).map(erase)

@@ -217,6 +217,23 @@ impl<B: Backend> Backend for Profiled<B> {
         let bytes = self.bytes(i, il) + 2 * self.bytes(s, sl);
         self.timed(|| "scatter_add".into(), bytes, || self.inner.scatter_add(d, dl, i, il, s, sl, dim))
     }
+    fn scatter_add_into_zeros(
+        &self,
+        dl: &Layout,
+        dtype: DType,
+        i: &B::Storage,
+        il: &Layout,
+        s: &B::Storage,
+        sl: &Layout,
+        dim: usize,
+    ) -> Result<B::Storage> {
+        let bytes = self.bytes(i, il) + self.bytes(s, sl) + (dl.elem_count() * dtype.size_in_bytes()) as u64;
+        self.timed(
+            || "scatter_add_into_zeros".into(),
+            bytes,
+            || self.inner.scatter_add_into_zeros(dl, dtype, i, il, s, sl, dim),
+        )
+    }
     fn index_select(&self, s: &B::Storage, sl: &Layout, i: &B::Storage, il: &Layout, dim: usize) -> Result<B::Storage> {
         self.timed(|| "index_select".into(), self.bytes(i, il), || self.inner.index_select(s, sl, i, il, dim))
     }

@@ -88,9 +88,9 @@ impl Tensor {
     /// would fill a buffer, then copy a second one of zeros into it (two passes over a CNN
     /// layer's 9 MB of activations for nothing). Not recorded: backward rules run untracked.
     pub(crate) fn scatter_into_zeros(&self, dim: usize, index: &Tensor, src: &Tensor) -> Result<Tensor> {
-        let mut dst = self.backend().fill(self.elem_count(), self.dtype(), 0.0)?;
         let dl = Layout::contiguous(self.shape().clone());
-        self.backend().scatter_add(&mut dst, &dl, index.storage(), index.layout(), src.storage(), src.layout(), dim)?;
+        let (i, s) = ((index.storage(), index.layout()), (src.storage(), src.layout()));
+        let dst = self.backend().scatter_add_into_zeros(&dl, self.dtype(), i.0, i.1, s.0, s.1, dim)?;
         Ok(self.result(dst, self.shape().clone(), self.dtype(), None))
     }
 
