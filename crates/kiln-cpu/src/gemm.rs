@@ -146,6 +146,9 @@ fn unpacked_f32(
     mkn: (usize, usize, usize),
     parallel: bool,
 ) -> Option<Result<()>> {
+    if crate::gemm_dot::short_applies(a.1, b.1, mkn) {
+        return Some(crate::gemm_dot::gemm_short(a, b, offsets, c, mkn, parallel));
+    }
     if crate::gemm_dot::applies(a.1, b.1, mkn) {
         return Some(crate::gemm_dot::gemm(a, b, offsets, c, mkn, parallel));
     }

@@ -146,6 +146,51 @@ pub(crate) fn gemm_narrow(
     done
 }
 
+/// The deepest column-major B that [`gemm_short`] takes: below this each dot product of this
+/// module's tile is a few vector steps long, and summing its lanes at the end costs a large
+/// share of it (64x144x32, the MNIST CNN's Winograd weight gradient: 7.15 us here, 5.9 with
+/// B row-major in [`crate::gemm_outer`]; at k = 288, 12.2 against 11.5).
+const SHORT: usize = 256;
+
+/// Whether [`gemm_short`] takes a product: what [`applies`] takes, with `k` at most [`SHORT`],
+/// B at least one vector wide and enough rows of A to pay for transposing B.
+pub(crate) fn short_applies(av: View, bv: View, (m, k, n): (usize, usize, usize)) -> bool {
+    applies(av, bv, (m, k, n)) && k <= SHORT && n >= 16 && m >= 32
+}
+
+/// `c[i] = A[i] @ B[i]` for a column-major B with short columns (see [`short_applies`]): each
+/// B is transposed into a pooled row-major buffer (`k x n` elements, against `m x k x n`
+/// multiply-adds) and [`crate::gemm_outer`] runs on it.
+pub(crate) fn gemm_short(
+    (a, av): (&[f32], View),
+    (b, bv): (&[f32], View),
+    offsets: &[(usize, usize)],
+    c: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+    parallel: bool,
+) -> Result<()> {
+    if !short_applies(av, bv, (m, k, n)) || offsets.iter().any(|&(_, ob)| ob + (n - 1) * bv.cs + k > b.len()) {
+        return Err(Error::invalid("matmul", format!("the short-column kernel cannot take {m}x{k}x{n}")));
+    }
+    let mut bt = crate::strided::alloc_for_overwrite(offsets.len() * k * n, 0f32)?;
+    for (i, &(_, ob)) in offsets.iter().enumerate() {
+        // B's columns are rows of `b`, `bv.cs` apart: 16 elements of each at a time (16 rows
+        // of B) become 16 rows of `bt`.
+        for p0 in (0..k).step_by(16) {
+            let dst = &mut bt[i * k * n + p0 * n..];
+            // SAFETY: column j < n of B, rows p0.. p0 + 16 <= k, lie inside `b` (checked
+            // above); `dst` holds those rows of n; `short_applies` checked avx512f.
+            unsafe { transpose(b.as_ptr().add(ob + p0), bv.cs, dst, (n, (k - p0).min(16))) };
+        }
+    }
+    let offsets_t: smallvec::SmallVec<[(usize, usize); 16]> =
+        offsets.iter().enumerate().map(|(i, &(oa, _))| (oa, i * k * n)).collect();
+    let done =
+        crate::gemm_outer::gemm((a, av), (&bt, View { offset: 0, rs: n, cs: 1 }), &offsets_t, c, (m, k, n), parallel);
+    <f32 as crate::pool::Pooled>::pool().give(bt);
+    done
+}
+
 /// `bt[j * k + p] = b[p * ld + j]` for p < k, j < n (at most 16), by 16 x 16 blocks transposed
 /// in registers: a scalar loop, or 16-lane gathers, took 0.45 us of a 32x128x10 product's 1.7.
 ///
@@ -449,6 +494,40 @@ mod tests {
                     let got = c[r * n + j] as f64;
                     let tol = k as f64 * f32::EPSILON as f64 * size;
                     assert!((got - want).abs() <= tol, "{m}x{k}x{n} [{r}][{j}]: {got} vs {want}");
+                }
+            }
+        }
+    }
+
+    /// The short-column path (B column-major, k at most 256) against a sum in f64: k and n with
+    /// and without tails of the 16 x 16 transpose blocks, B's columns wider apart than k,
+    /// batches with offsets, products large enough to run in parallel.
+    #[test]
+    fn short_columns_match_a_reference() {
+        if isa() != Isa::Avx512 {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        for &(m, k, n, pad, batch) in
+            &[(32, 64, 16, 0, 1), (64, 144, 32, 16, 16), (33, 70, 17, 3, 2), (300, 256, 40, 1, 1)]
+        {
+            let (av, bv) = (View { offset: 0, rs: k, cs: 1 }, View { offset: 0, rs: 1, cs: k + pad });
+            assert!(short_applies(av, bv, (m, k, n)));
+            let (a_step, b_step) = (m * k + 1, n * (k + pad) + 2);
+            let a: Vec<f32> = (0..batch * a_step + 3).map(|i| ((i * 7919) % 201) as f32 / 100.0 - 1.0).collect();
+            let b: Vec<f32> = (0..batch * b_step + 1).map(|i| ((i * 104729) % 199) as f32 / 99.0 - 1.0).collect();
+            let offsets: Vec<_> = (0..batch).map(|i| (3 + i * a_step, 1 + i * b_step)).collect();
+            let mut c = vec![f32::NAN; batch * m * n];
+            gemm_short((&a, av), (&b, bv), &offsets, &mut c, (m, k, n), true).unwrap();
+            for (i, &(oa, ob)) in offsets.iter().enumerate() {
+                for r in 0..m {
+                    for j in 0..n {
+                        let terms = (0..k).map(|p| a[oa + r * k + p] as f64 * b[ob + j * (k + pad) + p] as f64);
+                        let (want, size) = terms.fold((0.0, 0.0), |(s, z): (f64, f64), t| (s + t, z + t.abs()));
+                        let got = c[(i * m + r) * n + j] as f64;
+                        let tol = k as f64 * f32::EPSILON as f64 * size;
+                        assert!((got - want).abs() <= tol, "{m}x{k}x{n} #{i} [{r}][{j}]: {got} vs {want}");
+                    }
                 }
             }
         }
