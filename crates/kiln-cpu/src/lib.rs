@@ -155,6 +155,17 @@ impl Backend for CpuBackend {
     fn softmax_last(&self, x: &CpuStorage, l: &Layout, log: bool) -> Result<Option<CpuStorage>> {
         softmax::softmax_last(x, l, log)
     }
+    fn cross_entropy_rows(&self, x: (&CpuStorage, &Layout), t: (&CpuStorage, &Layout)) -> Result<Option<CpuStorage>> {
+        softmax::cross_entropy_rows(x, t)
+    }
+    fn cross_entropy_rows_backward(
+        &self,
+        x: (&CpuStorage, &Layout),
+        t: (&CpuStorage, &Layout),
+        g: (&CpuStorage, &Layout),
+    ) -> Result<Option<CpuStorage>> {
+        softmax::cross_entropy_rows_backward(x, t, g)
+    }
     fn linear(
         &self,
         x: (&CpuStorage, &Layout),

@@ -336,6 +336,39 @@ fn int_sum_of<T: Copy + Into<i64>>(v: &[T], l: &Layout, dims: &[usize]) -> Resul
     Ok(CpuStorage::I64(vals))
 }
 
+/// Sums over the leading dims of a small contiguous f32 tensor (a bias gradient, `dy.sum(0)`):
+/// rows added into one f64 accumulator per column, a vector of columns at a time. The general
+/// path sums each column on its own, strided, and took 3.4 us for `[32, 128]`. Each column is
+/// summed in f64 in row order, as there, so the bits are the same. `None` for other cases.
+fn column_sums(v: &[f32], l: &Layout, dims: &[usize]) -> Result<Option<Vec<f32>>> {
+    let leading = !dims.is_empty() && dims.iter().enumerate().all(|(i, &d)| i == d);
+    let Some((start, end)) = l.contiguous_range().filter(|_| leading) else { return Ok(None) };
+    let rows: usize = l.dims()[..dims.len()].iter().product();
+    let cols: usize = l.dims()[dims.len()..].iter().product();
+    // One column is a contiguous run, which the general path sums in lanes (other bits).
+    if rows == 0 || cols < 2 || rows > CHUNK || rows * cols >= PAR_THRESHOLD {
+        return Ok(None);
+    }
+    let mut acc = alloc_for_overwrite(cols, 0f64)?;
+    let mut out = alloc_for_overwrite(cols, 0f32)?;
+    vectorized(
+        #[inline(always)]
+        || {
+            acc.fill(0.0);
+            for row in v[start..end].chunks_exact(cols) {
+                for (a, &x) in acc.iter_mut().zip(row) {
+                    *a += x as f64;
+                }
+            }
+            for (o, &a) in out.iter_mut().zip(&acc) {
+                *o = a as f32;
+            }
+        },
+    );
+    f64::pool().give(acc);
+    Ok(Some(out))
+}
+
 pub(crate) fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -> Result<CpuStorage> {
     s.check(op.name(), l)?;
     if op.is_arg() && dims.len() != 1 {
@@ -344,6 +377,11 @@ pub(crate) fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, dims: &[usize]) -
     match (op, s) {
         (ReduceOp::Sum, CpuStorage::U32(v)) => return int_sum_of(v, l, dims),
         (ReduceOp::Sum, CpuStorage::U8(v)) => return int_sum_of(v, l, dims),
+        (ReduceOp::Sum, CpuStorage::F32(v)) => {
+            if let Some(sums) = column_sums(v, l, dims)? {
+                return Ok(CpuStorage::F32(sums));
+            }
+        }
         _ => {}
     }
     macro_rules! go {
