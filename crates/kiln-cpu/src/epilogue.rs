@@ -4,7 +4,7 @@
 
 use crate::gemm::Elem;
 use crate::storage::CpuStorage;
-use kiln_tensor::Layout;
+use kiln_tensor::{Layout, Result};
 
 /// ReLU's value, as `UnaryOp::Relu` computes it (a NaN stays NaN; -0.0 becomes +0.0).
 #[inline(always)]
@@ -64,4 +64,37 @@ pub(crate) fn apply<T: Elem + PartialOrd>(y: &mut [T], bias: Bias<'_, T>, relu_a
             }
         },
     )
+}
+
+/// ReLU's backward, `where(y > 0, g, 0)`, for contiguous `y` and `g` of one float dtype: one
+/// pass instead of a comparison, a mask and a `where_cond` (1.9 us on the MNIST MLP's
+/// `[32, 128]`). `None` for other layouts or dtypes.
+pub(crate) fn relu_backward(y: (&CpuStorage, &Layout), g: (&CpuStorage, &Layout)) -> Result<Option<CpuStorage>> {
+    fn masked<T: Elem + PartialOrd + crate::pool::Pooled>(y: &[T], g: &[T]) -> Result<Vec<T>> {
+        let mut out = crate::strided::alloc_for_overwrite(g.len(), T::default())?;
+        const CHUNK: usize = crate::strided::CHUNK;
+        crate::parallel::for_each_chunk_mut(&mut out, CHUNK, |i, out| {
+            let (y, g) = (&y[i * CHUNK..], &g[i * CHUNK..]);
+            crate::simd::vectorized(
+                #[inline(always)]
+                || {
+                    for ((o, &y), &g) in out.iter_mut().zip(y).zip(g) {
+                        *o = if y > T::default() { g } else { T::default() };
+                    }
+                },
+            )
+        });
+        Ok(out)
+    }
+    let n = g.1.elem_count();
+    if y.1.elem_count() != n {
+        return Ok(None);
+    }
+    Ok(match (slice::<f32>(y, n), slice::<f32>(g, n)) {
+        (Some(y), Some(g)) => Some(CpuStorage::F32(masked(y, g)?)),
+        _ => match (slice::<f64>(y, n), slice::<f64>(g, n)) {
+            (Some(y), Some(g)) => Some(CpuStorage::F64(masked(y, g)?)),
+            _ => None,
+        },
+    })
 }

@@ -155,6 +155,9 @@ impl Backend for CpuBackend {
     fn softmax_last(&self, x: &CpuStorage, l: &Layout, log: bool) -> Result<Option<CpuStorage>> {
         softmax::softmax_last(x, l, log)
     }
+    fn relu_backward(&self, y: (&CpuStorage, &Layout), g: (&CpuStorage, &Layout)) -> Result<Option<CpuStorage>> {
+        epilogue::relu_backward(y, g)
+    }
     fn cross_entropy_rows(&self, x: (&CpuStorage, &Layout), t: (&CpuStorage, &Layout)) -> Result<Option<CpuStorage>> {
         softmax::cross_entropy_rows(x, t)
     }

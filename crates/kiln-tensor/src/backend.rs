@@ -339,6 +339,18 @@ pub trait Backend: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// ReLU's backward, `where(y > 0, g, 0)`, for `y` (ReLU's input or output) and `g` of one
+    /// shape and float dtype, any layouts: a new contiguous storage. Default: `None` (composed
+    /// from a comparison and a `where_cond`).
+    fn relu_backward(
+        &self,
+        y: (&Self::Storage, &Layout),
+        g: (&Self::Storage, &Layout),
+    ) -> Result<Option<Self::Storage>> {
+        let _ = (y, g);
+        Ok(None)
+    }
+
     /// Cross-entropy per row of float `logits` `[N, C]` against class indices `targets` `[N]`
     /// (`i64` or `u32`), both in any layout: `[N]` values `lse(x_r) - x_r[t_r]`, each row
     /// shifted by its maximum as in [`Backend::softmax_last`]. A class outside `0..C` is

@@ -153,6 +153,7 @@ pub(crate) trait DynBackend: Send + Sync {
     fn im2col(&self, x: &AnyStorage, l: &Layout, win: &Window2d) -> Result<Option<AnyStorage>>;
     fn col2im(&self, c: &AnyStorage, l: &Layout, dims: [usize; 4], win: &Window2d) -> Result<Option<AnyStorage>>;
     fn softmax_last(&self, x: &AnyStorage, l: &Layout, log: bool) -> Result<Option<AnyStorage>>;
+    fn relu_backward(&self, y: (&AnyStorage, &Layout), g: (&AnyStorage, &Layout)) -> Result<Option<AnyStorage>>;
     fn linear(
         &self,
         x: (&AnyStorage, &Layout),
@@ -344,6 +345,9 @@ impl<B: Backend> DynBackend for B {
     }
     fn softmax_last(&self, x: &AnyStorage, l: &Layout, log: bool) -> Result<Option<AnyStorage>> {
         Ok(Backend::softmax_last(self, get(self, x)?, l, log)?.map(erase))
+    }
+    fn relu_backward(&self, y: (&AnyStorage, &Layout), g: (&AnyStorage, &Layout)) -> Result<Option<AnyStorage>> {
+        Ok(Backend::relu_backward(self, (get(self, y.0)?, y.1), (get(self, g.0)?, g.1))?.map(erase))
     }
     fn linear(
         &self,

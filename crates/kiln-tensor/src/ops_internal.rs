@@ -25,6 +25,12 @@ pub(crate) fn scatter_into_view(
 /// its output, which are positive at the same places. Shared by the ReLU rule and the fused ops
 /// that end in ReLU, so they all give the same numbers.
 pub(crate) fn relu_backward(x: &Tensor, g: &Tensor) -> Result<Tensor> {
+    if x.shape() == g.shape() && x.dtype() == g.dtype() && x.device() == g.device() {
+        let fused = x.backend().relu_backward((x.storage(), x.layout()), (g.storage(), g.layout()))?;
+        if let Some(s) = fused {
+            return Ok(g.result(s, g.shape().clone(), g.dtype(), None));
+        }
+    }
     x.gt_scalar(0.0)?.where_cond(g, &Tensor::zeros((), g.dtype(), g.device())?)
 }
 

@@ -284,6 +284,10 @@ impl<B: Backend> Backend for Profiled<B> {
         let name = if log { "log_softmax" } else { "softmax" };
         self.timed(|| name.into(), self.bytes(x, l), || self.inner.softmax_last(x, l, log))
     }
+    fn relu_backward(&self, y: (&B::Storage, &Layout), g: (&B::Storage, &Layout)) -> Result<Option<B::Storage>> {
+        let bytes = self.bytes(y.0, y.1) + 2 * self.bytes(g.0, g.1);
+        self.timed(|| "relu_backward".into(), bytes, || self.inner.relu_backward(y, g))
+    }
     fn linear(
         &self,
         x: (&B::Storage, &Layout),
