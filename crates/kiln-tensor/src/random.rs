@@ -123,6 +123,7 @@ pub fn fill_uniform_f32(low: f64, high: f64, seed: u64, start: u64, out: &mut [f
     let mut block_index = (start + head as u64) / 4;
     let key = [seed as u32, (seed >> 32) as u32];
     let top = below(DType::F32, high) as f32;
+    let unit_range = low == 0.0 && high == 1.0;
     while rest.len() >= 4 * LANES {
         let (now, tail) = rest.split_at_mut(4 * LANES);
         let mut c = [[0u32; LANES]; 4];
@@ -133,10 +134,21 @@ pub fn fill_uniform_f32(low: f64, high: f64, seed: u64, start: u64, out: &mut [f
         let c = rounds(c, key);
         // Word by word (vector lanes), then interleaved: element 4 * l + w is word w of block l.
         let mut v = [[0f32; LANES]; 4];
-        for (v, words) in v.iter_mut().zip(&c) {
-            for (v, &x) in v.iter_mut().zip(words) {
-                let r = (low + (high - low) * unit(x)) as f32;
-                *v = if r as f64 >= high { top } else { r };
+        if unit_range {
+            // In [0, 1) the f64 value `x * 2^-32` rounded to f32 is `x` rounded to f32, times
+            // 2^-32 (a power of two scales exactly): the same bits in f32 lanes, twice as
+            // many per vector and without the conversions to f64.
+            for (v, words) in v.iter_mut().zip(&c) {
+                for (v, &x) in v.iter_mut().zip(words) {
+                    *v = unit_f32(x, top);
+                }
+            }
+        } else {
+            for (v, words) in v.iter_mut().zip(&c) {
+                for (v, &x) in v.iter_mut().zip(words) {
+                    let r = (low + (high - low) * unit(x)) as f32;
+                    *v = if r as f64 >= high { top } else { r };
+                }
             }
         }
         for (l, out) in now.chunks_exact_mut(4).enumerate() {
@@ -148,6 +160,18 @@ pub fn fill_uniform_f32(low: f64, high: f64, seed: u64, start: u64, out: &mut [f
         rest = tail;
     }
     fill(dist, seed, block_index * 4, rest);
+}
+
+/// A uniform draw in `[0, 1)` from a 32-bit word as f32, `top` (the float below 1) where it
+/// rounds up to 1: the bits of `unit(x) as f32` with that clamp.
+#[inline(always)]
+fn unit_f32(x: u32, top: f32) -> f32 {
+    let r = x as f32 * (1.0 / 4_294_967_296.0);
+    if r >= 1.0 {
+        top
+    } else {
+        r
+    }
 }
 
 /// The stream rounded to `dtype`, keeping uniform draws below `high`.
@@ -223,6 +247,18 @@ mod tests {
                 let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "[{low}, {high}) from {start}, {len} elements");
             }
+        }
+    }
+
+    #[test]
+    fn the_f32_unit_draw_gives_the_f64_path_s_bits() {
+        let top = below(DType::F32, 1.0) as f32;
+        // A sweep of the words, and every word whose f32 rounds up to 2^32.
+        let words = (0..u32::MAX - 200_000).step_by(9_973).chain(u32::MAX - 200_000..=u32::MAX);
+        for x in words {
+            let want = unit(x) as f32;
+            let want = if want as f64 >= 1.0 { top } else { want };
+            assert_eq!(unit_f32(x, top).to_bits(), want.to_bits(), "word {x}");
         }
     }
 
