@@ -91,7 +91,7 @@ where
 /// `[N]` losses `lse(x_r) - x_r[t_r]` of contiguous `[N, C]` logits against contiguous class
 /// indices; `None` for other layouts or dtypes (kiln then composes the loss).
 pub(crate) fn cross_entropy_rows(x: (&CpuStorage, &Layout), t: (&CpuStorage, &Layout)) -> Result<Option<CpuStorage>> {
-    let Some((range, n, targets)) = checked(x.1, t)? else { return Ok(None) };
+    let Some((range, n, targets)) = checked(x, t)? else { return Ok(None) };
     let out = match x.0 {
         CpuStorage::F32(v) => Some(CpuStorage::F32(losses(&v[range], n, &targets, exp_f32, f32::ln)?)),
         CpuStorage::F64(v) => Some(CpuStorage::F64(losses(&v[range], n, &targets, f64::exp, f64::ln)?)),
@@ -108,7 +108,8 @@ pub(crate) fn cross_entropy_rows_backward(
     t: (&CpuStorage, &Layout),
     g: (&CpuStorage, &Layout),
 ) -> Result<Option<CpuStorage>> {
-    let Some((range, n, targets)) = checked(x.1, t)? else { return Ok(None) };
+    g.0.check("cross_entropy", g.1)?;
+    let Some((range, n, targets)) = checked(x, t)? else { return Ok(None) };
     if g.1.dims() != [targets.len()] {
         u32::pool().give(targets);
         return Ok(None);
@@ -148,7 +149,9 @@ type Checked = (std::ops::Range<usize>, usize, Vec<u32>);
 /// The logits' element range and row length, and the class of every row, checked against the
 /// row length; `None` unless both operands are contiguous and the rows are short enough for
 /// one reduction block (as for [`softmax_last`]).
-fn checked(xl: &Layout, (t, tl): (&CpuStorage, &Layout)) -> Result<Option<Checked>> {
+fn checked((x, xl): (&CpuStorage, &Layout), (t, tl): (&CpuStorage, &Layout)) -> Result<Option<Checked>> {
+    x.check("cross_entropy", xl)?;
+    t.check("cross_entropy", tl)?;
     let (Some((x0, x1)), Some((t0, t1)), &[rows, n]) = (xl.contiguous_range(), tl.contiguous_range(), xl.dims()) else {
         return Ok(None);
     };
