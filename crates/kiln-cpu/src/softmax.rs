@@ -9,7 +9,7 @@
 //! composed results are the same bits for rows up to the reduction block size.
 
 use crate::math::exp_f32;
-use crate::parallel::{for_each_chunk_mut, run_tasks, Pieces};
+use crate::parallel::{run_tasks, Pieces};
 use crate::pool::Pooled;
 use crate::reduce::{best_lanes, sum_lanes, Acc};
 use crate::simd::vectorized;
@@ -42,50 +42,45 @@ fn rows<T>(
 where
     T: Acc<Sum = f64> + Pooled + Send + Sync + Sub<Output = T> + Div<Output = T> + Add<Output = T>,
 {
-    let mut out = alloc_for_overwrite(x.len(), T::default())?;
-    let rows_per_task = (CHUNK / n).max(1);
-    for_each_chunk_mut(&mut out, rows_per_task * n, |t, chunk| {
-        let x = &x[t * rows_per_task * n..];
+    let (mut out, mut m) =
+        (alloc_for_overwrite(x.len(), T::default())?, alloc_for_overwrite(x.len() / n, T::default())?);
+    row_blocks(&mut out, &mut m, n, |first, out, m| {
+        let x = &x[first * n..][..out.len()];
         vectorized(
             #[inline(always)]
-            || rows_of(x, chunk, n, log, exp, ln),
+            || {
+                shifted_exp(x, n, out, m, exp);
+                for ((x, y), &m) in x.chunks(n).zip(out.chunks_mut(n)).zip(m.iter()) {
+                    let s = T::finish(sum_lanes(y));
+                    if log {
+                        let lse = ln(s) + m;
+                        for (o, &v) in y.iter_mut().zip(x) {
+                            *o = v - lse;
+                        }
+                    } else {
+                        for e in y.iter_mut() {
+                            *e = *e / s;
+                        }
+                    }
+                }
+            },
         )
-    });
+    })?;
+    T::pool().give(m);
     Ok(out)
 }
 
-/// The rows of one task; inlined, with what it calls, into `vectorized`'s wide-register function.
-#[inline(always)]
-fn rows_of<T>(x: &[T], out: &mut [T], n: usize, log: bool, exp: impl Fn(T) -> T + Copy, ln: impl Fn(T) -> T + Copy)
-where
-    T: Acc<Sum = f64> + Sub<Output = T> + Div<Output = T> + Add<Output = T>,
-{
-    for (x, y) in x.chunks(n).zip(out.chunks_mut(n)) {
-        row(x, y, log, exp, ln);
-    }
-}
-
-#[inline(always)]
-fn row<T>(x: &[T], y: &mut [T], log: bool, exp: impl Fn(T) -> T, ln: impl Fn(T) -> T)
-where
-    T: Acc<Sum = f64> + Sub<Output = T> + Div<Output = T> + Add<Output = T>,
-{
-    let m = best_lanes(ReduceOp::Max, x);
-    let m = if m.to_f64().is_finite() { m } else { T::from_f64(0.0) };
-    for (e, &v) in y.iter_mut().zip(x) {
-        *e = exp(v - m);
-    }
-    let s = T::finish(sum_lanes(y));
-    if log {
-        let lse = ln(s) + m;
-        for (o, &v) in y.iter_mut().zip(x) {
-            *o = v - lse;
-        }
-    } else {
-        for e in y.iter_mut() {
-            *e = *e / s;
-        }
-    }
+/// Runs `f(first_row, e, m)` over blocks of whole rows of `n`, in parallel: `e` holds the
+/// block's rows, `m` one value per row. Blocks are one reduction block of elements or a row.
+fn row_blocks<T: Send>(e: &mut [T], m: &mut [T], n: usize, f: impl Fn(usize, &mut [T], &mut [T]) + Sync) -> Result<()> {
+    let per = (CHUNK / n).max(1);
+    let pieces: Pieces<_> = e.chunks_mut(per * n).zip(m.chunks_mut(per)).map(Mutex::new).collect();
+    run_tasks(pieces.len(), rayon::current_num_threads(), |k| {
+        let mut piece = pieces[k].lock().unwrap_or_else(|e| e.into_inner());
+        let (e, m) = &mut *piece;
+        f(k * per, e, m);
+        Ok(())
+    })
 }
 
 /// `[N]` losses `lse(x_r) - x_r[t_r]` of contiguous `[N, C]` logits against contiguous class
@@ -187,7 +182,7 @@ fn checked((x, xl): (&CpuStorage, &Layout), (t, tl): (&CpuStorage, &Layout)) -> 
     Ok(Some((x0..x1, n, classes)))
 }
 
-/// Row maxima into `m` (a non-finite maximum counts as 0, as in [`row`]) and `e = exp(x - max)`
+/// Row maxima into `m` (a non-finite maximum counts as 0, the NaN rule of `max`) and `e = exp(x - max)`
 /// for the rows of `x`: the shifts row by row, then one exp pass over the whole block, so that
 /// rows shorter than a vector (the 10 classes of MNIST) still run exp in full vectors; row by
 /// row, `softmax [32, 10]` took 1.7 us.
@@ -218,33 +213,25 @@ fn losses<T>(
 where
     T: Acc<Sum = f64> + Pooled + Send + Sync + Sub<Output = T> + Add<Output = T>,
 {
-    let rows = classes.len();
-    let (mut e, mut m) = (alloc_for_overwrite(x.len(), T::default())?, alloc_for_overwrite(rows, T::default())?);
-    let mut out = alloc_for_overwrite(rows, T::default())?;
-    let per = (CHUNK / n).max(1);
-    let pieces: Pieces<_> =
-        e.chunks_mut(per * n).zip(m.chunks_mut(per)).zip(out.chunks_mut(per)).map(Mutex::new).collect();
-    run_tasks(pieces.len(), rayon::current_num_threads(), |k| {
-        let mut piece = pieces[k].lock().unwrap_or_else(|e| e.into_inner());
-        let ((e, m), out) = &mut *piece;
-        let x = &x[k * per * n..][..e.len()];
+    // Each row's maximum in `m` is replaced by its loss once used: `m` is the result.
+    let (mut e, mut m) =
+        (alloc_for_overwrite(x.len(), T::default())?, alloc_for_overwrite(classes.len(), T::default())?);
+    row_blocks(&mut e, &mut m, n, |first, e, m| {
+        let x = &x[first * n..][..e.len()];
         vectorized(
             #[inline(always)]
             || {
                 shifted_exp(x, n, e, m, exp);
-                for (r, loss) in out.iter_mut().enumerate() {
+                for (r, m) in m.iter_mut().enumerate() {
                     // log_softmax's `x - (ln s + m)` at the class, negated: the same bits.
-                    let lse = ln(T::finish(sum_lanes(&e[r * n..(r + 1) * n]))) + m[r];
-                    *loss = lse - x[r * n + classes[k * per + r] as usize];
+                    let lse = ln(T::finish(sum_lanes(&e[r * n..(r + 1) * n]))) + *m;
+                    *m = lse - x[r * n + classes[first + r] as usize];
                 }
             },
-        );
-        Ok(())
+        )
     })?;
-    drop(pieces);
     T::pool().give(e);
-    T::pool().give(m);
-    Ok(out)
+    Ok(m)
 }
 
 fn gradients<T>(x: &[T], n: usize, classes: &[u32], g: &[T], exp: impl Fn(T) -> T + Copy + Sync) -> Result<Vec<T>>
@@ -252,18 +239,14 @@ where
     T: Acc<Sum = f64> + Pooled + Send + Sync + Sub<Output = T> + Div<Output = T> + Mul<Output = T>,
 {
     let (mut out, mut m) = (alloc_for_overwrite(x.len(), T::default())?, alloc_for_overwrite(g.len(), T::default())?);
-    let per = (CHUNK / n).max(1);
     let one = T::from_f64(1.0);
-    let pieces: Pieces<_> = out.chunks_mut(per * n).zip(m.chunks_mut(per)).map(Mutex::new).collect();
-    run_tasks(pieces.len(), rayon::current_num_threads(), |k| {
-        let mut piece = pieces[k].lock().unwrap_or_else(|e| e.into_inner());
-        let (out, m) = &mut *piece;
+    row_blocks(&mut out, &mut m, n, |first, out, m| {
         vectorized(
             #[inline(always)]
             || {
-                shifted_exp(&x[k * per * n..][..out.len()], n, out, m, exp);
+                shifted_exp(&x[first * n..][..out.len()], n, out, m, exp);
                 for (r, row) in out.chunks_mut(n).enumerate() {
-                    let (s, c, g) = (T::finish(sum_lanes(row)), classes[k * per + r] as usize, g[k * per + r]);
+                    let (s, c, g) = (T::finish(sum_lanes(row)), classes[first + r] as usize, g[first + r]);
                     // softmax, minus the one-hot row, times the row's gradient, as composed.
                     for (j, p) in row.iter_mut().enumerate() {
                         let hot = if j == c { one } else { T::default() };
@@ -271,10 +254,8 @@ where
                     }
                 }
             },
-        );
-        Ok(())
+        )
     })?;
-    drop(pieces);
     T::pool().give(m);
     Ok(out)
 }
