@@ -84,9 +84,11 @@ impl Tensor {
     }
 
     /// `zeros_like(self).scatter_add(dim, index, src)` for the backward of `gather` (max
-    /// pooling's, for one): one zero-filled buffer scattered into in place, where the public op
-    /// would fill a buffer, then copy a second one of zeros into it (two passes over a CNN
-    /// layer's 9 MB of activations for nothing). Not recorded: backward rules run untracked.
+    /// pooling's, for one): [`crate::Backend::scatter_add_into_zeros`], one buffer that the
+    /// backend zeros and scatters into (the CPU row by row, so it is written once), where the
+    /// public op would fill a buffer, then copy a second one of zeros into it (two passes over
+    /// a CNN layer's 9 MB of activations for nothing). Not recorded: backward rules run
+    /// untracked.
     pub(crate) fn scatter_into_zeros(&self, dim: usize, index: &Tensor, src: &Tensor) -> Result<Tensor> {
         let dl = Layout::contiguous(self.shape().clone());
         let (i, s) = ((index.storage(), index.layout()), (src.storage(), src.layout()));
