@@ -555,6 +555,10 @@ pub(crate) fn gemm<S: Copy + Send + Sync, T: Elem>(
 /// The depth of the blocks a product's `k` is cut into: equal blocks about KC deep (at most
 /// 1.5 KC), so k = 288 runs as 2 x 144, not 128 + 128 + 32.
 pub(crate) fn kc_step(k: usize) -> usize {
+    if k < KC + KC / 2 {
+        // One block (the division below gives the same), without two divisions per product.
+        return k;
+    }
     k.div_ceil(((k + KC / 2) / KC).max(1))
 }
 
