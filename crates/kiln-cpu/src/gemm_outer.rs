@@ -144,7 +144,7 @@ unsafe fn block(
 ) {
     // SAFETY: the caller's promises, passed on.
     unsafe {
-        if rows >= COPY_B_ROWS && (COPY_B_DEPTH..=KC_MAX).contains(&kc) && ld.b % ALIASED_ROWS == 0 {
+        if rows >= COPY_B_ROWS && (COPY_B_DEPTH..=KC_MAX).contains(&kc) && ld.b.is_multiple_of(ALIASED_ROWS) {
             block_copying((k, kc), (a, b, c), ld, (rows, cols))
         } else {
             strips((k, kc), (a, b, c), ld, (rows, cols), None)
