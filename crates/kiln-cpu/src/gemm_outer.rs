@@ -375,6 +375,9 @@ mod tests {
             (9, 40, 16, 1, 2),
             (33, 288, 70, 2, 3),
             (64, 1000, 64, 1, 1),
+            // B rows 4 KiB apart: the strips are copied (full and ragged ones).
+            (40, 300, 1024, 1, 0),
+            (33, 260, 1000, 2, 24),
         ] {
             let (lda, ldb, step) = (m + pad, n + pad, (m + pad) * (k + pad));
             let a: Vec<f32> = (0..batch * step + 3).map(|i| ((i * 7919) % 201) as f32 / 100.0 - 1.0).collect();
