@@ -66,35 +66,26 @@ pub(crate) fn apply<T: Elem + PartialOrd>(y: &mut [T], bias: Bias<'_, T>, relu_a
     )
 }
 
-/// ReLU's backward, `where(y > 0, g, 0)`, for contiguous `y` and `g` of one float dtype: one
-/// pass instead of a comparison, a mask and a `where_cond` (1.9 us on the MNIST MLP's
-/// `[32, 128]`). `None` for other layouts or dtypes.
-pub(crate) fn relu_backward(y: (&CpuStorage, &Layout), g: (&CpuStorage, &Layout)) -> Result<Option<CpuStorage>> {
-    fn masked<T: Elem + PartialOrd + crate::pool::Pooled>(y: &[T], g: &[T]) -> Result<Vec<T>> {
-        let mut out = crate::strided::alloc_for_overwrite(g.len(), T::default())?;
-        const CHUNK: usize = crate::strided::CHUNK;
-        crate::parallel::for_each_chunk_mut(&mut out, CHUNK, |i, out| {
-            let (y, g) = (&y[i * CHUNK..], &g[i * CHUNK..]);
-            crate::simd::vectorized(
-                #[inline(always)]
-                || {
-                    for ((o, &y), &g) in out.iter_mut().zip(y).zip(g) {
-                        *o = if y > T::default() { g } else { T::default() };
-                    }
-                },
-            )
-        });
-        Ok(out)
-    }
-    let n = g.1.elem_count();
-    if y.1.elem_count() != n {
+/// ReLU's backward, `where(y > 0, g, 0)`, for `y` and `g` of one shape and float dtype, in any
+/// layouts: one pass of the element-wise `map2` instead of a comparison, a mask and a
+/// `where_cond` (1.9 us on the MNIST MLP's `[32, 128]`). `None` for other dtypes.
+pub(crate) fn relu_backward(
+    (y, yl): (&CpuStorage, &Layout),
+    (g, gl): (&CpuStorage, &Layout),
+) -> Result<Option<CpuStorage>> {
+    use crate::strided::map2;
+    y.check("relu_backward", yl)?;
+    g.check("relu_backward", gl)?;
+    if yl.dims() != gl.dims() {
         return Ok(None);
     }
-    Ok(match (slice::<f32>(y, n), slice::<f32>(g, n)) {
-        (Some(y), Some(g)) => Some(CpuStorage::F32(masked(y, g)?)),
-        _ => match (slice::<f64>(y, n), slice::<f64>(g, n)) {
-            (Some(y), Some(g)) => Some(CpuStorage::F64(masked(y, g)?)),
-            _ => None,
-        },
+    Ok(match (y, g) {
+        (CpuStorage::F32(y), CpuStorage::F32(g)) => {
+            Some(CpuStorage::F32(map2(y, yl, g, gl, |y, g| if y > 0.0 { g } else { 0.0 })?))
+        }
+        (CpuStorage::F64(y), CpuStorage::F64(g)) => {
+            Some(CpuStorage::F64(map2(y, yl, g, gl, |y, g| if y > 0.0 { g } else { 0.0 })?))
+        }
+        _ => None,
     })
 }
