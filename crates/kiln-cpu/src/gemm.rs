@@ -352,6 +352,18 @@ pub(crate) fn run_grid(
     threads: usize,
     block: impl Fn(usize, (usize, usize), (usize, usize)) -> Result<()> + Sync,
 ) -> Result<()> {
+    if threads <= 1 {
+        // The same blocks in the same order, without the task runner and the divisions that map
+        // a task to its block: at 10x32x128 those were a tenth of the product.
+        for i in 0..batch {
+            for row in (0..m).step_by(rb) {
+                for col in (0..n).step_by(cb) {
+                    block(i, (row, col), (rb.min(m - row), cb.min(n - col)))?;
+                }
+            }
+        }
+        return Ok(());
+    }
     let (row_blocks, col_blocks) = (m.div_ceil(rb), n.div_ceil(cb));
     let per_matrix = row_blocks * col_blocks;
     crate::parallel::run_tasks(batch * per_matrix, threads, |t| {

@@ -77,29 +77,11 @@ pub(crate) fn gemm(
     let (rb, cb) = (m.min(side).next_multiple_of(R), n.min(side).next_multiple_of(C));
     let threads = if parallel { crate::parallel::threads_for(batch * m * n * k, UNPACKED_PAR_FLOPS) } else { 1 };
     let ld = Ld { a: av.rs, b: bv.cs, c: n };
-    if threads == 1 {
-        // The same blocks on this thread, in order, without sizing a task grid.
-        for (i, &(oa, ob)) in offsets.iter().enumerate() {
-            for row in (0..m).step_by(rb) {
-                for col in (0..n).step_by(cb) {
-                    // SAFETY: as in the tasks below.
-                    unsafe {
-                        let (a0, b0) = (a.as_ptr().add(oa + row * av.rs), b.as_ptr().add(ob + col * bv.cs));
-                        let c0 = c.as_mut_ptr().add((i * m + row) * n + col);
-                        block((k, kb), (a0, b0, c0), ld, (rb.min(m - row), cb.min(n - col)));
-                    }
-                }
-            }
-        }
-        return Ok(());
-    }
-    let (row_blocks, col_blocks) = (m.div_ceil(rb), n.div_ceil(cb));
-    let tasks = batch * row_blocks * col_blocks;
     // Spread small products over the threads too: split columns until each thread has a few
     // tasks (a straggling helper then costs a fraction of the op, not half of it).
-    let cb = if tasks < 4 * threads {
-        let want = (4 * threads).div_ceil(batch * row_blocks);
-        n.div_ceil(want).next_multiple_of(C).max(C)
+    let row_tasks = batch * m.div_ceil(rb);
+    let cb = if threads > 1 && row_tasks * n.div_ceil(cb) < 4 * threads {
+        n.div_ceil((4 * threads).div_ceil(row_tasks)).next_multiple_of(C).max(C)
     } else {
         cb
     };

@@ -85,26 +85,14 @@ pub(crate) fn gemm(
     let kc = kc_step(k);
     let rb = m.min((STRIP / kc).max(MR)).next_multiple_of(MR);
     let ld = Ld { a_rows: av.rs, a_k: av.cs, b: bv.rs, c: n };
-    if threads == 1 {
-        // The same blocks on this thread, in order, without a task grid: at 10x32x128 sizing
-        // the grid (a dozen integer divisions) cost as much as a tenth of the product.
-        for (i, &(oa, ob)) in offsets.iter().enumerate() {
-            for row in (0..m).step_by(rb) {
-                for col in (0..n).step_by(MAX_COLS) {
-                    // SAFETY: as in the tasks below.
-                    unsafe {
-                        let (a0, b0) = (a.as_ptr().add(oa + row * av.rs), b.as_ptr().add(ob + col));
-                        let c0 = c.as_mut_ptr().add((i * m + row) * n + col);
-                        block((k, kc), (a0, b0, c0), ld, (rb.min(m - row), MAX_COLS.min(n - col)));
-                    }
-                }
-            }
+    // On one thread a block takes every column it may (no task grid to balance).
+    let cb = match threads {
+        1 => MAX_COLS,
+        _ => {
+            let want = (4 * threads).div_ceil(batch * m.div_ceil(rb)).max(1);
+            n.div_ceil(want).next_multiple_of(NR).min(MAX_COLS)
         }
-        return Ok(());
-    }
-    let row_blocks = m.div_ceil(rb);
-    let want = (4 * threads).div_ceil(batch * row_blocks).max(1);
-    let cb = n.div_ceil(want).next_multiple_of(NR).min(MAX_COLS);
+    };
     let out = Out::new(c, n);
     run_grid(batch, (m, n), (rb, cb), threads, |i, (row, col), (rows, cols)| {
         let (oa, ob) = offsets[i];
