@@ -14,7 +14,7 @@ use crate::pool::Pooled;
 use crate::reduce::{best_lanes, sum_lanes, Acc};
 use crate::simd::vectorized;
 use crate::storage::CpuStorage;
-use crate::strided::{alloc_for_overwrite, CHUNK};
+use crate::strided::{alloc_for_overwrite, map1, CHUNK};
 use kiln_tensor::{Error, Layout, ReduceOp, Result, Shape};
 use std::ops::{Add, Div, Mul, Sub};
 use std::sync::Mutex;
@@ -112,13 +112,13 @@ pub(crate) fn cross_entropy_rows_backward(
     // The gradient of a mean is one value broadcast to every row: read through its layout.
     let out = match (x.0, g.0) {
         (CpuStorage::F32(v), CpuStorage::F32(g_all)) => {
-            let g = rows_of_layout(g_all, g.1)?;
+            let g = map1(g_all, g.1, |x| x)?;
             let out = gradients(&v[range], n, &targets, &g, exp_f32);
             f32::pool().give(g);
             Some(CpuStorage::F32(out?))
         }
         (CpuStorage::F64(v), CpuStorage::F64(g_all)) => {
-            let g = rows_of_layout(g_all, g.1)?;
+            let g = map1(g_all, g.1, |x| x)?;
             let out = gradients(&v[range], n, &targets, &g, f64::exp);
             f64::pool().give(g);
             Some(CpuStorage::F64(out?))
@@ -126,15 +126,6 @@ pub(crate) fn cross_entropy_rows_backward(
         _ => None,
     };
     u32::pool().give(targets);
-    Ok(out)
-}
-
-/// The elements of `v` that `l` views, in order, in a pooled buffer.
-fn rows_of_layout<T: Pooled + Default>(v: &[T], l: &Layout) -> Result<Vec<T>> {
-    let mut out = alloc_for_overwrite(l.elem_count(), T::default())?;
-    for (o, at) in out.iter_mut().zip(l.offsets()) {
-        *o = v[at];
-    }
     Ok(out)
 }
 
