@@ -103,8 +103,11 @@ fn run<T: Float + Default + Pooled>(rule: Rule, [p, g, m, v]: [&[T]; 4]) -> Resu
     if !crate::parallel::worth_splitting(n, PAR_THRESHOLD) {
         chunk(0, (&mut po, &mut mo, &mut vo));
     } else {
-        // At most 64 pieces, so that they fit inline in `Pieces`.
-        let size = CHUNK.max(n.div_ceil(64));
+        // At most 64 pieces, so that they fit inline in `Pieces`, and a multiple of the thread
+        // count, so that each thread's own pieces are an equal contiguous part.
+        let threads = rayon::current_num_threads().clamp(1, 64);
+        let pieces = n.div_ceil(CHUNK).next_multiple_of(threads).min(64 / threads * threads);
+        let size = n.div_ceil(pieces).next_multiple_of(16);
         let pieces: Pieces<_> = po
             .chunks_mut(size)
             .zip(mo.chunks_mut(size))

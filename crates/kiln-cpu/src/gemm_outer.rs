@@ -83,7 +83,12 @@ pub(crate) fn gemm(
     let threads = if parallel { crate::parallel::threads_for(batch * m * n * k, UNPACKED_PAR_FLOPS) } else { 1 };
     // A task's rows of A fit in L2; its columns are cut so that every thread gets a few tasks.
     let kc = kc_step(k);
-    let rb = m.min((STRIP / kc).max(MR)).next_multiple_of(MR);
+    let mut rb = m.min((STRIP / kc).max(MR)).next_multiple_of(MR);
+    if threads > 1 && batch < threads && m >= 2 * threads * MR {
+        // Each thread's own tasks then cover whole rows of C: a contiguous part of it, the
+        // part of the same shape the element-wise ops and the optimizer give that thread.
+        rb = rb.min(m.div_ceil(threads).next_multiple_of(MR));
+    }
     let ld = Ld { a_rows: av.rs, a_k: av.cs, b: bv.rs, c: n };
     // On one thread a block takes every column it may (no task grid to balance).
     let cb = match threads {

@@ -7,7 +7,7 @@
 //! [`run_tasks`]).
 
 use kiln_tensor::{Error, Result};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// The most task ranges a call splits its tasks into (more threads share them).
@@ -29,13 +29,20 @@ where
             first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
         }
     };
-    // Participant p owns tasks p * tasks / n.. (p + 1) * tasks / n and runs them first, then
-    // takes what is left of the others' ranges: the caller is always participant 0, so each
-    // thread gets the same part of a tensor from one op to the next (and keeps it in its
-    // cache), where a shared counter dealt the parts out by race.
+    // Participant p owns tasks p * tasks / n.. (p + 1) * tasks / n. The caller is always
+    // participant 0, so each thread gets the same part of a tensor from one op to the next
+    // and keeps it in its cache, where a shared counter dealt the parts out by race.
+    //
+    // A thread done with its own range takes tasks only from ranges whose owner has not begun
+    // (a helper still waking, or busy elsewhere), never the tail of one being worked through:
+    // the part it took would then be in the wrong cache at the next op. Where the threads sit
+    // on different chips, each such line crosses at about 6 GB/s, and taking the last task of
+    // the other thread's range made an Adam step over 100,352 parameters 2-3x slower than
+    // leaving it there (40 -> 57-94 us, against 27 us without).
     let n = (helpers + 1).min(MAX_RANGES);
     let end = |p: usize| (p + 1) * tasks / n;
-    let cursors: [AtomicUsize; MAX_RANGES] = std::array::from_fn(|p| AtomicUsize::new(p * tasks / n));
+    let cursors: [Line<AtomicUsize>; MAX_RANGES] = std::array::from_fn(|p| Line(AtomicUsize::new(p * tasks / n)));
+    let begun: [Line<AtomicBool>; MAX_RANGES] = std::array::from_fn(|_| Line(AtomicBool::new(false)));
     let (caller, joined) = (std::thread::current().id(), AtomicUsize::new(1));
     let work = || {
         let me = match std::thread::current().id() == caller {
@@ -43,8 +50,12 @@ where
             false => joined.fetch_add(1, Ordering::Relaxed) % n,
         };
         for p in (me..n).chain(0..me) {
-            loop {
-                let t = cursors[p].fetch_add(1, Ordering::Relaxed);
+            let own = p == me;
+            if own {
+                begun[p].0.store(true, Ordering::Relaxed);
+            }
+            while own || !begun[p].0.load(Ordering::Relaxed) {
+                let t = cursors[p].0.fetch_add(1, Ordering::Relaxed);
                 if t >= end(p) {
                     break;
                 }
@@ -68,13 +79,23 @@ where
     }
 }
 
+/// A value alone in its cache lines (two: the adjacent-line prefetcher fetches pairs). Each
+/// thread writes its own cursor on every task; beside another thread's, each write would take
+/// the line away from the other core.
+#[repr(align(128))]
+struct Line<T>(T);
+
 /// Whether a kernel with `work` (elements, multiply-adds) splits over threads, given the amount
-/// `base` that pays when the threads share a cache: 16 times more is needed when they are far
-/// apart (`spin_pool::far_apart`). Measured on the MNIST MLP step in that mode: 232 µs on two
-/// threads, 198 µs on one (124 µs on two when close); the CNN's millisecond ops still gain
-/// from two threads there.
+/// `base` from which splitting pays.
+///
+/// The same wherever the threads sit. On a VM whose two vCPUs move between sharing a chip and
+/// sitting on different ones (BENCHMARKS.md), splitting used to cost the MNIST MLP step more
+/// than it saved in the far placement (232 µs on two threads, 198 on one), and a probe raised
+/// these bars 16x there. The cost was a thread taking the tail of the other's range (see
+/// [`run_tasks`]): with each thread keeping to its own part, two threads take the far step
+/// from 180-183 µs to 152-161 µs and the CNN step from 30.0 to 28.0-29.1 ms.
 pub(crate) fn worth_splitting(work: usize, base: usize) -> bool {
-    work >= base && (work >= base.saturating_mul(16) || !crate::spin_pool::far_apart())
+    work >= base
 }
 
 /// The threads a kernel with `work` runs on: all of rayon's when [`worth_splitting`], else one.

@@ -11,7 +11,7 @@
 //! or another thread's op) gets `None` and runs its tasks some other way.
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -171,91 +171,4 @@ pub(crate) fn run(work: &(dyn Fn() + Sync)) -> Option<()> {
         panic!("a kiln-cpu task panicked on a helper thread (a bug: tasks return errors)");
     }
     Some(())
-}
-
-/// Whether the helpers run far from the caller: a cache line takes more than [`FAR_NS`] to go
-/// there and back (another chiplet or socket, or a VM's vCPUs placed apart). Then handing a
-/// small op's data to a helper costs more than the helper saves, and callers raise their
-/// thresholds for splitting work (`parallel::worth_splitting`).
-///
-/// Measured by a short ping-pong with a helper, at most every [`PROBE_EVERY`], because a VM's
-/// placement changes while it runs: on the 2-vCPU machine of BENCHMARKS.md the round trip
-/// flips between 60-140 ns and 320-470 ns every few minutes, and the MNIST MLP step on two
-/// threads between 124 and 232 µs, where one thread takes 198 µs in either mode.
-pub(crate) fn far_apart() -> bool {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    static FAR: AtomicBool = AtomicBool::new(false);
-    let now = clock_ns();
-    let last = LAST.load(SeqCst);
-    if (last == 0 || now.saturating_sub(last) > PROBE_EVERY.as_nanos() as u64)
-        && LAST.compare_exchange(last, now.max(1), SeqCst, SeqCst).is_ok()
-    {
-        if let Some(ns) = round_trip_ns() {
-            FAR.store(ns > FAR_NS, SeqCst);
-        }
-    }
-    FAR.load(SeqCst)
-}
-
-/// The round trip above which the helpers count as far (the two modes above sit either side).
-const FAR_NS: u64 = 250;
-const PROBE_EVERY: Duration = Duration::from_millis(100);
-
-/// Nanoseconds since the first call, never 0 after it.
-fn clock_ns() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
-}
-
-/// The mean round trip of a cache line between the caller and one helper, over `ROUNDS`
-/// exchanges after a few to warm up; `None` when the pool is busy, has no helper, or no helper
-/// joined within a millisecond.
-fn round_trip_ns() -> Option<u64> {
-    const ROUNDS: u32 = 32;
-    const WARM: u32 = 4;
-    const DONE: u32 = u32::MAX;
-    let ball = AtomicU32::new(0);
-    let claimed = AtomicBool::new(false);
-    let mean = AtomicU64::new(0);
-    let caller = std::thread::current().id();
-    let wait = |want: u32, deadline: Instant| -> bool {
-        loop {
-            match ball.load(SeqCst) {
-                b if b == want => return true,
-                DONE => return false,
-                _ if Instant::now() > deadline => return false,
-                _ => std::hint::spin_loop(),
-            }
-        }
-    };
-    let work = || {
-        // Long enough for a parked helper to wake: while the helpers are far, ops run on the
-        // caller alone and the helpers park, and a probe that gave up on them early would
-        // never see them come close again.
-        let deadline = Instant::now() + Duration::from_millis(1);
-        if std::thread::current().id() == caller {
-            let mut start = Instant::now();
-            for i in 0..WARM + ROUNDS {
-                if i == WARM {
-                    start = Instant::now();
-                }
-                ball.store(2 * i + 1, SeqCst);
-                if !wait(2 * i + 2, deadline) {
-                    ball.store(DONE, SeqCst);
-                    return;
-                }
-            }
-            mean.store(start.elapsed().as_nanos() as u64 / u64::from(ROUNDS), SeqCst);
-            ball.store(DONE, SeqCst);
-        } else if !claimed.swap(true, SeqCst) {
-            for i in 0..WARM + ROUNDS {
-                if !wait(2 * i + 1, deadline) {
-                    return;
-                }
-                ball.store(2 * i + 2, SeqCst);
-            }
-        }
-    };
-    run(&work)?;
-    Some(mean.load(SeqCst)).filter(|&ns| ns > 0)
 }
