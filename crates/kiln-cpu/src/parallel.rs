@@ -161,4 +161,38 @@ mod tests {
             c.join().unwrap();
         }
     }
+
+    /// A thread done with its own range leaves a range whose owner has begun to that owner:
+    /// the caller's tasks here are quick and the helper's slow, so a caller that took tasks
+    /// from a range in progress would run some of the helper's.
+    #[test]
+    fn a_range_in_progress_is_left_to_its_owner() {
+        use std::sync::atomic::AtomicBool;
+        use std::time::{Duration, Instant};
+        const TASKS: usize = 8;
+        let caller = std::thread::current().id();
+        let helper_began = AtomicBool::new(false);
+        let on_caller: Vec<AtomicBool> = (0..TASKS).map(|_| AtomicBool::new(false)).collect();
+        run_tasks(TASKS, 2, |t| {
+            if t >= TASKS / 2 {
+                helper_began.store(true, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+            } else if t == 0 {
+                // Wait (a while) for the helper, so that its range is in progress from here on.
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while !helper_began.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    std::thread::yield_now();
+                }
+            }
+            on_caller[t].store(std::thread::current().id() == caller, Ordering::SeqCst);
+            Ok(())
+        })
+        .unwrap();
+        let helper_ran = (TASKS / 2..TASKS).filter(|&t| !on_caller[t].load(Ordering::SeqCst)).count();
+        if helper_ran == 0 {
+            eprintln!("skipped: no helper joined within 2 s (a busy machine)");
+            return;
+        }
+        assert_eq!(helper_ran, TASKS / 2, "the caller took tasks from the helper's range in progress");
+    }
 }

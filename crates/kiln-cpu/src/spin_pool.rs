@@ -91,7 +91,9 @@ pub(crate) fn threads() -> usize {
 }
 
 fn helper(pool: &'static Pool) {
-    let mut seen = pool.epoch.load(SeqCst);
+    // The epoch the pool was made with, not the one this thread first reads: a job published
+    // before the thread got going would otherwise go without it (the process's first op).
+    let mut seen = 0;
     let mut flush = 0;
     loop {
         // Spin for the next job, then park until one comes.
