@@ -507,8 +507,8 @@ pub(crate) fn creation(ctx: &mut Ctx) {
 /// gradients reach the op (an output within rounding of 0 could flip it, about once in 10^4
 /// runs). Half types, whose rounding is coarser, take `y^2`: its gradient `2y` is about 0 where
 /// the mask acts, so flipped signs cannot fail the comparison. Each of their gradients is then
-/// divided by its largest magnitude, which makes the tolerance's absolute floor a fraction of
-/// the gradient's scale: an element is a sum of terms as large as that scale (at a convolution's
+/// divided by its largest magnitude (that scale is appended to the result), which makes the
+/// tolerance's absolute floor a fraction of the gradient's scale: an element is a sum of terms as large as that scale (at a convolution's
 /// shapes about 30), and where they cancel to near 0 both sides keep the rounding of those
 /// terms. Unscaled, one f16 element in a few dozen runs failed that way (-0.172 against -0.203
 /// for a weight gradient, against a floor of 0.008).
@@ -524,10 +524,13 @@ fn input_grads(
     let flat = |v: &kiln_tensor::Var| -> kiln_tensor::Result<Tensor> {
         let g = grads.get(v).ok_or_else(|| kiln_tensor::Error::Msg("no gradient".into()))?;
         let g = g.reshape([g.elem_count()])?;
-        match weighed {
-            true => Ok(g),
-            false => g.div(&g.abs()?.max((), false)?),
+        if weighed {
+            return Ok(g);
         }
+        // The scale itself stays in the result, compared like any element, so a gradient off
+        // by a constant factor still fails.
+        let scale = g.abs()?.max((), false)?.reshape([1])?;
+        Tensor::cat(&[&g.div(&scale)?, &scale], 0)
     };
     Tensor::cat(&[&flat(&vars[0])?, &flat(&vars[1])?, &flat(&vars[2])?], 0)
 }
