@@ -4,6 +4,7 @@
 //! Work is split by image (col2im, so that each input element is summed by one thread in a fixed
 //! order) or by column row (im2col, pooling), through `parallel::run_tasks`.
 
+use crate::buffer::Buffer;
 use crate::parallel::{run_tasks, Pieces};
 use crate::pool::Pooled;
 use crate::storage::CpuStorage;
@@ -68,7 +69,7 @@ pub(crate) fn im2col(x: &CpuStorage, layout: &Layout, win: &Window2d) -> Result<
     })
 }
 
-fn im2col_t<T: Copy + Default + Send + Sync + Pooled>(x: &[T], g: Geometry) -> Result<Vec<T>> {
+fn im2col_t<T: Copy + Default + Send + Sync + Pooled>(x: &[T], g: Geometry) -> Result<Buffer<T>> {
     let (kh, kw) = g.win.kernel;
     let l = g.oh * g.ow;
     let rows = g.n * g.c * kh * kw;
@@ -168,7 +169,7 @@ pub(crate) fn col2im(
 fn col2im_t<T: Copy + Default + Send + Sync + Pooled + std::ops::Add<Output = T>>(
     cols: &[T],
     g: Geometry,
-) -> Result<Vec<T>> {
+) -> Result<Buffer<T>> {
     let (kh, kw) = g.win.kernel;
     let (l, plane) = (g.oh * g.ow, g.h * g.w);
     let mut out = alloc(g.n * g.c * plane, T::default())?;
@@ -299,7 +300,7 @@ fn argmax_unpadded<T: Copy + PartialOrd>(src: &[T], dst: &mut [i64], g: &Geometr
 fn argmax_t<T: Copy + PartialOrd + Send + Sync + Default + crate::pool::Pooled>(
     x: &[T],
     g: Geometry,
-) -> Result<Option<(Vec<T>, Vec<i64>)>> {
+) -> Result<Option<(Buffer<T>, Buffer<i64>)>> {
     let (l, plane) = (g.oh * g.ow, g.h * g.w);
     // Every output is written, unless a window is all padding, and then the result is dropped.
     let mut out = alloc_for_overwrite(g.n * g.c * l, 0i64)?;

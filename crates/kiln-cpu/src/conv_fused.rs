@@ -18,6 +18,7 @@
 //! number of groups ([`GROUPS`], whatever the thread count); each group sums its images in order
 //! and the groups' sums are added in order.
 
+use crate::buffer::Buffer;
 use crate::conv::{col2im_plane, dims4, im2col_image, Geometry};
 use crate::epilogue::{slice, Bias};
 use crate::gemm::{gemm_same, Elem, View};
@@ -76,7 +77,7 @@ fn forward<T: Real>(
     w: Operand<'_>,
     epilogue: Epilogue<'_, CpuStorage>,
     op: &Operands,
-) -> Result<Option<Vec<T>>> {
+) -> Result<Option<Buffer<T>>> {
     let (g, o, ck) = (&op.g, op.o, op.ck);
     let (l, plane) = (g.oh * g.ow, g.c * g.h * g.w);
     let (Some(x), Some(w)) = (slice::<T>(x, g.n * plane), slice::<T>(w, o * ck)) else { return Ok(None) };
@@ -174,13 +175,13 @@ pub(crate) fn conv2d_backward(
 
 /// The gradients as plain buffers, before they are wrapped as storage.
 struct Grads<T> {
-    dx: Option<Vec<T>>,
-    dw: Vec<T>,
-    db: Option<Vec<T>>,
+    dx: Option<Buffer<T>>,
+    dw: Buffer<T>,
+    db: Option<Buffer<T>>,
 }
 
 impl<T> Grads<T> {
-    fn map(self, f: impl Fn(Vec<T>) -> CpuStorage) -> ConvGrads<CpuStorage> {
+    fn map(self, f: impl Fn(Buffer<T>) -> CpuStorage) -> ConvGrads<CpuStorage> {
         ConvGrads { dx: self.dx.map(&f), dw: f(self.dw), db: self.db.map(&f) }
     }
 }

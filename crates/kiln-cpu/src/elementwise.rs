@@ -1,5 +1,6 @@
 //! Unary and binary element-wise kernels, `where_cond`, casts, fills and strided copies.
 
+use crate::buffer::Buffer;
 use crate::storage::{map_storage, storage_of, with_storage, CpuStorage};
 use crate::strided::{alloc, map1, map2, map3};
 use half::{bf16, f16};
@@ -12,26 +13,26 @@ struct Unary<'a, S> {
 }
 
 impl MapFn<f32> for Unary<'_, f32> {
-    type Out = Result<Vec<f32>>;
-    fn call<F: Fn(f32) -> f32 + Send + Sync + Copy>(self, f: F) -> Result<Vec<f32>> {
+    type Out = Result<Buffer<f32>>;
+    fn call<F: Fn(f32) -> f32 + Send + Sync + Copy>(self, f: F) -> Result<Buffer<f32>> {
         map1(self.src, self.layout, f)
     }
 }
 impl MapFn<f64> for Unary<'_, f64> {
-    type Out = Result<Vec<f64>>;
-    fn call<F: Fn(f64) -> f64 + Send + Sync + Copy>(self, f: F) -> Result<Vec<f64>> {
+    type Out = Result<Buffer<f64>>;
+    fn call<F: Fn(f64) -> f64 + Send + Sync + Copy>(self, f: F) -> Result<Buffer<f64>> {
         map1(self.src, self.layout, f)
     }
 }
 impl MapFn<f32> for Unary<'_, f16> {
-    type Out = Result<Vec<f16>>;
-    fn call<F: Fn(f32) -> f32 + Send + Sync + Copy>(self, f: F) -> Result<Vec<f16>> {
+    type Out = Result<Buffer<f16>>;
+    fn call<F: Fn(f32) -> f32 + Send + Sync + Copy>(self, f: F) -> Result<Buffer<f16>> {
         map1(self.src, self.layout, move |x: f16| f16::from_f32(f(x.to_f32())))
     }
 }
 impl MapFn<f32> for Unary<'_, bf16> {
-    type Out = Result<Vec<bf16>>;
-    fn call<F: Fn(f32) -> f32 + Send + Sync + Copy>(self, f: F) -> Result<Vec<bf16>> {
+    type Out = Result<Buffer<bf16>>;
+    fn call<F: Fn(f32) -> f32 + Send + Sync + Copy>(self, f: F) -> Result<Buffer<bf16>> {
         map1(self.src, self.layout, move |x: bf16| bf16::from_f32(f(x.to_f32())))
     }
 }
@@ -58,8 +59,8 @@ struct Zip<'a, S> {
 macro_rules! zip_impl {
     ($s:ty, $t:ty, $to:expr, $from:expr) => {
         impl ZipFn<$t, $t> for Zip<'_, $s> {
-            type Out = Result<Vec<$s>>;
-            fn call<F: Fn($t, $t) -> $t + Send + Sync + Copy>(self, f: F) -> Result<Vec<$s>> {
+            type Out = Result<Buffer<$s>>;
+            fn call<F: Fn($t, $t) -> $t + Send + Sync + Copy>(self, f: F) -> Result<Buffer<$s>> {
                 map2(self.a, self.la, self.b, self.lb, move |x: $s, y: $s| $from(f($to(x), $to(y))))
             }
         }
@@ -71,8 +72,8 @@ zip_impl!(f16, f32, f16::to_f32, f16::from_f32);
 zip_impl!(bf16, f32, bf16::to_f32, bf16::from_f32);
 
 impl<S: Copy + PartialOrd + Send + Sync> ZipFn<S, u8> for Zip<'_, S> {
-    type Out = Result<Vec<u8>>;
-    fn call<F: Fn(S, S) -> u8 + Send + Sync + Copy>(self, f: F) -> Result<Vec<u8>> {
+    type Out = Result<Buffer<u8>>;
+    fn call<F: Fn(S, S) -> u8 + Send + Sync + Copy>(self, f: F) -> Result<Buffer<u8>> {
         map2(self.a, self.la, self.b, self.lb, f)
     }
 }
@@ -98,7 +99,7 @@ macro_rules! int_impl {
 }
 int_impl!(i64, u32, u8);
 
-fn int_binary<T: Int>(op: BinaryOp, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Result<Vec<T>> {
+fn int_binary<T: Int>(op: BinaryOp, a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Result<Buffer<T>> {
     if op == BinaryOp::Div && lb.offsets().any(|o| b[o].is_zero()) {
         return Err(Error::invalid("div", format!("integer division by zero ({} tensor)", T::DTYPE)));
     }
@@ -182,7 +183,7 @@ pub(crate) fn where_cond(
     Ok(pick!(F32, F64, F16, BF16, I64, U32, U8))
 }
 
-fn cast_to<T: WithDType, U: WithDType + Default + crate::pool::Pooled>(src: &[T], l: &Layout) -> Result<Vec<U>> {
+fn cast_to<T: WithDType, U: WithDType + Default + crate::pool::Pooled>(src: &[T], l: &Layout) -> Result<Buffer<U>> {
     map1(src, l, |x: T| {
         let v = x.to_f64();
         U::from_f64(if v.is_nan() && U::DTYPE.is_int() { 0.0 } else { v })
@@ -206,7 +207,7 @@ pub(crate) fn random(dist: Distribution, len: usize, dtype: DType, seed: u64) ->
     fn filled<T: crate::pool::Pooled + Default + Send>(
         len: usize,
         fill: impl Fn(u64, &mut [T]) + Sync + Send,
-    ) -> Result<Vec<T>> {
+    ) -> Result<Buffer<T>> {
         let mut out = crate::strided::alloc_for_overwrite(len, T::default())?;
         crate::parallel::for_each_chunk_mut(&mut out, CHUNK, |i, chunk| fill((i * CHUNK) as u64, chunk));
         Ok(out)
@@ -227,7 +228,12 @@ pub(crate) fn random(dist: Distribution, len: usize, dtype: DType, seed: u64) ->
 pub(crate) fn contiguous(s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
     s.check("contiguous", l)?;
     Ok(map_storage!(s, v => match l.contiguous_range() {
-        Some((a, b)) => v[a..b].to_vec(),
+        Some((a, b)) if a == b => Default::default(),
+        Some((a, b)) => {
+            let mut out = crate::strided::alloc_for_overwrite(b - a, v[a])?;
+            out.copy_from_slice(&v[a..b]);
+            out
+        }
         None => map1(v, l, |x| x)?,
     }))
 }

@@ -10,6 +10,7 @@
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 // The target-feature wrappers are `unsafe fn`s, sound after the CPU check in `gemm::isa`.
 #![allow(unsafe_code)]
+use crate::buffer::Buffer;
 
 use crate::gemm::{isa, Isa};
 use crate::parallel::{run_tasks, Pieces};
@@ -70,7 +71,7 @@ fn four_in_three_out(inputs: [(&CpuStorage, &Layout); 4], rule: Rule) -> Result<
     }))
 }
 
-fn run<T: Float + Default + Pooled>(rule: Rule, [p, g, m, v]: [&[T]; 4]) -> Result<[Vec<T>; 3]> {
+fn run<T: Float + Default + Pooled>(rule: Rule, [p, g, m, v]: [&[T]; 4]) -> Result<[Buffer<T>; 3]> {
     let n = p.len();
     let (mut po, mut mo, mut vo) = (
         alloc_for_overwrite(n, T::default())?,

@@ -19,6 +19,7 @@
 //! and `gemm_outer` (a row-major B), `index`; convolution in `conv` (im2col, col2im, pooling),
 //! `conv_fused` (a whole convolution per image) and `winograd` (3x3 stride-1 convolutions).
 
+mod buffer;
 mod conv;
 mod conv_fused;
 mod elementwise;
@@ -40,6 +41,7 @@ mod storage;
 mod strided;
 mod winograd;
 
+pub use buffer::Buffer;
 pub use simd::set_flush_denormal;
 pub use storage::CpuStorage;
 

@@ -2,6 +2,7 @@
 //! the GEMM in [`crate::gemm`]. f16 and bf16 are widened to f32 while packing and rounded once at
 //! the end.
 
+use crate::buffer::Buffer;
 use crate::epilogue::Bias;
 use crate::gemm::{gemm, Elem, Unpacked, View};
 use crate::storage::CpuStorage;
@@ -25,7 +26,7 @@ fn batched<S: Copy + Send + Sync, T: Elem>(
     lb: &Layout,
     widen: impl Fn(S) -> T + Send + Sync + Copy,
     special: Option<Unpacked<S, T>>,
-) -> Result<Vec<T>> {
+) -> Result<Buffer<T>> {
     let (da, db) = (la.dims(), lb.dims());
     let r = da.len();
     let (m, k, n) = (da[r - 2], da[r - 1], db[r - 1]);
@@ -63,10 +64,10 @@ pub(crate) fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -
         }
         (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(batched(a, la, b, lb, |x| x, None)?),
         (CpuStorage::F16(a), CpuStorage::F16(b)) => {
-            CpuStorage::F16(batched(a, la, b, lb, f16::to_f32, None)?.into_iter().map(f16::from_f32).collect())
+            CpuStorage::F16(batched(a, la, b, lb, f16::to_f32, None)?.iter().map(|&x| f16::from_f32(x)).collect())
         }
         (CpuStorage::BF16(a), CpuStorage::BF16(b)) => {
-            CpuStorage::BF16(batched(a, la, b, lb, bf16::to_f32, None)?.into_iter().map(bf16::from_f32).collect())
+            CpuStorage::BF16(batched(a, la, b, lb, bf16::to_f32, None)?.iter().map(|&x| bf16::from_f32(x)).collect())
         }
         (a, b) if a.dtype() != b.dtype() => {
             return Err(Error::DTypeMismatch { op: "matmul", lhs: a.dtype(), rhs: b.dtype(), shapes: String::new() })
@@ -96,7 +97,7 @@ fn linear_t<T: Elem + PartialOrd>(
     (x, xl): (&CpuStorage, &Layout),
     (w, wl): (&CpuStorage, &Layout),
     epilogue: Epilogue<'_, CpuStorage>,
-) -> Result<Option<Vec<T>>> {
+) -> Result<Option<Buffer<T>>> {
     let (&[m, k], &[n, k2]) = (xl.dims(), wl.dims()) else { return Ok(None) };
     let (Some(a), Some(b)) = (T::slice(x), T::slice(w)) else { return Ok(None) };
     let Some(bias) = crate::epilogue::bias(epilogue.bias, n, Bias::PerColumn) else { return Ok(None) };

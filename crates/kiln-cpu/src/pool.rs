@@ -10,6 +10,7 @@
 //! counted as at least [`MIN_CHARGE`] bytes; when full, buffers of other lengths are freed
 //! first. `KILN_CPU_POOL_MB=0` turns the pool off.
 
+use crate::buffer::Buffer;
 use half::{bf16, f16};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -35,7 +36,7 @@ pub(crate) struct Pool<T> {
 }
 
 struct Inner<T> {
-    free: HashMap<usize, Vec<Vec<T>>, BuildHasherDefault<LenHasher>>,
+    free: HashMap<usize, Vec<Buffer<T>>, BuildHasherDefault<LenHasher>>,
     bytes: usize,
 }
 
@@ -72,22 +73,22 @@ impl<T: Copy> Pool<T> {
     }
 
     /// A buffer of exactly `len` elements (contents unspecified), if one is free.
-    pub(crate) fn take(&self, len: usize) -> Option<Vec<T>> {
+    pub(crate) fn take(&self, len: usize) -> Option<Buffer<T>> {
         if len == 0 {
             return None;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let v = inner.free.get_mut(&len)?.pop()?;
-        inner.bytes -= charge::<T>(v.capacity());
+        inner.bytes -= charge::<T>(v.len());
         Some(v)
     }
 
     /// Keeps `v` for reuse when the pool has room; frees it otherwise.
-    pub(crate) fn give(&self, v: Vec<T>) {
+    pub(crate) fn give(&self, v: Buffer<T>) {
         if v.is_empty() || v.len() != v.capacity() {
             return;
         }
-        let bytes = charge::<T>(v.capacity());
+        let bytes = charge::<T>(v.len());
         let limit = limit_bytes();
         if bytes > limit {
             return;
@@ -99,7 +100,7 @@ impl<T: Copy> Pool<T> {
                 break;
             };
             let freed = inner.free.remove(&len).unwrap_or_default();
-            inner.bytes -= freed.iter().map(|b| charge::<T>(b.capacity())).sum::<usize>();
+            inner.bytes -= freed.iter().map(|b| charge::<T>(b.len())).sum::<usize>();
         }
         inner.bytes += bytes;
         inner.free.entry(v.len()).or_default().push(v);
@@ -127,7 +128,7 @@ mod tests {
     fn buffers_come_back_once_for_their_length() {
         let pool: Pool<f32> = Pool::new();
         for len in [1, 16, 4096 + 7] {
-            let v = vec![1f32; len];
+            let v = Buffer::filled(len, 1f32).unwrap();
             let ptr = v.as_ptr();
             pool.give(v);
             assert!(pool.take(len + 1).is_none(), "only the same length is handed out");
@@ -137,7 +138,7 @@ mod tests {
         }
         let mut short = Vec::with_capacity(8);
         short.push(1f32);
-        pool.give(short);
+        pool.give(short.into());
         assert!(pool.take(1).is_none(), "a buffer with spare capacity is not kept");
     }
 
@@ -145,8 +146,8 @@ mod tests {
     fn a_full_pool_frees_other_lengths_first() {
         let pool: Pool<u8> = Pool::new();
         let (a, b) = (limit_bytes() / 2 + 1, limit_bytes() / 2);
-        pool.give(vec![0u8; a]);
-        pool.give(vec![0u8; b]);
+        pool.give(Buffer::filled(a, 0u8).unwrap());
+        pool.give(Buffer::filled(b, 0u8).unwrap());
         assert!(pool.take(a).is_none(), "the older length made room for the newer");
         assert!(pool.take(b).is_some());
     }

@@ -4,6 +4,7 @@
 //! logical elements `i * r .. (i + 1) * r` of that view. Long reductions are split into blocks of
 //! a fixed size, combined in order, so the result is the same at every thread count.
 
+use crate::buffer::Buffer;
 use crate::pool::Pooled;
 use crate::simd::vectorized;
 use crate::storage::CpuStorage;
@@ -217,7 +218,7 @@ fn reduce_one<T: Acc>(op: ReduceOp, src: &[T], view: &Layout, start: usize, r: u
     }
 }
 
-fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> Result<(Vec<T>, Vec<i64>)> {
+fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> Result<(Buffer<T>, Buffer<i64>)> {
     let rank = l.dims().len();
     let kept: DimVec = (0..rank).filter(|d| !dims.contains(d)).collect();
     let perm: DimVec = kept.iter().chain(dims).copied().collect();
@@ -311,11 +312,11 @@ fn outputs<T: Acc>(
     per_task: usize,
     par: bool,
     fill: impl Fn(usize, &mut [T], &mut [i64]) + Sync,
-) -> Result<(Vec<T>, Vec<i64>)> {
+) -> Result<(Buffer<T>, Buffer<i64>)> {
     let (mut vals, mut idx) = if op.is_arg() {
-        (Vec::new(), alloc_for_overwrite(outs, 0i64)?)
+        (Buffer::default(), alloc_for_overwrite(outs, 0i64)?)
     } else {
-        (alloc_for_overwrite(outs, T::default())?, Vec::new())
+        (alloc_for_overwrite(outs, T::default())?, Buffer::default())
     };
     let per_task = per_task.max(1);
     match (par, op.is_arg()) {
@@ -340,7 +341,7 @@ fn int_sum_of<T: Copy + Into<i64>>(v: &[T], l: &Layout, dims: &[usize]) -> Resul
 /// rows added into one f64 accumulator per column, a vector of columns at a time. The general
 /// path sums each column on its own, strided, and took 3.4 us for `[32, 128]`. Each column is
 /// summed in f64 in row order, as there, so the bits are the same. `None` for other cases.
-fn column_sums(v: &[f32], l: &Layout, dims: &[usize]) -> Result<Option<Vec<f32>>> {
+fn column_sums(v: &[f32], l: &Layout, dims: &[usize]) -> Result<Option<Buffer<f32>>> {
     let leading = !dims.is_empty() && dims.iter().enumerate().all(|(i, &d)| i == d);
     let Some((start, end)) = l.contiguous_range().filter(|_| leading) else { return Ok(None) };
     let rows: usize = l.dims()[..dims.len()].iter().product();

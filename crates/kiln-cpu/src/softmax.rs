@@ -8,6 +8,7 @@
 //! rounded to the element type, then `e / s` or `x - (ln s + m)`. So on the CPU the fused and
 //! composed results are the same bits for rows up to the reduction block size.
 
+use crate::buffer::Buffer;
 use crate::math::exp_f32;
 use crate::parallel::{run_tasks, Pieces};
 use crate::pool::Pooled;
@@ -38,7 +39,7 @@ fn rows<T>(
     log: bool,
     exp: impl Fn(T) -> T + Copy + Sync,
     ln: impl Fn(T) -> T + Copy + Sync,
-) -> Result<Vec<T>>
+) -> Result<Buffer<T>>
 where
     T: Acc<Sum = f64> + Pooled + Send + Sync + Sub<Output = T> + Div<Output = T> + Add<Output = T>,
 {
@@ -130,7 +131,7 @@ pub(crate) fn cross_entropy_rows_backward(
 }
 
 /// The logits' element range, their row length, and the class of every row (pooled).
-type Checked = (std::ops::Range<usize>, usize, Vec<u32>);
+type Checked = (std::ops::Range<usize>, usize, Buffer<u32>);
 
 /// The logits' element range and row length, and the class of every row, checked against the
 /// row length; `None` unless both operands are contiguous and the rows are short enough for
@@ -200,7 +201,7 @@ fn losses<T>(
     classes: &[u32],
     exp: impl Fn(T) -> T + Copy + Sync,
     ln: impl Fn(T) -> T + Copy + Sync,
-) -> Result<Vec<T>>
+) -> Result<Buffer<T>>
 where
     T: Acc<Sum = f64> + Pooled + Send + Sync + Sub<Output = T> + Add<Output = T>,
 {
@@ -225,7 +226,7 @@ where
     Ok(m)
 }
 
-fn gradients<T>(x: &[T], n: usize, classes: &[u32], g: &[T], exp: impl Fn(T) -> T + Copy + Sync) -> Result<Vec<T>>
+fn gradients<T>(x: &[T], n: usize, classes: &[u32], g: &[T], exp: impl Fn(T) -> T + Copy + Sync) -> Result<Buffer<T>>
 where
     T: Acc<Sum = f64> + Pooled + Send + Sync + Sub<Output = T> + Div<Output = T> + Mul<Output = T>,
 {

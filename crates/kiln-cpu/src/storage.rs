@@ -1,19 +1,20 @@
 //! `CpuStorage`: one `Vec` per dtype, and the macros that do the dtype match once per op.
 
+use crate::buffer::Buffer;
 use half::{bf16, f16};
 use kiln_tensor::{DType, Error, HostData, Layout, Result};
 
-/// Host memory holding the elements of one tensor storage.
+/// Host memory holding the elements of one tensor storage (see [`Buffer`] for where it lies).
 #[derive(Clone, Debug)]
 #[allow(missing_docs)]
 pub enum CpuStorage {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-    F16(Vec<f16>),
-    BF16(Vec<bf16>),
-    I64(Vec<i64>),
-    U32(Vec<u32>),
-    U8(Vec<u8>),
+    F32(Buffer<f32>),
+    F64(Buffer<f64>),
+    F16(Buffer<f16>),
+    BF16(Buffer<bf16>),
+    I64(Buffer<i64>),
+    U32(Buffer<u32>),
+    U8(Buffer<u8>),
 }
 
 /// `match` over every dtype, binding the vector to `$v` and wrapping `$body` (a `Vec` of the
@@ -147,7 +148,7 @@ impl CpuStorage {
     /// A copy of host data, in a pooled buffer when one of that length is free (a data loader
     /// uploads same-sized batches every step).
     pub(crate) fn from_host(data: &HostData) -> Result<CpuStorage> {
-        fn copy<T: crate::pool::Pooled + Default>(v: &[T]) -> Result<Vec<T>> {
+        fn copy<T: crate::pool::Pooled + Default>(v: &[T]) -> Result<Buffer<T>> {
             let mut out = crate::strided::alloc_for_overwrite(v.len(), T::default())?;
             out.copy_from_slice(v);
             Ok(out)
@@ -164,16 +165,24 @@ impl CpuStorage {
     }
 
     pub(crate) fn into_host(mut self) -> HostData {
-        // Take the vector out, leaving an empty one for `Drop` (which then pools nothing).
+        // Take the buffer out, leaving an empty one for `Drop` (which then pools nothing).
         use std::mem::take;
+        /// The elements as a `Vec`, handing an aligned buffer back to the pool after the copy.
+        fn host<T: crate::pool::Pooled>(b: Buffer<T>) -> Vec<T> {
+            b.try_into_vec().unwrap_or_else(|b| {
+                let v = b.to_vec();
+                T::pool().give(b);
+                v
+            })
+        }
         match &mut self {
-            CpuStorage::F32(v) => HostData::F32(take(v)),
-            CpuStorage::F64(v) => HostData::F64(take(v)),
-            CpuStorage::F16(v) => HostData::F16(take(v)),
-            CpuStorage::BF16(v) => HostData::BF16(take(v)),
-            CpuStorage::I64(v) => HostData::I64(take(v)),
-            CpuStorage::U32(v) => HostData::U32(take(v)),
-            CpuStorage::U8(v) => HostData::U8(take(v)),
+            CpuStorage::F32(v) => HostData::F32(host(take(v))),
+            CpuStorage::F64(v) => HostData::F64(host(take(v))),
+            CpuStorage::F16(v) => HostData::F16(host(take(v))),
+            CpuStorage::BF16(v) => HostData::BF16(host(take(v))),
+            CpuStorage::I64(v) => HostData::I64(host(take(v))),
+            CpuStorage::U32(v) => HostData::U32(host(take(v))),
+            CpuStorage::U8(v) => HostData::U8(host(take(v))),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Element-wise loops over strided layouts, split across rayon threads above a size threshold.
 //! Work is split into fixed-size chunks, so results never depend on the thread count.
 
+use crate::buffer::Buffer;
 use crate::pool::Pooled;
 use kiln_tensor::{DimVec, Error, Layout, Result};
 
@@ -12,23 +13,20 @@ pub(crate) const CHUNK: usize = 1 << 15;
 
 /// A vector of `n` copies of `v` (reusing a pooled buffer when one fits), or an error instead of
 /// aborting when memory runs out.
-pub(crate) fn alloc<U: Pooled>(n: usize, v: U) -> Result<Vec<U>> {
+pub(crate) fn alloc<U: Pooled>(n: usize, v: U) -> Result<Buffer<U>> {
     if let Some(mut out) = U::pool().take(n) {
         out.fill(v);
         return Ok(out);
     }
-    let mut out = Vec::new();
-    out.try_reserve_exact(n).map_err(|_| Error::Backend {
+    Buffer::filled(n, v).ok_or_else(|| Error::Backend {
         backend: "cpu".into(),
         msg: format!("out of memory allocating {n} elements of {} bytes", std::mem::size_of::<U>()),
-    })?;
-    out.resize(n, v);
-    Ok(out)
+    })
 }
 
 /// Like [`alloc`] for a buffer the caller overwrites entirely: a pooled buffer is handed out as it
 /// is (no fill pass), a fresh one is filled with `v`.
-pub(crate) fn alloc_for_overwrite<U: Pooled>(n: usize, v: U) -> Result<Vec<U>> {
+pub(crate) fn alloc_for_overwrite<U: Pooled>(n: usize, v: U) -> Result<Buffer<U>> {
     match U::pool().take(n) {
         Some(out) => Ok(out),
         None => alloc(n, v),
@@ -122,7 +120,7 @@ pub(crate) fn runs<const N: usize>(
 }
 
 /// `f` applied to every element of `src` seen through `l`, in logical order.
-pub(crate) fn map1<T, U, F>(src: &[T], l: &Layout, f: F) -> Result<Vec<U>>
+pub(crate) fn map1<T, U, F>(src: &[T], l: &Layout, f: F) -> Result<Buffer<U>>
 where
     T: Copy + Send + Sync,
     U: Copy + Default + Send + Sync + Pooled,
@@ -159,7 +157,7 @@ where
 }
 
 /// `f` applied pairwise to `a` through `la` and `b` through `lb` (equal shapes).
-pub(crate) fn map2<T, U, F>(a: &[T], la: &Layout, b: &[T], lb: &Layout, f: F) -> Result<Vec<U>>
+pub(crate) fn map2<T, U, F>(a: &[T], la: &Layout, b: &[T], lb: &Layout, f: F) -> Result<Buffer<U>>
 where
     T: Copy + Send + Sync,
     U: Copy + Default + Send + Sync + Pooled,
@@ -213,7 +211,15 @@ where
 }
 
 /// `f` applied to three operands (used by `where_cond`).
-pub(crate) fn map3<A, T, U, F>(a: &[A], la: &Layout, b: &[T], lb: &Layout, c: &[T], lc: &Layout, f: F) -> Result<Vec<U>>
+pub(crate) fn map3<A, T, U, F>(
+    a: &[A],
+    la: &Layout,
+    b: &[T],
+    lb: &Layout,
+    c: &[T],
+    lc: &Layout,
+    f: F,
+) -> Result<Buffer<U>>
 where
     A: Copy + Send + Sync,
     T: Copy + Send + Sync,

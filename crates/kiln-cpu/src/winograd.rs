@@ -20,6 +20,7 @@
 //! times larger than the inputs; the results differ from im2col + GEMM in the last bits, as those
 //! of two GEMMs do. Deterministic: every output is computed by one task, in a fixed order.
 
+use crate::buffer::Buffer;
 use crate::epilogue::{relu, Bias};
 use crate::gemm::{gemm_same, Elem, View};
 use crate::strided::alloc_for_overwrite;
@@ -113,7 +114,7 @@ impl Plan {
 /// matrices `[cout, cin]`).
 pub(crate) struct Kernels<T: Real> {
     plan: Plan,
-    u: Vec<T>,
+    u: Buffer<T>,
 }
 
 impl<T: Real> Kernels<T> {
@@ -139,7 +140,7 @@ impl<T: Real> Kernels<T> {
 }
 
 /// `U = G g Gᵀ` for every kernel (see [`Kernels::new`]).
-fn weights<T: Real>(plan: &Plan, kernel: impl Fn(usize, usize) -> [T; 9]) -> Result<Vec<T>> {
+fn weights<T: Real>(plan: &Plan, kernel: impl Fn(usize, usize) -> [T; 9]) -> Result<Buffer<T>> {
     let (co, ci) = (plan.cout, plan.cin);
     let mut u = alloc_for_overwrite(16 * co * ci, T::default())?;
     let half = T::from(0.5);
@@ -161,9 +162,9 @@ fn weights<T: Real>(plan: &Plan, kernel: impl Fn(usize, usize) -> [T; 9]) -> Res
 
 /// One task's buffers, taken from the pool once and given back by [`Scratch::give`].
 pub(crate) struct Scratch<T: Real> {
-    v: Vec<T>,
-    m: Vec<T>,
-    rows: Vec<T>,
+    v: Buffer<T>,
+    m: Buffer<T>,
+    rows: Buffer<T>,
 }
 
 impl<T: Real> Scratch<T> {
@@ -459,9 +460,9 @@ fn finish<T: Real>(mut y: Lanes<T>, bias: Option<T>, relu_after: bool) -> Lanes<
 pub(crate) struct WeightGrad<T: Real> {
     plan: Plan,
     /// The running sum: 16 matrices `[cout, cin]`.
-    du: Vec<T>,
+    du: Buffer<T>,
     /// One image's block, before it is added to the sum.
-    part: Vec<T>,
+    part: Buffer<T>,
     scratch: Scratch<T>,
     started: bool,
 }
