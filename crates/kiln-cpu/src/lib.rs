@@ -13,7 +13,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Module map: `storage` (the `Vec` per dtype), `strided` (parallel loops over layouts),
+//! Module map: `storage` (a `Buffer` per dtype), `buffer` (where buffers lie), `pool` (reuse),
+//! `strided` (parallel loops over layouts),
 //! `elementwise` (unary, binary, where, cast, copy), `reduce`, `matmul` (batches and dtypes) over
 //! `gemm` (the packed GEMM) and the two kernels that need no packing, `gemm_dot` (`x @ w.t()`)
 //! and `gemm_outer` (a row-major B), `index`; convolution in `conv` (im2col, col2im, pooling),
