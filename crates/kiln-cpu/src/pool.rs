@@ -85,6 +85,8 @@ impl<T: Copy> Pool<T> {
 
     /// Keeps `v` for reuse when the pool has room; frees it otherwise.
     pub(crate) fn give(&self, v: Buffer<T>) {
+        // Kept or freed here, never sent home again (home is this very function).
+        let v = v.homeless();
         if v.is_empty() || v.len() != v.capacity() {
             return;
         }

@@ -14,21 +14,25 @@ pub(crate) const CHUNK: usize = 1 << 15;
 /// A vector of `n` copies of `v` (reusing a pooled buffer when one fits), or an error instead of
 /// aborting when memory runs out.
 pub(crate) fn alloc<U: Pooled>(n: usize, v: U) -> Result<Buffer<U>> {
-    if let Some(mut out) = U::pool().take(n) {
-        out.fill(v);
-        return Ok(out);
-    }
-    Buffer::filled(n, v).ok_or_else(|| Error::Backend {
-        backend: "cpu".into(),
-        msg: format!("out of memory allocating {n} elements of {} bytes", std::mem::size_of::<U>()),
-    })
+    let out = match U::pool().take(n) {
+        Some(mut out) => {
+            out.fill(v);
+            out
+        }
+        None => Buffer::filled(n, v).ok_or_else(|| Error::Backend {
+            backend: "cpu".into(),
+            msg: format!("out of memory allocating {n} elements of {} bytes", std::mem::size_of::<U>()),
+        })?,
+    };
+    // Back to the pool when dropped, whether a tensor holds it or it is a kernel's temporary.
+    Ok(out.returning_to(|b| U::pool().give(b)))
 }
 
 /// Like [`alloc`] for a buffer the caller overwrites entirely: a pooled buffer is handed out as it
 /// is (no fill pass), a fresh one is filled with `v`.
 pub(crate) fn alloc_for_overwrite<U: Pooled>(n: usize, v: U) -> Result<Buffer<U>> {
     match U::pool().take(n) {
-        Some(out) => Ok(out),
+        Some(out) => Ok(out.returning_to(|b| U::pool().give(b))),
         None => alloc(n, v),
     }
 }

@@ -105,6 +105,23 @@ fn a_steady_state_training_step_makes_no_system_allocation() {
     });
     println!("CNN step (MNIST CNN, b16, Adadelta): {} large, {} small allocations, {} bytes", cnn.1, cnn.0, cnn.2);
 
+    // A convolution's gradients for its input as well, through `sum()`: the broadcast gradient
+    // is packed into a temporary that no tensor holds, which once went back to the system and
+    // came back as a fresh `mmap` every step.
+    let (xv, wv) = (
+        kiln::Var::new(Tensor::randn(0.0, 1.0, [8, 1, 28, 28], DType::F32, 3, &dev).unwrap()),
+        kiln::Var::new(Tensor::randn(0.0, 0.1, [32, 1, 3, 3], DType::F32, 4, &dev).unwrap()),
+    );
+    let conv = per_step(3, 5, || {
+        let y = xv.as_tensor().conv2d(&wv.as_tensor(), None, kiln::Window2d::square(3), 1).unwrap();
+        drop(y.sum((), false).unwrap().backward().unwrap());
+    });
+    println!(
+        "conv2d forward and backward (b8, 1->32): {} large, {} small allocations, {} bytes",
+        conv.1, conv.0, conv.2
+    );
+
     assert_eq!((mlp.0, mlp.1), (0.0, 0.0), "the MLP step called the system allocator");
     assert_eq!((cnn.0, cnn.1), (0.0, 0.0), "the CNN step called the system allocator");
+    assert_eq!(conv.1, 0.0, "conv2d's backward made a large system allocation");
 }
