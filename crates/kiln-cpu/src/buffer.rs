@@ -122,7 +122,6 @@ impl<T: Copy> Buffer<T> {
 
     /// The `Vec` this buffer came from, or the buffer itself when it was allocated here.
     pub fn try_into_vec(mut self) -> Result<Vec<T>, Self> {
-        self.home = None;
         match &mut self.repr {
             Repr::Vec(v) => Ok(std::mem::take(v)),
             Repr::Aligned { .. } => Err(self),
@@ -185,13 +184,6 @@ impl<T: Copy> From<Vec<T>> for Buffer<T> {
     }
 }
 
-impl<T: Copy> FromIterator<T> for Buffer<T> {
-    /// Collects, then copies into aligned memory (the paths that collect are not the hot ones).
-    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
-        Buffer::from(iter.into_iter().collect::<Vec<T>>()).clone()
-    }
-}
-
 impl<'a, T: Copy> IntoIterator for &'a Buffer<T> {
     type Item = &'a T;
     type IntoIter = std::slice::Iter<'a, T>;
@@ -206,7 +198,11 @@ impl<T: Copy> Clone for Buffer<T> {
         let copy =
             unsafe { Self::written(self.len(), |p| std::ptr::copy_nonoverlapping(self.as_ptr(), p, self.len())) };
         match copy {
-            Some(b) => b,
+            // A copy of a pooled buffer goes back to the same pool.
+            Some(mut b) => {
+                b.home = self.home;
+                b
+            }
             // Out of memory: what `Vec::clone` does too.
             None => std::alloc::handle_alloc_error(Layout::array::<T>(self.len()).unwrap_or(Layout::new::<T>())),
         }

@@ -48,7 +48,7 @@ pub(crate) fn gather(src: &CpuStorage, sl: &Layout, index: &CpuStorage, il: &Lay
     check_all("gather", &ids, sl.dims()[dim], dim, sl.dims())?;
     let (base, along) = base_offsets(sl, il.shape(), dim);
     Ok(
-        crate::storage::map_storage!(src, v => ids.iter().zip(base.offsets()).map(|(&ix, b)| v[b + ix as usize * along]).collect()),
+        crate::storage::map_storage!(src, v => crate::strided::collect(ids.len(), ids.iter().zip(base.offsets()).map(|(&ix, b)| v[b + ix as usize * along]))?),
     )
 }
 

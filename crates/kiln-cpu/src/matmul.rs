@@ -64,10 +64,12 @@ pub(crate) fn matmul(a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -
         }
         (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(batched(a, la, b, lb, |x| x, None)?),
         (CpuStorage::F16(a), CpuStorage::F16(b)) => {
-            CpuStorage::F16(batched(a, la, b, lb, f16::to_f32, None)?.iter().map(|&x| f16::from_f32(x)).collect())
+            let y = batched(a, la, b, lb, f16::to_f32, None)?;
+            CpuStorage::F16(crate::strided::collect(y.len(), y.iter().map(|&x| f16::from_f32(x)))?)
         }
         (CpuStorage::BF16(a), CpuStorage::BF16(b)) => {
-            CpuStorage::BF16(batched(a, la, b, lb, bf16::to_f32, None)?.iter().map(|&x| bf16::from_f32(x)).collect())
+            let y = batched(a, la, b, lb, bf16::to_f32, None)?;
+            CpuStorage::BF16(crate::strided::collect(y.len(), y.iter().map(|&x| bf16::from_f32(x)))?)
         }
         (a, b) if a.dtype() != b.dtype() => {
             return Err(Error::DTypeMismatch { op: "matmul", lhs: a.dtype(), rhs: b.dtype(), shapes: String::new() })

@@ -3,9 +3,9 @@
 //!
 //! Large `Vec`s come from `mmap` and go back to the system when freed, so every new one costs a
 //! page fault per 4 KiB on first touch: for a CNN layer's 40 MB im2col buffer that was half the
-//! layer's time. Smaller ones come from `malloc`, but are filled before use. Every buffer is
-//! kept here when its storage is dropped (`CpuStorage`'s `Drop`) and handed out again for the
-//! same length, most recent first, so a training step's steady state makes no system
+//! layer's time. Smaller ones come from `malloc`, but are filled before use. Every buffer
+//! `strided::alloc` hands out comes back here when dropped (`Buffer::returning_to`), held by a
+//! tensor or not, and is handed out again for the same length, most recent first, so a training step's steady state makes no system
 //! allocation. At most `KILN_CPU_POOL_MB` MiB (default 1024) are kept per dtype, each buffer
 //! counted as at least [`MIN_CHARGE`] bytes; when full, buffers of other lengths are freed
 //! first. `KILN_CPU_POOL_MB=0` turns the pool off.

@@ -88,21 +88,6 @@ macro_rules! storage_of {
 }
 pub(crate) use storage_of;
 
-impl Drop for CpuStorage {
-    fn drop(&mut self) {
-        use crate::pool::Pooled;
-        match self {
-            CpuStorage::F32(v) => f32::pool().give(std::mem::take(v)),
-            CpuStorage::F64(v) => f64::pool().give(std::mem::take(v)),
-            CpuStorage::F16(v) => f16::pool().give(std::mem::take(v)),
-            CpuStorage::BF16(v) => bf16::pool().give(std::mem::take(v)),
-            CpuStorage::I64(v) => i64::pool().give(std::mem::take(v)),
-            CpuStorage::U32(v) => u32::pool().give(std::mem::take(v)),
-            CpuStorage::U8(v) => u8::pool().give(std::mem::take(v)),
-        }
-    }
-}
-
 impl CpuStorage {
     /// The element type.
     pub fn dtype(&self) -> DType {
@@ -164,25 +149,17 @@ impl CpuStorage {
         })
     }
 
-    pub(crate) fn into_host(mut self) -> HostData {
-        // Take the buffer out, leaving an empty one for `Drop` (which then pools nothing).
-        use std::mem::take;
-        /// The elements as a `Vec`, handing an aligned buffer back to the pool after the copy.
-        fn host<T: crate::pool::Pooled>(b: Buffer<T>) -> Vec<T> {
-            b.try_into_vec().unwrap_or_else(|b| {
-                let v = b.to_vec();
-                T::pool().give(b);
-                v
-            })
-        }
-        match &mut self {
-            CpuStorage::F32(v) => HostData::F32(host(take(v))),
-            CpuStorage::F64(v) => HostData::F64(host(take(v))),
-            CpuStorage::F16(v) => HostData::F16(host(take(v))),
-            CpuStorage::BF16(v) => HostData::BF16(host(take(v))),
-            CpuStorage::I64(v) => HostData::I64(host(take(v))),
-            CpuStorage::U32(v) => HostData::U32(host(take(v))),
-            CpuStorage::U8(v) => HostData::U8(host(take(v))),
+    /// The elements as a `Vec`: a copy for a buffer kiln allocated, which then goes back to the
+    /// pool.
+    pub(crate) fn into_host(self) -> HostData {
+        match self {
+            CpuStorage::F32(v) => HostData::F32(v.into_vec()),
+            CpuStorage::F64(v) => HostData::F64(v.into_vec()),
+            CpuStorage::F16(v) => HostData::F16(v.into_vec()),
+            CpuStorage::BF16(v) => HostData::BF16(v.into_vec()),
+            CpuStorage::I64(v) => HostData::I64(v.into_vec()),
+            CpuStorage::U32(v) => HostData::U32(v.into_vec()),
+            CpuStorage::U8(v) => HostData::U8(v.into_vec()),
         }
     }
 }

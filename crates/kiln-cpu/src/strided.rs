@@ -37,6 +37,14 @@ pub(crate) fn alloc_for_overwrite<U: Pooled>(n: usize, v: U) -> Result<Buffer<U>
     }
 }
 
+/// The `n` values of `values` in a pooled buffer (elements `values` does not reach keep
+/// `U::default()`).
+pub(crate) fn collect<U: Pooled + Default>(n: usize, values: impl Iterator<Item = U>) -> Result<Buffer<U>> {
+    let mut out = alloc_for_overwrite(n, U::default())?;
+    out.iter_mut().zip(values).for_each(|(o, v)| *o = v);
+    Ok(out)
+}
+
 /// Runs `f(first_logical_index, chunk)` over `out`, in parallel chunks when it is large.
 fn fill<U: Send, F>(out: &mut [U], f: F)
 where
