@@ -2,8 +2,13 @@
 criterion benches, timed the same way (median of repeated batches), on 2 threads.
 
     python3 benches/peers/torch_bench.py --out target/bench/torch.json [--filter REGEX] [--threads 2]
+    python3 benches/peers/torch_bench.py --serve [--threads 2]
+
+With --serve (what `cargo xtask bench --compare` uses) it prints {"torch": VERSION}, then reads
+one case id per line and answers each with {"id": ID, "median_ns": TIME or null}, so that each
+case is timed right after kiln's.
 """
-import argparse, json, re, statistics, time
+import argparse, json, re, statistics, sys, time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -88,11 +93,22 @@ def cases():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
+    ap.add_argument("--serve", action="store_true")
     ap.add_argument("--filter", default="")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.serve:
+        table = dict(cases())
+        print(json.dumps({"torch": torch.__version__, "threads": a.threads}), flush=True)
+        for line in sys.stdin:
+            ident = line.strip()
+            fn = table.get(ident)
+            print(json.dumps({"id": ident, "median_ns": median_ns(fn) if fn else None}), flush=True)
+        return
+    if not a.out:
+        ap.error("one of --out FILE or --serve is needed")
     pat = re.compile(a.filter)
     out = {"torch": torch.__version__, "threads": a.threads, "median_ns": {}}
     for ident, fn in cases():

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: runs kiln's criterion benches (and, with `--compare`, the same cases
-//! through the `gemm` crate and PyTorch, in the same run), measures this machine's roofline, and
-//! prints one table: median time, throughput, share of the roofline, and speedups.
+//! through the `gemm` crate and PyTorch, each right after kiln's: see `bench_runner.rs`),
+//! measures this machine's roofline, and prints one table: median time, throughput, share of
+//! the roofline, and speedups.
 //!
 //! ```text
 //! cargo xtask bench [FILTER] [--compare] [--save NAME] [--baseline NAME]
@@ -9,11 +10,11 @@
 //! Writes `target/bench/report.md` and `target/bench/report.json`; `--save NAME` keeps the run
 //! as `target/bench/baselines/NAME.json`, which `--baseline NAME` compares against later.
 
+use crate::bench_runner::{self, GEMM_PREFIX};
 use crate::roofline::{self, Roofline};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::SystemTime;
 
 struct Opts {
@@ -41,7 +42,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
 /// The usage line of `cargo xtask bench`.
 pub const USAGE: &str = "usage: cargo xtask bench [FILTER] [--compare] [--save NAME] [--baseline NAME]
   FILTER           a regular expression over bench ids (matmul/f32/1024x1024x1024, train/...)
-  --compare        also run the same cases through the gemm crate and PyTorch (if importable)
+  --compare        also run each case through the gemm crate and PyTorch (if importable),
+                   right after kiln's, so both sides of a ratio meet the same machine state
   --save NAME      keep this run as target/bench/baselines/NAME.json
   --baseline NAME  add a column comparing with a saved run";
 
@@ -66,36 +68,13 @@ pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     );
 
     let started = SystemTime::now();
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(root).args(["bench", "-p", "kiln-benches", "--"]);
-    if let Some(f) = &o.filter {
-        cmd.arg(f);
-    }
-    if o.compare {
-        cmd.env("KILN_BENCH_PEERS", "1");
-    }
-    println!("==> cargo bench -p kiln-benches -- {}", o.filter.as_deref().unwrap_or(""));
-    let status = cmd.status().map_err(|e| format!("cannot run cargo bench: {e}"))?;
-    if !status.success() {
-        return Err(format!("cargo bench failed ({status})"));
-    }
+    let torch = bench_runner::run(root, o.filter.as_deref(), o.compare, threads)?;
     let mut rows = criterion_rows(&root.join("target/criterion"), started)?;
     rows.sort_by(|a, b| a.id.cmp(&b.id));
-    let (gemm, kiln): (Vec<Row>, Vec<Row>) = rows.into_iter().partition(|r| r.id.starts_with("peer-gemm/"));
+    let (gemm, kiln): (Vec<Row>, Vec<Row>) = rows.into_iter().partition(|r| r.id.starts_with(GEMM_PREFIX));
     let gemm: BTreeMap<String, f64> =
-        gemm.into_iter().map(|r| (r.id.trim_start_matches("peer-gemm/").to_string(), r.median_ns)).collect();
+        gemm.into_iter().map(|r| (r.id.trim_start_matches(GEMM_PREFIX).to_string(), r.median_ns)).collect();
 
-    let mut torch = BTreeMap::new();
-    let mut torch_version = None;
-    if o.compare {
-        match run_torch(root, &out_dir, o.filter.as_deref(), threads) {
-            Ok((v, t)) => {
-                torch_version = Some(v);
-                torch = t;
-            }
-            Err(e) => println!("    PyTorch comparison skipped: {e}"),
-        }
-    }
     // Probed again after the benches, keeping the higher reading of each probe: a roofline is
     // an upper bound, and on a shared host one probe can read low for seconds at a time (three
     // runs here read 117-212 GFLOP/s before benches that themselves reached 191).
@@ -111,7 +90,14 @@ pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
         None => None,
     };
 
-    let report = Report { roof, kiln: &kiln, torch: &torch, torch_version, gemm: &gemm, baseline: baseline.as_ref() };
+    let report = Report {
+        roof,
+        kiln: &kiln,
+        torch: &torch.median_ns,
+        torch_version: torch.version,
+        gemm: &gemm,
+        baseline: baseline.as_ref(),
+    };
     let md = report.markdown();
     println!("\n{md}");
     let json = report.json();
@@ -189,37 +175,6 @@ fn find(dir: &Path, name: &str, out: &mut Vec<PathBuf>) {
 fn read_json(path: &Path) -> Result<Value, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))
-}
-
-fn run_torch(
-    root: &Path,
-    out_dir: &Path,
-    filter: Option<&str>,
-    threads: usize,
-) -> Result<(String, BTreeMap<String, f64>), String> {
-    let probe = Command::new("python3").args(["-c", "import torch"]).output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        return Err("`python3 -c 'import torch'` failed (pip install torch numpy)".into());
-    }
-    let out = out_dir.join("torch.json");
-    println!("==> python3 benches/peers/torch_bench.py ({threads} threads)");
-    let status = Command::new("python3")
-        .current_dir(root)
-        .arg("benches/peers/torch_bench.py")
-        .arg("--out")
-        .arg(&out)
-        .args(["--filter", filter.unwrap_or(""), "--threads", &threads.to_string()])
-        .status()
-        .map_err(|e| format!("cannot run python3: {e}"))?;
-    if !status.success() {
-        return Err(format!("torch_bench.py failed ({status})"));
-    }
-    let v = read_json(&out)?;
-    let times = v["median_ns"]
-        .as_object()
-        .map(|m| m.iter().filter_map(|(k, t)| Some((k.clone(), t.as_f64()?))).collect())
-        .unwrap_or_default();
-    Ok((v["torch"].as_str().unwrap_or("?").to_string(), times))
 }
 
 fn load_baseline(out_dir: &Path, name: &str) -> Result<BTreeMap<String, f64>, String> {

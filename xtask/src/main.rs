@@ -12,6 +12,7 @@
 //!   and PyTorch side by side (see `bench.rs`).
 
 mod bench;
+mod bench_runner;
 mod gpu_bundle;
 mod kernels;
 mod roofline;

@@ -1,0 +1,197 @@
+//! Runs kiln's criterion benches for `cargo xtask bench`, and with `--compare` its peers, one
+//! case at a time: kiln, then the `gemm` crate, then PyTorch, before the next case starts.
+//!
+//! Why one case at a time: on a shared host the machine's state changes over minutes. In one
+//! state the two vCPUs work like two cores, in another like one, and the MLP step of the same
+//! binary takes 110 or 160 µs (BENCHMARKS.md, 2026-12-01). When every kiln case ran first and
+//! PyTorch's ran a few minutes later, a ratio could divide a figure from one state by a figure
+//! from the other. Run seconds apart, both sides of a ratio meet the same machine.
+//!
+//! The bench executables are run directly (built first by `cargo bench --no-run`), so that one
+//! case costs a process start rather than a cargo invocation; PyTorch runs as one long-lived
+//! `benches/peers/torch_bench.py --serve` process that times the case it is sent.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+/// The prefix of the `gemm` crate's twin of a kiln matmul case (`peer-gemm/matmul/f32/...`).
+pub const GEMM_PREFIX: &str = "peer-gemm/";
+
+/// What PyTorch measured: its version and the median time of each case it has.
+#[derive(Default)]
+pub struct TorchTimes {
+    pub version: Option<String>,
+    pub median_ns: BTreeMap<String, f64>,
+}
+
+/// Builds the benches, runs every case whose id matches `filter` and, with `compare`, each
+/// case's `gemm` and PyTorch twins right after it. Criterion writes kiln's and `gemm`'s figures
+/// under `target/criterion`; PyTorch's come back here.
+pub fn run(root: &Path, filter: Option<&str>, compare: bool, threads: usize) -> Result<TorchTimes, String> {
+    let exes = build(root)?;
+    let mut torch = if compare {
+        match TorchServer::start(root, threads) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                println!("    PyTorch comparison skipped: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut times = TorchTimes { version: torch.as_ref().map(|t| t.version.clone()), ..TorchTimes::default() };
+    for exe in &exes {
+        let ids = list(exe, filter, compare)?;
+        if ids.is_empty() {
+            continue;
+        }
+        if !compare {
+            let mut args = vec!["--bench".to_string()];
+            args.extend(filter.map(str::to_string));
+            criterion(exe, &args, compare)?;
+            continue;
+        }
+        for id in ids.iter().filter(|id| !id.starts_with(GEMM_PREFIX)) {
+            criterion(exe, &["--bench".into(), "--exact".into(), id.clone()], compare)?;
+            let twin = format!("{GEMM_PREFIX}{id}");
+            if ids.contains(&twin) {
+                criterion(exe, &["--bench".into(), "--exact".into(), twin], compare)?;
+            }
+            if let Some(server) = torch.as_mut() {
+                if let Some(t) = server.time(id)? {
+                    println!("{id:<40} PyTorch {:.1} us (same case, measured now)\n", t / 1e3);
+                    times.median_ns.insert(id.clone(), t);
+                }
+            }
+        }
+    }
+    Ok(times)
+}
+
+/// `cargo bench --no-run` for kiln-benches, returning the bench executables it built.
+fn build(root: &Path) -> Result<Vec<PathBuf>, String> {
+    println!("==> cargo bench -p kiln-benches --no-run");
+    let out = Command::new("cargo")
+        .current_dir(root)
+        .args(["bench", "-p", "kiln-benches", "--no-run", "--message-format=json"])
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo bench: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo bench --no-run failed ({})", out.status));
+    }
+    let exes: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["reason"] == "compiler-artifact"
+                && v["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bench"))
+        })
+        .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .collect();
+    if exes.is_empty() {
+        return Err("cargo bench --no-run built no bench executables for kiln-benches".into());
+    }
+    Ok(exes)
+}
+
+/// A bench executable, told whether to register the peer (`gemm`) cases.
+fn bench_exe(exe: &Path, peers: bool) -> Command {
+    let mut cmd = Command::new(exe);
+    if peers {
+        cmd.env("KILN_BENCH_PEERS", "1");
+    }
+    cmd
+}
+
+/// The ids of the cases in `exe` that match `filter` (criterion's `--list`).
+fn list(exe: &Path, filter: Option<&str>, peers: bool) -> Result<Vec<String>, String> {
+    let mut cmd = bench_exe(exe, peers);
+    cmd.args(["--bench", "--list"]);
+    cmd.args(filter);
+    let out = cmd.output().map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} --list failed ({}): {}",
+            exe.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": benchmark"))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Runs one bench executable with criterion's arguments, its output going to the terminal.
+fn criterion(exe: &Path, args: &[String], peers: bool) -> Result<(), String> {
+    let status = bench_exe(exe, peers).args(args).status().map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{} {} failed ({status})", exe.display(), args.join(" ")))
+    }
+}
+
+/// `torch_bench.py --serve`: reads a case id per line, answers with one JSON line.
+struct TorchServer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    version: String,
+}
+
+impl TorchServer {
+    fn start(root: &Path, threads: usize) -> Result<Self, String> {
+        let probe = Command::new("python3").args(["-c", "import torch"]).output();
+        if !probe.is_ok_and(|o| o.status.success()) {
+            return Err("`python3 -c 'import torch'` failed (pip install torch numpy)".into());
+        }
+        println!("==> python3 benches/peers/torch_bench.py --serve ({threads} threads)");
+        let mut child = Command::new("python3")
+            .current_dir(root)
+            .args(["benches/peers/torch_bench.py", "--serve", "--threads", &threads.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run python3: {e}"))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err("torch_bench.py: no pipes to the child process".into());
+        };
+        let mut server = TorchServer { child, stdin, stdout: BufReader::new(stdout), version: String::new() };
+        let hello = server.read()?;
+        server.version = hello["torch"].as_str().unwrap_or("?").to_string();
+        Ok(server)
+    }
+
+    fn read(&mut self) -> Result<Value, String> {
+        let mut line = String::new();
+        let n = self.stdout.read_line(&mut line).map_err(|e| format!("torch_bench.py: cannot read its answer: {e}"))?;
+        if n == 0 {
+            return Err("torch_bench.py exited early (its error is printed above)".into());
+        }
+        serde_json::from_str(&line).map_err(|e| format!("torch_bench.py answered {line:?}, not JSON: {e}"))
+    }
+
+    /// PyTorch's median time for `id`, or None when it has no such case.
+    fn time(&mut self, id: &str) -> Result<Option<f64>, String> {
+        writeln!(self.stdin, "{id}")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| format!("torch_bench.py: cannot send {id:?}: {e}"))?;
+        Ok(self.read()?["median_ns"].as_f64())
+    }
+}
+
+impl Drop for TorchServer {
+    fn drop(&mut self) {
+        // It may be timing a case when an error ends the run; wait so it does not outlive it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
