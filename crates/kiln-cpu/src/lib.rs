@@ -83,6 +83,9 @@ impl Backend for CpuBackend {
     fn copy_strided(&self, src: &CpuStorage, sl: &Layout, dst: &mut CpuStorage, dl: &Layout) -> Result<()> {
         elementwise::copy_strided(src, sl, dst, dl)
     }
+    fn contiguous(&self, s: &CpuStorage, l: &Layout) -> Result<Option<CpuStorage>> {
+        elementwise::contiguous(s, l).map(Some)
+    }
     fn cast(&self, s: &CpuStorage, l: &Layout, dtype: DType) -> Result<CpuStorage> {
         elementwise::cast(s, l, dtype)
     }

@@ -129,11 +129,40 @@ where
     debug_assert!(result.is_ok(), "tasks here never fail");
 }
 
+/// `f(0..n)`, in index order, computed on up to rayon's thread count of threads (the caller
+/// included) by [`run_tasks`]: each thread takes a contiguous range of indices, as in every other
+/// split op, so the part of a tensor a thread reads here is the part it wrote before (rayon's
+/// `par_iter` dealt the parts out by race: see BENCHMARKS.md, 2026-12-01 (session 16)). Up to
+/// 64 results are kept inline, asking the allocator for nothing.
+pub(crate) fn map_collect<R, F>(n: usize, f: F) -> smallvec::SmallVec<[R; 64]>
+where
+    R: Send + Copy + Default,
+    F: Fn(usize) -> R + Sync,
+{
+    let mut out: smallvec::SmallVec<[R; 64]> = smallvec::smallvec![R::default(); n];
+    let per_piece = n.div_ceil(64).max(1);
+    for_each_chunk_mut(&mut out, per_piece, |piece, slots| {
+        for (k, slot) in slots.iter_mut().enumerate() {
+            *slot = f(piece * per_piece + k);
+        }
+    });
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::run_tasks;
+    use super::{map_collect, run_tasks};
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Results come back in index order, for counts below, at and above the inline capacity.
+    #[test]
+    fn map_collect_keeps_index_order() {
+        for n in [0, 1, 63, 64, 65, 200] {
+            let got = map_collect(n, |i| i * 3);
+            assert_eq!(got.to_vec(), (0..n).map(|i| i * 3).collect::<Vec<_>>(), "n = {n}");
+        }
+    }
 
     /// Every task runs exactly once, from several threads at once (so that some calls find the
     /// awake pool busy and take rayon's path), including nested calls from inside a task.

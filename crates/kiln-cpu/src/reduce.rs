@@ -11,13 +11,12 @@ use crate::storage::CpuStorage;
 use crate::strided::{alloc_for_overwrite, CHUNK, PAR_THRESHOLD};
 use half::{bf16, f16};
 use kiln_tensor::{DimVec, Error, Layout, ReduceOp, Result, WithDType};
-use rayon::prelude::*;
 use smallvec::SmallVec;
 
 /// How one element type accumulates.
 pub(crate) trait Acc: WithDType + PartialOrd + Default + Pooled {
     /// The accumulator for sums: f64 for floats, wrapping native for integers.
-    type Sum: Copy + Send + Sync;
+    type Sum: Copy + Send + Sync + Default;
     fn zero() -> Self::Sum;
     fn add(acc: Self::Sum, x: Self) -> Self::Sum;
     fn merge(a: Self::Sum, b: Self::Sum) -> Self::Sum;
@@ -188,12 +187,12 @@ fn reduce_one<T: Acc>(op: ReduceOp, src: &[T], view: &Layout, start: usize, r: u
                     sum_run(src, view, s, n)
                 }
             };
-            let partial: Vec<T::Sum> = if par && blocks > 1 {
-                (0..blocks).into_par_iter().map(sum_block).collect()
+            let total = if par && blocks > 1 {
+                crate::parallel::map_collect(blocks, sum_block).into_iter().fold(T::zero(), T::merge)
             } else {
-                (0..blocks).map(sum_block).collect()
+                (0..blocks).map(sum_block).fold(T::zero(), T::merge)
             };
-            (T::finish(partial.into_iter().fold(T::zero(), T::merge)), 0)
+            (T::finish(total), 0)
         }
         _ => {
             let run = |b: usize| {
@@ -201,19 +200,14 @@ fn reduce_one<T: Acc>(op: ReduceOp, src: &[T], view: &Layout, start: usize, r: u
                 let (v, k) = best_run(op, src, view, s, n);
                 (v, k + b * CHUNK)
             };
-            let partial: Vec<(T, usize)> = if par && blocks > 1 {
-                (0..blocks).into_par_iter().map(run).collect()
+            let partial: SmallVec<[(T, usize); 64]> = if par && blocks > 1 {
+                crate::parallel::map_collect(blocks, run)
             } else {
                 (0..blocks).map(run).collect()
             };
             let mut it = partial.into_iter();
-            let mut best = it.next().unwrap_or_default();
-            for cand in it {
-                if better(op, cand.0, best.0) {
-                    best = cand;
-                }
-            }
-            best
+            let first = it.next().unwrap_or_default();
+            it.fold(first, |best, cand| if better(op, cand.0, best.0) { cand } else { best })
         }
     }
 }

@@ -156,6 +156,9 @@ where
                     for (d, &x) in dst.iter_mut().zip(&src[o..o + n]) {
                         *d = f(x);
                     }
+                } else if s == 0 {
+                    // A broadcast (a scalar loss's gradient spread over an activation): one value.
+                    dst.fill(f(src[o]));
                 } else {
                     for (t, d) in dst.iter_mut().enumerate() {
                         *d = f(src[o + t * s]);

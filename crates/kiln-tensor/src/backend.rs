@@ -164,6 +164,13 @@ pub trait Backend: Send + Sync + 'static {
         dst: &mut Self::Storage,
         dst_layout: &Layout,
     ) -> Result<()>;
+    /// The logical elements of `layout` in new row-major storage, in one pass. Default: `None`
+    /// (then kiln fills new storage and writes it with [`Backend::copy_strided`], two passes
+    /// over the output).
+    fn contiguous(&self, storage: &Self::Storage, layout: &Layout) -> Result<Option<Self::Storage>> {
+        let _ = (storage, layout);
+        Ok(None)
+    }
     /// Converts the elements of `layout` to `dtype` (floats to integers truncate toward zero and
     /// saturate; NaN becomes 0).
     fn cast(&self, storage: &Self::Storage, layout: &Layout, dtype: DType) -> Result<Self::Storage>;

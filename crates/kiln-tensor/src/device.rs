@@ -97,6 +97,7 @@ pub(crate) trait DynBackend: Send + Sync {
     fn download(&self, s: &AnyStorage, l: &Layout) -> Result<HostData>;
     fn fill(&self, len: usize, dtype: DType, value: f64) -> Result<AnyStorage>;
     fn copy_strided(&self, src: &AnyStorage, sl: &Layout, dst: &mut AnyStorage, dl: &Layout) -> Result<()>;
+    fn contiguous(&self, s: &AnyStorage, l: &Layout) -> Result<Option<AnyStorage>>;
     fn cast(&self, s: &AnyStorage, l: &Layout, dtype: DType) -> Result<AnyStorage>;
     fn unary(&self, op: UnaryOp, s: &AnyStorage, l: &Layout) -> Result<AnyStorage>;
     fn binary(&self, op: BinaryOp, a: &AnyStorage, al: &Layout, b: &AnyStorage, bl: &Layout) -> Result<AnyStorage>;
@@ -240,6 +241,9 @@ impl<B: Backend> DynBackend for B {
         let src = get(self, src)?;
         let dst = get_mut(self, dst)?;
         Backend::copy_strided(self, src, sl, dst, dl)
+    }
+    fn contiguous(&self, s: &AnyStorage, l: &Layout) -> Result<Option<AnyStorage>> {
+        Ok(Backend::contiguous(self, get(self, s)?, l)?.map(erase))
     }
     fn cast(&self, s: &AnyStorage, l: &Layout, dtype: DType) -> Result<AnyStorage> {
         Backend::cast(self, get(self, s)?, l, dtype).map(erase)

@@ -164,6 +164,9 @@ impl<B: Backend> Backend for Profiled<B> {
     fn copy_strided(&self, src: &B::Storage, sl: &Layout, dst: &mut B::Storage, dl: &Layout) -> Result<()> {
         self.timed(|| "copy_strided".into(), 2 * self.bytes(src, sl), || self.inner.copy_strided(src, sl, dst, dl))
     }
+    fn contiguous(&self, s: &B::Storage, l: &Layout) -> Result<Option<B::Storage>> {
+        self.timed(|| "contiguous".into(), 2 * self.bytes(s, l), || self.inner.contiguous(s, l))
+    }
     fn cast(&self, s: &B::Storage, l: &Layout, dtype: DType) -> Result<B::Storage> {
         let bytes = self.bytes(s, l) + (l.elem_count() * dtype.size_in_bytes()) as u64;
         self.timed(|| format!("cast/{dtype}"), bytes, || self.inner.cast(s, l, dtype))

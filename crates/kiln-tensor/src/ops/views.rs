@@ -196,9 +196,15 @@ impl Tensor {
 
     /// A fresh contiguous copy of the elements.
     pub fn copy(&self) -> Result<Tensor> {
-        let mut dst = self.backend().fill(self.elem_count(), self.dtype(), 0.0)?;
-        let dl = Layout::contiguous(self.shape().clone());
-        self.backend().copy_strided(self.storage(), self.layout(), &mut dst, &dl)?;
+        let dst = match self.backend().contiguous(self.storage(), self.layout())? {
+            Some(dst) => dst,
+            None => {
+                let mut dst = self.backend().fill(self.elem_count(), self.dtype(), 0.0)?;
+                let dl = Layout::contiguous(self.shape().clone());
+                self.backend().copy_strided(self.storage(), self.layout(), &mut dst, &dl)?;
+                dst
+            }
+        };
         Ok(self.result(dst, self.shape().clone(), self.dtype(), Some(Op::Copy(self.clone()))))
     }
 }
