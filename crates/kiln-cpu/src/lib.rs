@@ -39,6 +39,7 @@ mod simd;
 mod softmax;
 mod spin_pool;
 mod storage;
+mod stream;
 mod strided;
 mod winograd;
 

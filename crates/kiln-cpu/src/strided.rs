@@ -45,23 +45,40 @@ pub(crate) fn collect<U: Pooled + Default>(n: usize, values: impl Iterator<Item 
     Ok(out)
 }
 
-/// Runs `f(first_logical_index, chunk)` over `out`, in parallel chunks when it is large.
-fn fill<U: Send, F>(out: &mut [U], f: F)
+/// Runs `f(first_logical_index, chunk)` over `out`, in parallel chunks when it is large. An
+/// output past [`crate::stream::STREAM_BYTES`] is computed a block at a time into a buffer that
+/// stays in L1 and streamed out from there, so its lines are never read from memory.
+fn fill<U: Copy + Default + Send, F>(out: &mut [U], f: F)
 where
     F: Fn(usize, &mut [U]) + Sync + Send,
 {
     use crate::simd::vectorized;
+    #[inline(always)]
+    fn run<U: Copy + Default, F: Fn(usize, &mut [U])>(f: &F, streamed: bool, start: usize, chunk: &mut [U]) {
+        const BLOCK: usize = 1024;
+        if !streamed {
+            return f(start, chunk);
+        }
+        let mut scratch = [U::default(); BLOCK];
+        for (b, block) in chunk.chunks_mut(BLOCK).enumerate() {
+            let staged = &mut scratch[..block.len()];
+            f(start + b * BLOCK, staged);
+            crate::stream::copy(block, staged);
+        }
+        crate::stream::fence();
+    }
+    let streamed = std::mem::size_of_val(out) >= crate::stream::STREAM_BYTES;
     if crate::parallel::worth_splitting(out.len(), PAR_THRESHOLD) {
         crate::parallel::for_each_chunk_mut(out, CHUNK, |c, chunk| {
             vectorized(
                 #[inline(always)]
-                || f(c * CHUNK, chunk),
+                || run(&f, streamed, c * CHUNK, chunk),
             )
         });
     } else {
         vectorized(
             #[inline(always)]
-            || f(0, out),
+            || run(&f, streamed, 0, out),
         );
     }
 }
@@ -278,4 +295,25 @@ where
         });
     });
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use kiln_tensor::Layout;
+
+    /// An output past `STREAM_BYTES`, contiguous and broadcast, with a length that leaves a
+    /// partial block and chunk: every element written, and written once.
+    #[test]
+    fn streamed_outputs_match_ordinary_ones() {
+        let n = crate::stream::STREAM_BYTES / 4 + 1000 + 7;
+        let a: Vec<f32> = (0..n).map(|i| (i % 1013) as f32).collect();
+        let b: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.5).collect();
+        let l = Layout::contiguous([n]);
+        let sum = super::map2(&a, &l, &b, &l, |x, y| x + y).unwrap();
+        assert!(sum.iter().enumerate().all(|(i, &v)| v == a[i] + b[i]));
+        let row = Layout::new(kiln_tensor::Shape::new([n]), [0usize], 3);
+        let spread = super::map1(&a, &row, |x| x * 2.0).unwrap();
+        assert!(spread.iter().all(|&v| v == a[3] * 2.0));
+    }
 }
