@@ -10,27 +10,37 @@
 //! The bench executables are run directly (built first by `cargo bench --no-run`), so that one
 //! case costs a process start rather than a cargo invocation; PyTorch runs as one long-lived
 //! `benches/peers/torch_bench.py --serve` process that times the case it is sent.
+//!
+//! For the same reason a memory-bound case (criterion throughput in bytes) is followed by the
+//! roofline's streaming copy: this host's copy bandwidth read 25.7-45.1 GB/s within one hour,
+//! and a percentage of the run's best reading measured the moment as much as the kernel.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::SystemTime;
 
 /// The prefix of the `gemm` crate's twin of a kiln matmul case (`peer-gemm/matmul/f32/...`).
 pub const GEMM_PREFIX: &str = "peer-gemm/";
 
-/// What PyTorch measured: its version and the median time of each case it has.
+/// What was measured beside kiln's cases (kiln's own figures are criterion's files).
 #[derive(Default)]
-pub struct TorchTimes {
-    pub version: Option<String>,
-    pub median_ns: BTreeMap<String, f64>,
+pub struct Beside {
+    /// PyTorch's version, when it ran.
+    pub torch_version: Option<String>,
+    /// PyTorch's median time of each case it has.
+    pub torch_ns: BTreeMap<String, f64>,
+    /// The streaming copy's bandwidth (GB/s) measured right after each memory-bound case.
+    pub copy_gbs: BTreeMap<String, f64>,
 }
 
 /// Builds the benches, runs every case whose id matches `filter` and, with `compare`, each
 /// case's `gemm` and PyTorch twins right after it. Criterion writes kiln's and `gemm`'s figures
-/// under `target/criterion`; PyTorch's come back here.
-pub fn run(root: &Path, filter: Option<&str>, compare: bool, threads: usize) -> Result<TorchTimes, String> {
+/// under `target/criterion`; PyTorch's, and the copy bandwidth beside memory-bound cases, come
+/// back here.
+pub fn run(root: &Path, filter: Option<&str>, compare: bool, threads: usize) -> Result<Beside, String> {
     let exes = build(root)?;
     let mut torch = if compare {
         match TorchServer::start(root, threads) {
@@ -43,20 +53,18 @@ pub fn run(root: &Path, filter: Option<&str>, compare: bool, threads: usize) -> 
     } else {
         None
     };
-    let mut times = TorchTimes { version: torch.as_ref().map(|t| t.version.clone()), ..TorchTimes::default() };
+    let mut beside = Beside { torch_version: torch.as_ref().map(|t| t.version.clone()), ..Beside::default() };
     for exe in &exes {
         let ids = list(exe, filter, compare)?;
-        if ids.is_empty() {
-            continue;
-        }
-        if !compare {
-            let mut args = vec!["--bench".to_string()];
-            args.extend(filter.map(str::to_string));
-            criterion(exe, &args, compare)?;
-            continue;
-        }
         for id in ids.iter().filter(|id| !id.starts_with(GEMM_PREFIX)) {
+            let started = SystemTime::now();
             criterion(exe, &["--bench".into(), "--exact".into(), id.clone()], compare)?;
+            let rows = crate::bench::criterion_rows(&root.join("target/criterion"), started)?;
+            if rows.iter().any(|r| &r.id == id && r.throughput.is_some_and(|(kind, _)| kind == "bytes")) {
+                let gbs = crate::roofline::bandwidth(threads);
+                println!("{id:<40} streaming copy right after: {gbs:.1} GB/s\n");
+                beside.copy_gbs.insert(id.clone(), gbs);
+            }
             let twin = format!("{GEMM_PREFIX}{id}");
             if ids.contains(&twin) {
                 criterion(exe, &["--bench".into(), "--exact".into(), twin], compare)?;
@@ -64,12 +72,12 @@ pub fn run(root: &Path, filter: Option<&str>, compare: bool, threads: usize) -> 
             if let Some(server) = torch.as_mut() {
                 if let Some(t) = server.time(id)? {
                     println!("{id:<40} PyTorch {:.1} us (same case, measured now)\n", t / 1e3);
-                    times.median_ns.insert(id.clone(), t);
+                    beside.torch_ns.insert(id.clone(), t);
                 }
             }
         }
     }
-    Ok(times)
+    Ok(beside)
 }
 
 /// `cargo bench --no-run` for kiln-benches, returning the bench executables it built.

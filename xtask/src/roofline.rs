@@ -33,7 +33,8 @@ pub fn measure(threads: usize) -> Roofline {
     Roofline { bandwidth_gbs: bandwidth(threads), peak_gflops, threads, isa }
 }
 
-fn bandwidth(threads: usize) -> f64 {
+/// Streaming-copy bandwidth on `threads` threads (GB/s, bytes read plus written), best of 5.
+pub fn bandwidth(threads: usize) -> f64 {
     // 256 MiB each way: far past the last-level cache.
     let n = 64 << 20;
     let src = vec![1f32; n];
