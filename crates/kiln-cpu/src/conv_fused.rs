@@ -86,6 +86,7 @@ fn forward<T: Real>(
     let images: Pieces<&mut [T]> = y.chunks_mut(o * l).map(Mutex::new).collect();
     if let Some(plan) = winograd::Plan::forward(g.c, o, (g.h, g.w), &g.win) {
         let kernels = winograd::Kernels::new(plan, |oc, ic| taps(w, (oc * ck + ic * 9, false)))?;
+        kernels.reserve_scratch(rayon::current_num_threads().min(g.n))?;
         let done = run_tasks(g.n, rayon::current_num_threads(), |i| {
             let mut y_i = images[i].lock().unwrap_or_else(|e| e.into_inner());
             let mut scratch = kernels.scratch()?;
@@ -98,6 +99,7 @@ fn forward<T: Real>(
         drop(images);
         return Ok(Some(y));
     }
+    crate::strided::reserve::<T>(ck * l, rayon::current_num_threads().min(g.n))?;
     run_tasks(g.n, rayon::current_num_threads(), |i| {
         let mut y_i = images[i].lock().unwrap_or_else(|e| e.into_inner());
         let mut cols = alloc_for_overwrite(ck * l, T::default())?;
@@ -245,6 +247,20 @@ fn backward<T: Real>(
     // grad[i] is `o x l` row-major; im2col(x[i])^T reads the columns transposed; w^T likewise.
     let gv = View { offset: 0, rs: l, cs: 1 };
     let (cols_t, w_t) = (View { offset: 0, rs: 1, cs: l }, View { offset: 0, rs: 1, cs: ck });
+    // Each task's temporaries, one set per thread in the pool (see `strided::reserve`).
+    let cols_len = if dw_plan.is_some() && (dx_kernels.is_some() || !need_dx) { 0 } else { ck * l };
+    let dw_i_len = if dw_plan.is_some() { 0 } else { o * ck };
+    let masked_len = if relu_output.is_some() { o * l } else { 0 };
+    let threads = rayon::current_num_threads().min(groups);
+    for len in [cols_len, dw_i_len, masked_len] {
+        crate::strided::reserve::<T>(len, threads)?;
+    }
+    if let Some(k) = &dx_kernels {
+        k.reserve_scratch(threads)?;
+    }
+    if let Some(plan) = &dw_plan {
+        winograd::WeightGrad::<T>::reserve(plan, threads)?;
+    }
     run_tasks(groups, rayon::current_num_threads(), |k| {
         let mut sums = partials[k].lock().unwrap_or_else(|e| e.into_inner());
         let (sum, db_sum) = sums.split_at_mut(o * ck);
@@ -253,10 +269,9 @@ fn backward<T: Real>(
         let mut dw_wino = dw_plan.map(winograd::WeightGrad::new).transpose()?;
         let mut scratch = dx_kernels.as_ref().map(|k| k.scratch()).transpose()?;
         // im2col's columns and one image's weight gradient, unless Winograd takes their place.
-        let cols_len = if dw_wino.is_some() && (scratch.is_some() || !need_dx) { 0 } else { ck * l };
         let mut cols = alloc_for_overwrite(cols_len, T::default())?;
-        let mut dw_i = alloc_for_overwrite(if dw_wino.is_some() { 0 } else { o * ck }, T::default())?;
-        let mut masked = alloc_for_overwrite(if relu_output.is_some() { o * l } else { 0 }, T::default())?;
+        let mut dw_i = alloc_for_overwrite(dw_i_len, T::default())?;
+        let mut masked = alloc_for_overwrite(masked_len, T::default())?;
         let mut result = Ok(());
         for (n, i) in (bounds[k]..bounds[k + 1]).enumerate() {
             let image = i * o * l..(i + 1) * o * l;

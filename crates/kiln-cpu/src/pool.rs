@@ -83,6 +83,12 @@ impl<T: Copy> Pool<T> {
         Some(v)
     }
 
+    /// How many buffers of exactly `len` elements are free.
+    pub(crate) fn free_count(&self, len: usize) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.free.get(&len).map_or(0, Vec::len)
+    }
+
     /// Keeps `v` for reuse when the pool has room; frees it otherwise.
     pub(crate) fn give(&self, v: Buffer<T>) {
         // Kept or freed here, never sent home again (home is this very function).

@@ -19,10 +19,7 @@ pub(crate) fn alloc<U: Pooled>(n: usize, v: U) -> Result<Buffer<U>> {
             out.fill(v);
             out
         }
-        None => Buffer::filled(n, v).ok_or_else(|| Error::Backend {
-            backend: "cpu".into(),
-            msg: format!("out of memory allocating {n} elements of {} bytes", std::mem::size_of::<U>()),
-        })?,
+        None => Buffer::filled(n, v).ok_or_else(|| out_of_memory::<U>(n))?,
     };
     // Back to the pool when dropped, whether a tensor holds it or it is a kernel's temporary.
     Ok(out.returning_to(|b| U::pool().give(b)))
@@ -34,6 +31,29 @@ pub(crate) fn alloc_for_overwrite<U: Pooled>(n: usize, v: U) -> Result<Buffer<U>
     match U::pool().take(n) {
         Some(out) => Ok(out.returning_to(|b| U::pool().give(b))),
         None => alloc(n, v),
+    }
+}
+
+/// Makes sure the pool holds `count` free buffers of `n` elements (one per thread), before a
+/// parallel region whose tasks each take one as a temporary. Without it the pool holds as many
+/// as happened to run at once in the warm-up steps: when a helper thread joined late there (a
+/// busy machine), a later step that ran both threads asked the system for the second one.
+pub(crate) fn reserve<U: Pooled + Default>(n: usize, count: usize) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    for _ in U::pool().free_count(n)..count {
+        // A new buffer, not `alloc`'s: that would take the free one and give it back.
+        let fresh = Buffer::filled(n, U::default()).ok_or_else(|| out_of_memory::<U>(n))?;
+        U::pool().give(fresh);
+    }
+    Ok(())
+}
+
+fn out_of_memory<U>(n: usize) -> Error {
+    Error::Backend {
+        backend: "cpu".into(),
+        msg: format!("out of memory allocating {n} elements of {} bytes", std::mem::size_of::<U>()),
     }
 }
 

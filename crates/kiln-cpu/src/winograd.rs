@@ -128,6 +128,12 @@ impl<T: Real> Kernels<T> {
         Scratch::with_blocks(&self.plan, BLOCK_ELEMS)
     }
 
+    /// Makes sure the pool holds `count` sets of [`Kernels::scratch`] (one per thread: see
+    /// `strided::reserve`).
+    pub(crate) fn reserve_scratch(&self, count: usize) -> Result<()> {
+        reserve_sets::<T>(&Scratch::<T>::lens(&self.plan, BLOCK_ELEMS), count)
+    }
+
     /// `y = relu?(conv(x, kernels) + bias)` for one image: `x` holds `cin` planes, `y` gets
     /// `cout`.
     pub(crate) fn image(&self, x: &[T], y: &mut [T], epilogue: (Bias<'_, T>, bool), s: &mut Scratch<T>) -> Result<()> {
@@ -160,6 +166,18 @@ fn weights<T: Real>(plan: &Plan, kernel: impl Fn(usize, usize) -> [T; 9]) -> Res
     Ok(u)
 }
 
+/// Makes sure the pool holds `count` sets of free buffers of the lengths `lens`.
+fn reserve_sets<T: Real>(lens: &[usize], count: usize) -> Result<()> {
+    // Two of the lengths can be equal: each length's buffers are counted once per set.
+    for (i, &len) in lens.iter().enumerate() {
+        if !lens[..i].contains(&len) {
+            let per_set = lens.iter().filter(|&&l| l == len).count();
+            crate::strided::reserve::<T>(len, per_set * count)?;
+        }
+    }
+    Ok(())
+}
+
 /// One task's buffers, taken from the pool once and given back by [`Scratch::give`].
 pub(crate) struct Scratch<T: Real> {
     v: Buffer<T>,
@@ -168,13 +186,19 @@ pub(crate) struct Scratch<T: Real> {
 }
 
 impl<T: Real> Scratch<T> {
-    fn with_blocks(plan: &Plan, budget: usize) -> Result<Scratch<T>> {
+    /// The lengths of `v`, `m` and `rows`.
+    fn lens(plan: &Plan, budget: usize) -> [usize; 3] {
         let (rows, lanes) = (plan.block_rows(budget), plan.lanes());
         let tb = rows * plan.tiles().1;
+        [16 * plan.cin * (tb + L), 16 * (plan.cout * tb + L), rows_len(rows, lanes)]
+    }
+
+    fn with_blocks(plan: &Plan, budget: usize) -> Result<Scratch<T>> {
+        let [v, m, rows] = Self::lens(plan, budget);
         Ok(Scratch {
-            v: alloc_for_overwrite(16 * plan.cin * (tb + L), T::default())?,
-            m: alloc_for_overwrite(16 * (plan.cout * tb + L), T::default())?,
-            rows: alloc_for_overwrite(rows_len(rows, lanes), T::default())?,
+            v: alloc_for_overwrite(v, T::default())?,
+            m: alloc_for_overwrite(m, T::default())?,
+            rows: alloc_for_overwrite(rows, T::default())?,
         })
     }
 
@@ -468,6 +492,14 @@ pub(crate) struct WeightGrad<T: Real> {
 }
 
 impl<T: Real> WeightGrad<T> {
+    /// Makes sure the pool holds the buffers of `count` [`WeightGrad`]s for `plan` (one per
+    /// thread: see `strided::reserve`).
+    pub(crate) fn reserve(plan: &Plan, count: usize) -> Result<()> {
+        let n = 16 * plan.cout * plan.cin;
+        let [v, m, rows] = Scratch::<T>::lens(plan, BLOCK_ELEMS);
+        reserve_sets::<T>(&[n, n, v, m, rows], count)
+    }
+
     pub(crate) fn new(plan: Plan) -> Result<WeightGrad<T>> {
         let n = 16 * plan.cout * plan.cin;
         Ok(WeightGrad {
