@@ -259,7 +259,7 @@ pub(crate) fn copy_strided(src: &CpuStorage, sl: &Layout, dst: &mut CpuStorage, 
     Ok(())
 }
 
-fn copy_into<T: Copy + Send + Sync + Default + crate::pool::Pooled>(
+fn copy_into<T: Copy + Send + Sync + Default>(
     src: &[T],
     sl: &Layout,
     dst: &mut [T],
@@ -269,10 +269,7 @@ fn copy_into<T: Copy + Send + Sync + Default + crate::pool::Pooled>(
         let dst = &mut dst[a..b];
         match sl.contiguous_range() {
             Some((c, d)) => dst.copy_from_slice(&src[c..d]),
-            None => {
-                let packed = map1(src, sl, |x| x)?;
-                dst.copy_from_slice(&packed);
-            }
+            None => crate::strided::map1_into(src, sl, dst, |x| x),
         }
     } else {
         crate::strided::runs([sl, dl], 0, sl.elem_count(), |[so, d_o], [ss, ds], n| {

@@ -176,16 +176,28 @@ where
     F: Fn(T) -> U + Send + Sync,
 {
     let mut out = alloc_for_overwrite(l.elem_count(), U::default())?;
+    map1_into(src, l, &mut out, f);
+    Ok(out)
+}
+
+/// [`map1`] into `out` (`l.elem_count()` elements, row-major), which it overwrites.
+pub(crate) fn map1_into<T, U, F>(src: &[T], l: &Layout, out: &mut [U], f: F)
+where
+    T: Copy + Send + Sync,
+    U: Copy + Default + Send + Sync,
+    F: Fn(T) -> U + Send + Sync,
+{
+    debug_assert_eq!(out.len(), l.elem_count());
     match l.contiguous_range() {
         Some((s, e)) => {
             let src = &src[s..e];
-            fill(&mut out, |start, chunk| {
+            fill(out, |start, chunk| {
                 for (o, &x) in chunk.iter_mut().zip(&src[start..]) {
                     *o = f(x);
                 }
             });
         }
-        None => fill(&mut out, |start, chunk| {
+        None => fill(out, |start, chunk| {
             let mut k = 0;
             runs([l], start, chunk.len(), |[o], [s], n| {
                 let dst = &mut chunk[k..k + n];
@@ -205,7 +217,6 @@ where
             });
         }),
     }
-    Ok(out)
 }
 
 /// `f` applied pairwise to `a` through `la` and `b` through `lb` (equal shapes).
