@@ -259,12 +259,7 @@ pub(crate) fn copy_strided(src: &CpuStorage, sl: &Layout, dst: &mut CpuStorage, 
     Ok(())
 }
 
-fn copy_into<T: Copy + Send + Sync + Default>(
-    src: &[T],
-    sl: &Layout,
-    dst: &mut [T],
-    dl: &Layout,
-) -> Result<()> {
+fn copy_into<T: Copy + Send + Sync + Default>(src: &[T], sl: &Layout, dst: &mut [T], dl: &Layout) -> Result<()> {
     if let Some((a, b)) = dl.contiguous_range() {
         let dst = &mut dst[a..b];
         match sl.contiguous_range() {
