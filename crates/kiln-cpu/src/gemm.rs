@@ -158,6 +158,23 @@ fn unpacked_f32(
     crate::gemm_outer::applies(a.1, b.1, mkn).then(|| crate::gemm_outer::gemm(a, b, offsets, c, mkn, parallel))
 }
 
+/// The length of the f32 temporary [`gemm_same`] takes from the pool for this product (B
+/// transposed by the short-column or the narrow kernel), 0 when it takes none. Callers that
+/// run products on several threads reserve one per thread with it (see `strided::reserve`).
+pub(crate) fn gemm_same_scratch<T: Elem>(a: View, b: View, (m, k, n): (usize, usize, usize), batch: usize) -> usize {
+    if T::UNPACKED.is_none() {
+        0
+    } else if crate::gemm_dot::short_applies(a, b, (m, k, n)) {
+        batch * k * n
+    } else if crate::gemm_dot::applies(a, b, (m, k, n)) {
+        0
+    } else if crate::gemm_dot::narrow_applies(a, b, (m, k, n), batch) {
+        k * n
+    } else {
+        0
+    }
+}
+
 /// [`gemm`] for operands already of the compute type: an unpacked kernel where one applies,
 /// the packed GEMM otherwise.
 pub(crate) fn gemm_same<T: Elem>(

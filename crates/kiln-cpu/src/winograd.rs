@@ -497,7 +497,16 @@ impl<T: Real> WeightGrad<T> {
     pub(crate) fn reserve(plan: &Plan, count: usize) -> Result<()> {
         let n = 16 * plan.cout * plan.cin;
         let [v, m, rows] = Scratch::<T>::lens(plan, BLOCK_ELEMS);
-        reserve_sets::<T>(&[n, n, v, m, rows], count)
+        reserve_sets::<T>(&[n, n, v, m, rows], count)?;
+        // The GEMM's own temporary (a transposed B), one length per block size.
+        let lens: smallvec::SmallVec<[usize; 4]> = plan
+            .blocks(BLOCK_ELEMS)
+            .map(|block| {
+                let (a, b, _) = grad_operands(&block);
+                crate::gemm::gemm_same_scratch::<T>(a, b, (plan.cout, block.tb, plan.cin), 16)
+            })
+            .collect();
+        reserve_sets::<f32>(&lens, count)
     }
 
     pub(crate) fn new(plan: Plan) -> Result<WeightGrad<T>> {
@@ -518,7 +527,6 @@ impl<T: Real> WeightGrad<T> {
         let (ci, co) = (plan.cin, plan.cout);
         let s = &mut self.scratch;
         for block in plan.blocks(BLOCK_ELEMS) {
-            let (tb, ld) = (block.tb, block.ld);
             crate::simd::vectorized(
                 #[inline(always)]
                 || {
@@ -526,12 +534,9 @@ impl<T: Real> WeightGrad<T> {
                     spread_grads(plan, g, &block, &mut s.m, &mut s.rows);
                 },
             );
-            // dL/dU[p] (cout x cin) = dM[p] (cout x tiles) @ V[p]ᵀ (tiles x cin): both run along
-            // the tiles.
-            let offsets: [(usize, usize); 16] = std::array::from_fn(|p| (p * block.ms, p * block.vs));
-            let (a, b) = (View { offset: 0, rs: tb, cs: 1 }, View { offset: 0, rs: 1, cs: ld });
+            let (a, b, offsets) = grad_operands(&block);
             let dst = if self.started { &mut self.part } else { &mut self.du };
-            gemm_same((&s.m, a), (&s.v, b), &offsets, dst, (co, tb, ci), false)?;
+            gemm_same((&s.m, a), (&s.v, b), &offsets, dst, (co, block.tb, ci), false)?;
             if self.started {
                 let (du, part) = (&mut self.du, &self.part);
                 crate::simd::vectorized(
@@ -574,6 +579,13 @@ impl<T: Real> WeightGrad<T> {
         T::pool().give(self.part);
         self.scratch.give();
     }
+}
+
+/// The views and the 16 offsets of one block's weight-gradient product,
+/// dL/dU[p] (cout x cin) = dM[p] (cout x tiles) @ V[p]ᵀ (tiles x cin): both run along the tiles.
+fn grad_operands(block: &Block) -> (View, View, [(usize, usize); 16]) {
+    let offsets = std::array::from_fn(|p| (p * block.ms, p * block.vs));
+    (View { offset: 0, rs: block.tb, cs: 1 }, View { offset: 0, rs: 1, cs: block.ld }, offsets)
 }
 
 /// `A`'s row `r` applied to (g0, g1): g0, g0 + g1, g0 - g1, -g1 (the transpose of `Aᵀ`).
