@@ -46,14 +46,20 @@ pub(crate) fn reduce(ctx: &mut Ctx) {
             }
         }
     }
-    // NaN wins max and min wherever it sits in a long row (in a lane or in the remainder).
+    // NaN wins max and min wherever it sits in a long row: in a lane of any of several vectors,
+    // in the whole vectors after them, or in the remainder (rows of 37 and of 150 = 2 x 64 +
+    // 16 + 6 elements; one row of each has no NaN).
     for dtype in [DType::F32, DType::F64] {
-        let mut values: Vec<f64> = (0..3 * 37).map(|i| ((i * 7919) % 101) as f64 / 10.0 - 5.0).collect();
-        values[3] = f64::NAN;
-        values[37 + 35] = f64::NAN;
-        let input = Input::values(&[3, 37], dtype, values);
-        ctx.check(format!("max {dtype} rows with NaN"), &[input.clone()], None, |t| t[0].max(-1, false));
-        ctx.check(format!("min {dtype} rows with NaN"), &[input], None, |t| t[0].min(-1, false));
+        for (cols, nans) in [(37, vec![3, 37 + 35]), (150, vec![3, 150 + 130, 300 + 147, 600 + 70, 750 + 100])] {
+            let rows = nans.len() + 1;
+            let mut values: Vec<f64> = (0..rows * cols).map(|i| ((i * 7919) % 101) as f64 / 10.0 - 5.0).collect();
+            for at in nans {
+                values[at] = f64::NAN;
+            }
+            let input = Input::values(&[rows, cols], dtype, values);
+            ctx.check(format!("max {dtype} rows of {cols} with NaN"), &[input.clone()], None, |t| t[0].max(-1, false));
+            ctx.check(format!("min {dtype} rows of {cols} with NaN"), &[input], None, |t| t[0].min(-1, false));
+        }
     }
     for dtype in DType::ALL {
         for (shape, view, dim) in
