@@ -1,8 +1,11 @@
 //! Element functions written to vectorize: libm's `expf` is a call per element, which no loop
 //! around it can turn into SIMD (`exp` on 1M f32 ran at 0.4x PyTorch).
 //!
-//! Only plain multiplies and adds (never contracted into FMAs by Rust) and exact operations, so
-//! every instruction set gives the same bits.
+//! Multiply-adds are written as `mul_add`, which rounds once on every target, and the rest are
+//! plain or exact operations, so every instruction set gives the same bits. The vector paths
+//! (AVX2+FMA, AVX-512, NEON) run `mul_add` as one FMA instruction; an x86-64 CPU without FMA
+//! calls libm's exact `fmaf` instead, slowly. Plain multiplies and adds took 1.25x as long:
+//! softmax over 1024x1024, 350 -> 283 µs.
 
 /// `e^x` for f32 within 2 ulp of the correctly rounded result for normal results, IEEE special
 /// cases included (`exp(-inf) = 0`, `exp(inf) = inf`, NaN stays NaN). Cephes' `expf` scheme:
@@ -19,19 +22,19 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     const HI: f32 = 88.722_84;
     const LO: f32 = -104.0;
     let xc = x.clamp(LO, HI);
-    let t = xc * LOG2E + ROUND;
+    let t = xc.mul_add(LOG2E, ROUND);
     let n = t - ROUND;
     // The integer n sits in t's low mantissa bits: no float-to-int conversion, whose saturating
     // semantics in Rust do not vectorize. (A NaN gives garbage here and NaN below.)
     let n_int = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, xc));
     let mut p = 1.987_569_2e-4_f32;
-    p = p * r + 1.398_2e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 0.166_666_65;
-    p = p * r + 0.5;
-    let y = p * (r * r) + r + 1.0;
+    p = p.mul_add(r, 1.398_2e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 0.166_666_65);
+    p = p.mul_add(r, 0.5);
+    let y = p.mul_add(r * r, r) + 1.0;
     // 2^n as two factors, each a normal float for n in [-150, 128], so that results near the
     // overflow and underflow ends need no special path.
     let (n1, n2) = (n_int >> 1, n_int.wrapping_sub(n_int >> 1));

@@ -3,7 +3,8 @@
 //! kiln is built for the baseline x86-64 target (SSE2), so a loop compiled normally uses 128-bit
 //! vectors. [`vectorized`] runs a closure inside a function compiled with AVX-512 (or AVX2+FMA)
 //! enabled; the closure is inlined there and LLVM vectorizes it for the wider registers. Rust
-//! never contracts `a * b + c` into an FMA, so results are the same bits on every path.
+//! never contracts `a * b + c` into an FMA, and an explicit `mul_add` rounds once everywhere,
+//! so results are the same bits on every path.
 
 // Much of this module serves x86-64 only; elsewhere it stays compiled but unused.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
