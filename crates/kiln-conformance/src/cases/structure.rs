@@ -26,6 +26,9 @@ pub(crate) fn reduce(ctx: &mut Ctx) {
         (vec![5, 37], View::Contiguous, vec![1]),
         (vec![3, 2, 40], View::Offset, vec![2]),
         (vec![70, 300], View::Contiguous, vec![-1]),
+        // Rows of several summation blocks (512 f32 on the CPU) whose last block has every
+        // kind of rest: 1123 = 2 x 512 + 64 + 2 x 16 + 3.
+        (vec![3, 1123], View::Offset, vec![-1]),
     ];
     for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min] {
         for dtype in DType::ALL {
