@@ -22,16 +22,22 @@ struct Opts {
     compare: bool,
     save: Option<String>,
     baseline: Option<String>,
+    rounds: usize,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts { filter: None, compare: false, save: None, baseline: None };
+    let mut o = Opts { filter: None, compare: false, save: None, baseline: None, rounds: 1 };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--compare" => o.compare = true,
             "--save" => o.save = Some(it.next().ok_or("--save needs a NAME")?.clone()),
             "--baseline" => o.baseline = Some(it.next().ok_or("--baseline needs a NAME")?.clone()),
+            "--rounds" => {
+                let n = it.next().ok_or("--rounds needs a number")?;
+                o.rounds =
+                    n.parse().ok().filter(|&n| n > 0).ok_or(format!("--rounds needs a number above 0, got {n:?}"))?;
+            }
             f if !f.starts_with('-') && o.filter.is_none() => o.filter = Some(f.to_string()),
             other => return Err(format!("bench: unknown argument {other:?}\n\n{USAGE}")),
         }
@@ -40,10 +46,13 @@ fn parse(args: &[String]) -> Result<Opts, String> {
 }
 
 /// The usage line of `cargo xtask bench`.
-pub const USAGE: &str = "usage: cargo xtask bench [FILTER] [--compare] [--save NAME] [--baseline NAME]
+pub const USAGE: &str = "usage: cargo xtask bench [FILTER] [--compare] [--rounds N] [--save NAME] [--baseline NAME]
   FILTER           a regular expression over bench ids (matmul/f32/1024x1024x1024, train/...)
   --compare        also run each case through the gemm crate and PyTorch (if importable),
                    right after kiln's, so both sides of a ratio meet the same machine state
+  --rounds N       measure each case (and its peers) N times in turn and keep each side's
+                   lowest median: on a host that changes state within seconds, one pair can
+                   still straddle a change (default 1)
   --save NAME      keep this run as target/bench/baselines/NAME.json
   --baseline NAME  add a column comparing with a saved run";
 
@@ -70,8 +79,14 @@ pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     );
 
     let started = SystemTime::now();
-    let beside = bench_runner::run(root, o.filter.as_deref(), o.compare, threads)?;
+    let beside = bench_runner::run(root, o.filter.as_deref(), o.compare, threads, o.rounds)?;
     let mut rows = criterion_rows(&root.join("target/criterion"), started)?;
+    // With several rounds criterion's files hold the last round; each side keeps its lowest.
+    for r in &mut rows {
+        if let Some(&best) = beside.lowest_ns.get(&r.id) {
+            r.median_ns = best;
+        }
+    }
     rows.sort_by(|a, b| a.id.cmp(&b.id));
     let (gemm, kiln): (Vec<Row>, Vec<Row>) = rows.into_iter().partition(|r| r.id.starts_with(GEMM_PREFIX));
     let gemm: BTreeMap<String, f64> =
@@ -102,6 +117,7 @@ pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
         copy_gbs: &beside.copy_gbs,
         gemm: &gemm,
         baseline: baseline.as_ref(),
+        rounds: o.rounds,
     };
     let md = report.markdown();
     println!("\n{md}");
@@ -200,6 +216,8 @@ struct Report<'a> {
     /// The streaming copy measured right after each memory-bound case.
     copy_gbs: &'a BTreeMap<String, f64>,
     baseline: Option<&'a BTreeMap<String, f64>>,
+    /// Rounds each case was measured in (each side's lowest median kept).
+    rounds: usize,
 }
 
 fn time(ns: f64) -> String {
@@ -252,7 +270,14 @@ impl Report<'_> {
                  ({lo:.1}-{hi:.1} GB/s in this run); the JSON also has the percent of the highest reading.\n"
             );
         }
-        s += "Speedups are peer time / kiln time: above 1 means kiln is faster.\n\n";
+        s += "Speedups are peer time / kiln time: above 1 means kiln is faster.\n";
+        if self.rounds > 1 {
+            s += &format!(
+                "Each case and its peers ran {} times in turn; each side's lowest median is shown.\n",
+                self.rounds
+            );
+        }
+        s += "\n";
         s += "| bench | median | throughput | roofline | vs PyTorch | vs gemm crate |";
         if self.baseline.is_some() {
             s += " vs baseline |";
@@ -309,6 +334,7 @@ impl Report<'_> {
                 "isa": self.roof.isa,
             },
             "torch": self.torch_version,
+            "rounds": self.rounds,
             "benches": benches,
         })
     }
