@@ -7,7 +7,7 @@
 //! - `cargo xtask gpu-bundle`: the CUDA test binaries, the MNIST example, the CUDA benches,
 //!   prebuilt kernels, MNIST and a `run.sh`, for a GPU host without Rust or network (see
 //!   `gpu_bundle.rs`).
-//! - `cargo xtask bench [FILTER] [--compare] [--save NAME] [--baseline NAME]`: the criterion
+//! - `cargo xtask bench [FILTER] [--compare] [--rounds N] [--save NAME] [--baseline NAME]`: the criterion
 //!   benches in one table with this machine's roofline and, with `--compare`, the `gemm` crate
 //!   and PyTorch side by side (see `bench.rs`).
 
