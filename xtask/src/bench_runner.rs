@@ -80,13 +80,14 @@ pub fn run(root: &Path, filter: Option<&str>, compare: bool, threads: usize, rou
                 let started = SystemTime::now();
                 criterion(exe, &["--bench".into(), "--exact".into(), id.clone()], compare)?;
                 let rows = crate::bench::criterion_rows(&root.join("target/criterion"), started)?;
-                let Some(row) = rows.iter().find(|r| &r.id == id) else { continue };
-                let lowest = keep_lowest(&mut beside.lowest_ns, id, row.median_ns);
-                if row.throughput.is_some_and(|(kind, _)| kind == "bytes") {
-                    let gbs = crate::roofline::bandwidth(threads);
-                    println!("{id:<40} streaming copy right after: {gbs:.1} GB/s\n");
-                    if lowest {
-                        beside.copy_gbs.insert(id.clone(), gbs);
+                if let Some(row) = rows.iter().find(|r| &r.id == id) {
+                    let lowest = keep_lowest(&mut beside.lowest_ns, id, row.median_ns);
+                    if row.throughput.is_some_and(|(kind, _)| kind == "bytes") {
+                        let gbs = crate::roofline::bandwidth(threads);
+                        println!("{id:<40} streaming copy right after: {gbs:.1} GB/s\n");
+                        if lowest {
+                            beside.copy_gbs.insert(id.clone(), gbs);
+                        }
                     }
                 }
                 let twin = format!("{GEMM_PREFIX}{id}");

@@ -137,7 +137,8 @@ pub(crate) type Unpacked<S, T> =
     fn((&[S], View), (&[S], View), &[(usize, usize)], &mut [T], (usize, usize, usize), bool) -> Option<Result<()>>;
 
 /// f32 products whose layouts need no packing: both operands along `k` (`x @ w.t()`), or a
-/// row-major B (`dy.t() @ x`, `dy @ w`, `x @ w`).
+/// row-major B (`dy.t() @ x`, `dy @ w`, `x @ w`). [`gemm_same_scratch`] follows the same order
+/// of choices: change both together.
 fn unpacked_f32(
     a: (&[f32], View),
     b: (&[f32], View),

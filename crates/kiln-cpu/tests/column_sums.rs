@@ -1,8 +1,8 @@
 //! Sums over the leading dims of a small contiguous f32 tensor (a bias gradient, `dy.sum(0)`)
 //! take a row-by-row path, which sums each column in f64 in row order and rounds once. The
 //! general path, given the same values transposed, sums each column as a contiguous run: in
-//! f32 partial sums of at most 8 elements each, added in f64 (`reduce.rs`, `sum_f32`), so its
-//! results may differ in the last bits, within that bound.
+//! f32 partial sums of at most 10 elements each, added in f64 (`reduce.rs`, `sum_f32`), so its
+//! results may differ in the last bits, within the bound `sum_f32` documents.
 
 use kiln_tensor::{DType, Result, Tensor};
 
@@ -28,12 +28,12 @@ fn leading_dim_sums_give_the_general_path_s_bits() -> Result<()> {
         let want: Vec<f32> = want.into_iter().map(|w| w as f32).collect();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got), bits(&want), "{shape:?} over {dims:?}: not the f64 row-order sums");
-        // Each f32 partial sum rounds at most 7 times, each time by at most 2^-24 of the sum of
-        // the magnitudes; the final rounding to f32 adds half a unit of the result.
+        // Each f32 value rounds at most 10 times, each time by at most 2^-24 of the sum of the
+        // magnitudes; the final rounding to f32 adds at most a unit of the result.
         let magnitudes: Vec<f64> =
             (0..cols).map(|c| values.iter().skip(c).step_by(cols).map(|v| v.abs() as f64).sum()).collect();
         for ((g, w), m) in general.iter().zip(&want).zip(&magnitudes) {
-            let bound = 7.0 * m * f64::from(f32::EPSILON) / 2.0 + f64::from(w.abs()) * f64::from(f32::EPSILON);
+            let bound = 10.0 * m * f64::from(f32::EPSILON) / 2.0 + f64::from(w.abs()) * f64::from(f32::EPSILON);
             assert!((*g as f64 - *w as f64).abs() <= bound, "{shape:?} over {dims:?}: general path {g} against {w}");
         }
     }
