@@ -136,9 +136,36 @@ elem!(f64, F64, SCRATCH_F64, tile_f64, tile_f64, None);
 pub(crate) type Unpacked<S, T> =
     fn((&[S], View), (&[S], View), &[(usize, usize)], &mut [T], (usize, usize, usize), bool) -> Option<Result<()>>;
 
+/// The unpacked f32 kernels, in the order they are tried.
+#[derive(Clone, Copy)]
+enum UnpackedF32 {
+    /// `gemm_dot::gemm_short`: B transposed into a pooled buffer, then `gemm_outer`.
+    Short,
+    /// `gemm_dot::gemm`: both operands along `k`.
+    Dot,
+    /// `gemm_dot::gemm_narrow`: a narrow row-major B transposed into a pooled buffer.
+    Narrow,
+    /// `gemm_outer::gemm`: a row-major B.
+    Outer,
+}
+
+impl UnpackedF32 {
+    /// The kernel that takes a batch of `batch` products of these views and sizes, if any.
+    fn choose(a: View, b: View, mkn: (usize, usize, usize), batch: usize) -> Option<UnpackedF32> {
+        if crate::gemm_dot::short_applies(a, b, mkn) {
+            Some(UnpackedF32::Short)
+        } else if crate::gemm_dot::applies(a, b, mkn) {
+            Some(UnpackedF32::Dot)
+        } else if crate::gemm_dot::narrow_applies(a, b, mkn, batch) {
+            Some(UnpackedF32::Narrow)
+        } else {
+            crate::gemm_outer::applies(a, b, mkn).then_some(UnpackedF32::Outer)
+        }
+    }
+}
+
 /// f32 products whose layouts need no packing: both operands along `k` (`x @ w.t()`), or a
-/// row-major B (`dy.t() @ x`, `dy @ w`, `x @ w`). [`gemm_same_scratch`] follows the same order
-/// of choices: change both together.
+/// row-major B (`dy.t() @ x`, `dy @ w`, `x @ w`).
 fn unpacked_f32(
     a: (&[f32], View),
     b: (&[f32], View),
@@ -147,32 +174,26 @@ fn unpacked_f32(
     mkn: (usize, usize, usize),
     parallel: bool,
 ) -> Option<Result<()>> {
-    if crate::gemm_dot::short_applies(a.1, b.1, mkn) {
-        return Some(crate::gemm_dot::gemm_short(a, b, offsets, c, mkn, parallel));
-    }
-    if crate::gemm_dot::applies(a.1, b.1, mkn) {
-        return Some(crate::gemm_dot::gemm(a, b, offsets, c, mkn, parallel));
-    }
-    if crate::gemm_dot::narrow_applies(a.1, b.1, mkn, offsets.len()) {
-        return Some(crate::gemm_dot::gemm_narrow(a, b, offsets, c, mkn, parallel));
-    }
-    crate::gemm_outer::applies(a.1, b.1, mkn).then(|| crate::gemm_outer::gemm(a, b, offsets, c, mkn, parallel))
+    Some(match UnpackedF32::choose(a.1, b.1, mkn, offsets.len())? {
+        UnpackedF32::Short => crate::gemm_dot::gemm_short(a, b, offsets, c, mkn, parallel),
+        UnpackedF32::Dot => crate::gemm_dot::gemm(a, b, offsets, c, mkn, parallel),
+        UnpackedF32::Narrow => crate::gemm_dot::gemm_narrow(a, b, offsets, c, mkn, parallel),
+        UnpackedF32::Outer => crate::gemm_outer::gemm(a, b, offsets, c, mkn, parallel),
+    })
 }
 
-/// The length of the f32 temporary [`gemm_same`] takes from the pool for this product (B
-/// transposed by the short-column or the narrow kernel), 0 when it takes none. Callers that
-/// run products on several threads reserve one per thread with it (see `strided::reserve`).
+/// The length of the f32 temporary [`gemm_same`] takes from the pool for a batch of `batch`
+/// products (B transposed by the short-column or the narrow kernel), 0 when it takes none.
+/// Callers that run products on several threads reserve one per thread with it (see
+/// `strided::reserve`).
 pub(crate) fn gemm_same_scratch<T: Elem>(a: View, b: View, (m, k, n): (usize, usize, usize), batch: usize) -> usize {
     if T::UNPACKED.is_none() {
-        0
-    } else if crate::gemm_dot::short_applies(a, b, (m, k, n)) {
-        batch * k * n
-    } else if crate::gemm_dot::applies(a, b, (m, k, n)) {
-        0
-    } else if crate::gemm_dot::narrow_applies(a, b, (m, k, n), batch) {
-        k * n
-    } else {
-        0
+        return 0;
+    }
+    match UnpackedF32::choose(a, b, (m, k, n), batch) {
+        Some(UnpackedF32::Short) => batch * k * n,
+        Some(UnpackedF32::Narrow) => k * n,
+        _ => 0,
     }
 }
 

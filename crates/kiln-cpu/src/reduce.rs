@@ -22,39 +22,16 @@ pub(crate) trait Acc: WithDType + PartialOrd + Default + Pooled {
     fn merge(a: Self::Sum, b: Self::Sum) -> Self::Sum;
     fn finish(acc: Self::Sum) -> Self;
     fn is_nan(self) -> bool;
-    /// The sum of a contiguous row: [`sum_wide`]'s partial sums in `Sum`, except for f32,
-    /// whose rows take [`sum_f32`].
+    /// The sum of a contiguous row: [`sum_wide`]'s partial sums in `Sum` unless the type's impl
+    /// names another (f32 rows take [`sum_f32`]).
     #[inline(always)]
     fn sum_row(row: &[Self]) -> Self::Sum {
         sum_wide(row)
     }
 }
 
-impl Acc for f32 {
-    type Sum = f64;
-    fn zero() -> f64 {
-        0.0
-    }
-    fn add(acc: f64, x: Self) -> f64 {
-        acc + x as f64
-    }
-    fn merge(a: f64, b: f64) -> f64 {
-        a + b
-    }
-    fn finish(acc: f64) -> Self {
-        acc as f32
-    }
-    fn is_nan(self) -> bool {
-        f32::is_nan(self)
-    }
-    #[inline(always)]
-    fn sum_row(row: &[f32]) -> f64 {
-        sum_f32(row)
-    }
-}
-
 macro_rules! acc_float {
-    ($($t:ty),*) => {$(
+    ($($t:ty => $sum_row:ident),*) => {$(
         impl Acc for $t {
             type Sum = f64;
             fn zero() -> f64 { 0.0 }
@@ -63,10 +40,12 @@ macro_rules! acc_float {
             fn finish(acc: f64) -> Self { <$t as WithDType>::from_f64(acc) }
             #[allow(clippy::float_cmp)]
             fn is_nan(self) -> bool { self != self }
+            #[inline(always)]
+            fn sum_row(row: &[Self]) -> f64 { $sum_row(row) }
         }
     )*};
 }
-acc_float!(f64, f16, bf16);
+acc_float!(f32 => sum_f32, f64 => sum_wide, f16 => sum_wide, bf16 => sum_wide);
 
 macro_rules! acc_int {
     ($($t:ty),*) => {$(

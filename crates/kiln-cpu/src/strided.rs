@@ -6,9 +6,9 @@ use crate::pool::Pooled;
 use kiln_tensor::{DimVec, Error, Layout, Result};
 
 /// Below this many elements a loop runs on the calling thread. An add of 64K f32 elements takes
-/// 7.8-11.6 µs on one thread, and on two 5.0-5.1 µs in the machine's near state, 8.2-8.5 in
-/// its far one (BENCHMARKS.md; session 17, alternated). With rayon's sleeping workers two threads took
-/// 16-22 µs there, and this was 128K.
+/// 7.8-11.6 µs on one thread and 5.0-5.1 µs on two; in another host state, 7.8-8.2 against
+/// 8.2-8.5 (BENCHMARKS.md, session 17, alternated). With rayon's sleeping workers two threads
+/// took 16-22 µs there, and this was 128K.
 pub(crate) const PAR_THRESHOLD: usize = 1 << 16;
 /// Elements per parallel work item (128 KiB of f32: smaller pieces cost more in hand-offs).
 pub(crate) const CHUNK: usize = 1 << 15;
