@@ -2,16 +2,15 @@
 //! tensors. Other dtypes decline (`None`) and kiln composes them from views.
 //!
 //! Work is split by image (col2im, so that each input element is summed by one thread in a fixed
-//! order) or by column row (im2col, pooling), through `parallel::run_tasks`.
+//! order) or by column row (im2col, pooling), through `parallel::for_each_piece`.
 
 use crate::buffer::Buffer;
-use crate::parallel::{run_tasks, Pieces};
+use crate::parallel::{for_each_piece, Rows};
 use crate::pool::Pooled;
 use crate::storage::CpuStorage;
 use crate::strided::{alloc, alloc_for_overwrite};
 use kiln_tensor::{Layout, Result, Shape, Window2d};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
 /// The geometry shared by the kernels.
 #[derive(Clone, Copy)]
@@ -77,15 +76,12 @@ fn im2col_t<T: Copy + Default + Send + Sync + Pooled>(x: &[T], g: Geometry) -> R
     let mut out = alloc_for_overwrite(rows * l, T::default())?;
     // One column row per (image, channel, kernel row, kernel column); tasks take blocks of them.
     let per_task = (1 << 15) / l.max(1) + 1;
-    let pieces: Pieces<&mut [T]> = out.chunks_mut(per_task * l.max(1)).map(Mutex::new).collect();
-    run_tasks(pieces.len(), rayon::current_num_threads(), |t| {
-        let mut piece = pieces[t].lock().unwrap_or_else(|e| e.into_inner());
+    for_each_piece(&mut out[..], per_task * l.max(1), |t, piece| {
         for (r, dst) in piece.chunks_mut(l.max(1)).enumerate() {
             im2col_row(x, t * per_task + r, dst, &g);
         }
         Ok(())
     })?;
-    drop(pieces);
     Ok(out)
 }
 
@@ -174,13 +170,10 @@ fn col2im_t<T: Copy + Default + Send + Sync + Pooled + std::ops::Add<Output = T>
     let (l, plane) = (g.oh * g.ow, g.h * g.w);
     let mut out = alloc(g.n * g.c * plane, T::default())?;
     // One task per (image, channel) plane: its sums run in a fixed order on one thread.
-    let pieces: Pieces<&mut [T]> = out.chunks_mut(plane.max(1)).map(Mutex::new).collect();
-    run_tasks(pieces.len(), rayon::current_num_threads(), |p| {
-        let mut dst = pieces[p].lock().unwrap_or_else(|e| e.into_inner());
-        col2im_plane(&cols[p * kh * kw * l..(p + 1) * kh * kw * l], &mut dst, &g);
+    for_each_piece(&mut out[..], plane.max(1), |p, dst| {
+        col2im_plane(&cols[p * kh * kw * l..(p + 1) * kh * kw * l], dst, &g);
         Ok(())
     })?;
-    drop(pieces);
     Ok(out)
 }
 
@@ -310,11 +303,8 @@ fn argmax_t<T: Copy + PartialOrd + Send + Sync + Default + crate::pool::Pooled>(
     // Tasks of several planes (about 32K inputs): a task per small plane costs more than its work.
     let planes_per_task = (1 << 15) / plane.max(1) + 1;
     let per_task = l.max(1) * planes_per_task;
-    let pieces: Pieces<(&mut [i64], &mut [T])> =
-        out.chunks_mut(per_task).zip(values.chunks_mut(per_task)).map(Mutex::new).collect();
-    run_tasks(pieces.len(), rayon::current_num_threads(), |t| {
-        let mut piece = pieces[t].lock().unwrap_or_else(|e| e.into_inner());
-        let (task_out, task_values) = &mut *piece;
+    let rows = Rows { a: &mut out[..], b: &mut values[..], widths: (1, 1) };
+    for_each_piece(rows, per_task, |t, Rows { a: task_out, b: task_values, .. }| {
         let mut split = pairs.then(|| Split2x2 { quad: [[T::default(); BLOCK]; 4], at: [0; BLOCK] });
         for (q, (dst, vals)) in task_out.chunks_mut(l.max(1)).zip(task_values.chunks_mut(l.max(1))).enumerate() {
             let p = t * planes_per_task + q;
@@ -330,7 +320,6 @@ fn argmax_t<T: Copy + PartialOrd + Send + Sync + Default + crate::pool::Pooled>(
         }
         Ok(())
     })?;
-    drop(pieces);
     Ok((!empty.into_inner()).then_some((values, out)))
 }
 

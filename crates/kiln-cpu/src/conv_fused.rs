@@ -22,7 +22,7 @@ use crate::buffer::Buffer;
 use crate::conv::{col2im_plane, dims4, im2col_image, Geometry};
 use crate::epilogue::{slice, Bias};
 use crate::gemm::{gemm_same, Elem, View};
-use crate::parallel::{run_tasks, Pieces};
+use crate::parallel::{for_each_piece, run_tasks, Pieces};
 use crate::storage::CpuStorage;
 use crate::strided::{alloc, alloc_for_overwrite};
 use crate::winograd::{self, Real};
@@ -83,35 +83,30 @@ fn forward<T: Real>(
     let (Some(x), Some(w)) = (slice::<T>(x, g.n * plane), slice::<T>(w, o * ck)) else { return Ok(None) };
     let Some(bias) = crate::epilogue::bias(epilogue.bias, o, Bias::PerRow) else { return Ok(None) };
     let mut y = alloc_for_overwrite(g.n * o * l, T::default())?;
-    let images: Pieces<&mut [T]> = y.chunks_mut(o * l).map(Mutex::new).collect();
     if let Some(plan) = winograd::Plan::forward(g.c, o, (g.h, g.w), &g.win) {
         let kernels = winograd::Kernels::new(plan, |oc, ic| taps(w, (oc * ck + ic * 9, false)))?;
         kernels.reserve_scratch(rayon::current_num_threads().min(g.n))?;
-        let done = run_tasks(g.n, rayon::current_num_threads(), |i| {
-            let mut y_i = images[i].lock().unwrap_or_else(|e| e.into_inner());
+        let done = for_each_piece(&mut y[..], o * l, |i, y_i| {
             let mut scratch = kernels.scratch()?;
-            let done = kernels.image(&x[i * plane..(i + 1) * plane], &mut y_i, (bias, epilogue.relu), &mut scratch);
+            let done = kernels.image(&x[i * plane..(i + 1) * plane], y_i, (bias, epilogue.relu), &mut scratch);
             scratch.give();
             done
         });
         kernels.give();
         done?;
-        drop(images);
         return Ok(Some(y));
     }
     crate::strided::reserve::<T>(ck * l, rayon::current_num_threads().min(g.n))?;
-    run_tasks(g.n, rayon::current_num_threads(), |i| {
-        let mut y_i = images[i].lock().unwrap_or_else(|e| e.into_inner());
+    for_each_piece(&mut y[..], o * l, |i, y_i| {
         let mut cols = alloc_for_overwrite(ck * l, T::default())?;
         im2col_image(&x[i * plane..(i + 1) * plane], &mut cols, g);
         let (wv, cv) = (View { offset: 0, rs: ck, cs: 1 }, View { offset: 0, rs: l, cs: 1 });
-        let done = gemm_same((w, wv), (&cols[..], cv), &[(0, 0)], &mut y_i, (o, ck, l), false);
+        let done = gemm_same((w, wv), (&cols[..], cv), &[(0, 0)], y_i, (o, ck, l), false);
         T::pool().give(cols);
         done?;
-        crate::epilogue::apply(&mut y_i, bias, epilogue.relu, l);
+        crate::epilogue::apply(y_i, bias, epilogue.relu, l);
         Ok(())
     })?;
-    drop(images);
     Ok(Some(y))
 }
 

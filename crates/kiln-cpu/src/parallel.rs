@@ -107,23 +107,100 @@ pub(crate) fn threads_for(work: usize, base: usize) -> usize {
     }
 }
 
-/// The pieces of a split output, each behind the lock its one task takes; inline up to 64 (a
-/// batch of 64 images, an optimizer's chunks) so that splitting a step's outputs asks the
-/// allocator for nothing.
+/// The pieces of a split output, each behind the lock its one task takes; inline up to 64 so
+/// that splitting an output asks the allocator for nothing. Outputs cut into more pieces than
+/// that go through [`for_each_piece`], which hands them to at most 64 tasks.
 pub(crate) type Pieces<P> = smallvec::SmallVec<[Mutex<P>; 64]>;
 
+/// The most tasks [`for_each_piece`] makes: as many locked pieces as [`Pieces`] holds inline.
+const MAX_GROUPS: usize = 64;
+
+/// An output that splits at an index: a slice (at an element), or [`Rows`] (at a row).
+pub(crate) trait Cut: Sized + Send {
+    /// Elements, or rows.
+    fn len(&self) -> usize;
+    /// The part before `at` and the part from it.
+    fn cut(self, at: usize) -> (Self, Self);
+}
+
+impl<U: Send> Cut for &mut [U] {
+    fn len(&self) -> usize {
+        <[U]>::len(self)
+    }
+    fn cut(self, at: usize) -> (Self, Self) {
+        self.split_at_mut(at)
+    }
+}
+
+/// Two outputs written row by row together, `widths.0` elements of `a` and `widths.1` of `b`
+/// per row (softmax's rows and their maxima, pooling's indices and values).
+pub(crate) struct Rows<'a, A, B> {
+    /// The first output.
+    pub(crate) a: &'a mut [A],
+    /// The second output.
+    pub(crate) b: &'a mut [B],
+    /// Elements per row of each.
+    pub(crate) widths: (usize, usize),
+}
+
+impl<A: Send, B: Send> Cut for Rows<'_, A, B> {
+    fn len(&self) -> usize {
+        let (wa, wb) = (self.widths.0.max(1), self.widths.1.max(1));
+        (self.a.len() / wa).min(self.b.len() / wb)
+    }
+    fn cut(self, at: usize) -> (Self, Self) {
+        let (a0, a1) = self.a.split_at_mut(at * self.widths.0);
+        let (b0, b1) = self.b.split_at_mut(at * self.widths.1);
+        (Rows { a: a0, b: b0, widths: self.widths }, Rows { a: a1, b: b1, widths: self.widths })
+    }
+}
+
+/// Runs `f(i, piece_i)` for every `piece`-element piece of `out` (the last may be shorter), on
+/// up to rayon's thread count of threads (the caller included). Consecutive pieces are dealt
+/// out in at most 64 groups, one task each, so any number of pieces needs nothing from the
+/// allocator: a locked piece each spilled [`Pieces`] onto the heap, once per op on more than
+/// 2M elements and once per MNIST CNN step at batch 64. Returns the first error of any piece;
+/// a group stops at its first error, the others run on.
+pub(crate) fn for_each_piece<P: Cut, F>(out: P, piece: usize, f: F) -> Result<()>
+where
+    F: Fn(usize, P) -> Result<()> + Sync,
+{
+    let piece = piece.max(1);
+    let n = out.len().div_ceil(piece);
+    let groups = n.min(MAX_GROUPS);
+    // Group g takes pieces first(g).. first(g + 1).
+    let first = |g: usize| g * n / groups.max(1);
+    let mut rest = Some(out);
+    let mut locked: Pieces<Option<P>> = Pieces::new();
+    for g in 0..groups {
+        let Some(now) = rest.take() else { break };
+        let at = ((first(g + 1) - first(g)) * piece).min(now.len());
+        let (group, tail) = now.cut(at);
+        locked.push(Mutex::new(Some(group)));
+        rest = Some(tail);
+    }
+    run_tasks(groups, rayon::current_num_threads(), |g| {
+        let mut slot = locked[g].lock().unwrap_or_else(|p| p.into_inner());
+        let mut group = slot.take();
+        for i in first(g)..first(g + 1) {
+            let Some(now) = group.take() else { break };
+            let at = piece.min(now.len());
+            let (this, tail) = now.cut(at);
+            f(i, this)?;
+            group = Some(tail);
+        }
+        Ok(())
+    })
+}
+
 /// Runs `f(chunk_index, chunk)` over `out` cut into `chunk`-element pieces, on up to rayon's
-/// thread count of threads (the caller included).
+/// thread count of threads (the caller included); see [`for_each_piece`].
 pub(crate) fn for_each_chunk_mut<U: Send, F>(out: &mut [U], chunk: usize, f: F)
 where
     F: Fn(usize, &mut [U]) + Sync,
 {
-    // Each piece sits behind its own lock, taken once by the one task that owns it.
-    let pieces: Pieces<&mut [U]> = out.chunks_mut(chunk.max(1)).map(Mutex::new).collect();
-    let threads = rayon::current_num_threads();
-    let result = run_tasks(pieces.len(), threads, |i| {
-        let mut piece = pieces[i].lock().unwrap_or_else(|p| p.into_inner());
-        f(i, &mut piece);
+    let result = for_each_piece(out, chunk, |i, piece| {
+        f(i, piece);
         Ok(())
     });
     debug_assert!(result.is_ok(), "tasks here never fail");
@@ -152,8 +229,44 @@ where
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{map_collect, run_tasks};
+    use super::{for_each_piece, map_collect, run_tasks, Rows};
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Every piece reaches `f` once, with its own index and elements, for piece counts below,
+    /// at and above the 64 groups, and ragged last pieces.
+    #[test]
+    fn for_each_piece_hands_out_every_piece_once() {
+        for (len, piece) in [(0, 4), (5, 8), (64, 1), (65, 1), (1000, 7), (4096, 3)] {
+            let mut out = vec![0usize; len];
+            for_each_piece(&mut out[..], piece, |i, p| {
+                assert_eq!(p.len(), piece.min(len - i * piece), "len {len}, piece {i}");
+                p.iter_mut().enumerate().for_each(|(k, x)| *x += i * piece + k + 1);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(out, (1..=len).collect::<Vec<_>>(), "len {len}, pieces of {piece}");
+        }
+    }
+
+    /// Two outputs cut at the same rows; an error in one piece comes back.
+    #[test]
+    fn for_each_piece_cuts_rows_and_returns_errors() {
+        let (mut a, mut b) = (vec![0u32; 300 * 3], vec![0u64; 300]);
+        for_each_piece(Rows { a: &mut a[..], b: &mut b[..], widths: (3, 1) }, 2, |i, Rows { a, b, .. }| {
+            assert_eq!((a.len(), b.len()), (6, 2));
+            a.fill(i as u32);
+            b.fill(i as u64);
+            Ok(())
+        })
+        .unwrap();
+        assert!(a.chunks(6).enumerate().all(|(i, c)| c.iter().all(|&x| x == i as u32)));
+        assert!(b.chunks(2).enumerate().all(|(i, c)| c.iter().all(|&x| x == i as u64)));
+        let failed = for_each_piece(&mut a[..], 10, |i, _| match i {
+            77 => Err(kiln_tensor::Error::invalid("test", "piece 77")),
+            _ => Ok(()),
+        });
+        assert!(failed.is_err());
+    }
 
     /// Results come back in index order, for counts below, at and above the inline capacity.
     #[test]

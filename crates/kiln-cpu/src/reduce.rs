@@ -307,9 +307,18 @@ fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> 
             0,
         );
         // Rows that are contiguous in memory (the last dims, reduced): lane-parallel loops.
-        // Otherwise the reduced elements' offsets, inline for the common short windows.
+        // One strided dim (a column sum): its stride. Otherwise the reduced elements' offsets,
+        // inline for the common short windows. Collecting a column's offsets too went to the
+        // allocator from 65 rows (every bias gradient at batch 1024).
+        let mut long = red.dims().iter().zip(red.strides()).filter(|(&d, _)| d > 1).map(|(_, &s)| s);
+        let (first_long, more) = (long.next(), long.next().is_some());
         let contiguous = red.is_contiguous();
-        let rel: SmallVec<[usize; 64]> = if contiguous { SmallVec::new() } else { red.offsets().collect() };
+        let rel: SmallVec<[usize; 64]> = if !contiguous && more { red.offsets().collect() } else { SmallVec::new() };
+        let window = match (contiguous, first_long, more) {
+            (true, _, _) | (false, None, _) => Window::Contiguous,
+            (false, Some(stride), false) => Window::Strided(stride),
+            (false, Some(_), true) => Window::Offsets(&rel),
+        };
         let kept_l = Layout::new(
             kiln_tensor::Shape::new(kept.iter().map(|&d| l.dims()[d]).collect::<DimVec>()),
             kept.iter().map(|&d| l.strides()[d]).collect::<DimVec>(),
@@ -322,7 +331,7 @@ fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> 
                 #[inline(always)]
                 || {
                     for (k, base) in kept_l.offsets_from(first).take(vals.len().max(idx.len())).enumerate() {
-                        put(vals, idx, k, short_one(op, src, base, r, contiguous, &rel));
+                        put(vals, idx, k, short_one(op, src, base, r, window));
                     }
                 },
             )
@@ -338,23 +347,44 @@ fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> 
     outputs(op, outs, 1, per_output_par, fill)
 }
 
-/// One output of a short reduction: the contiguous row of `r` elements at `base`, or the
-/// elements at offsets `rel` from it. A function, not a closure, so that it is inlined into the
-/// caller's `vectorized` body: a closure there was compiled apart, with 128-bit registers only
-/// (a row sum of 1024x1024 f32 took 78 µs, 3x PyTorch's).
+/// Where a short reduction's elements lie, relative to each output's first one.
+#[derive(Clone, Copy)]
+enum Window<'a> {
+    /// A contiguous row.
+    Contiguous,
+    /// Evenly spaced, this many elements apart (a column).
+    Strided(usize),
+    /// At these offsets (a pooling window).
+    Offsets(&'a [usize]),
+}
+
+/// One output of a short reduction: the `r` elements of `window` from `base`. A function, not
+/// a closure, so that it is inlined into the caller's `vectorized` body: a closure there was
+/// compiled apart, with 128-bit registers only (a row sum of 1024x1024 f32 took 78 µs, 3x
+/// PyTorch's).
 #[inline(always)]
-fn short_one<T: Acc>(op: ReduceOp, src: &[T], base: usize, r: usize, contiguous: bool, rel: &[usize]) -> (T, usize) {
-    if contiguous && r > 0 {
-        let row = &src[base..base + r];
-        return match op {
-            ReduceOp::Sum => (T::finish(sum_lanes(row)), 0),
-            ReduceOp::Max | ReduceOp::Min => (best_lanes(op, row), 0),
-            _ => best_of(op, row.iter().copied()),
-        };
+fn short_one<T: Acc>(op: ReduceOp, src: &[T], base: usize, r: usize, window: Window<'_>) -> (T, usize) {
+    match window {
+        Window::Contiguous if r > 0 => {
+            let row = &src[base..base + r];
+            match op {
+                ReduceOp::Sum => (T::finish(sum_lanes(row)), 0),
+                ReduceOp::Max | ReduceOp::Min => (best_lanes(op, row), 0),
+                _ => best_of(op, row.iter().copied()),
+            }
+        }
+        Window::Contiguous => fold(op, src, base, std::iter::empty()),
+        Window::Strided(stride) => fold(op, src, base, (0..r).map(|i| i * stride)),
+        Window::Offsets(rel) => fold(op, src, base, rel.iter().copied()),
     }
+}
+
+/// The sum, or first best element and its position, of `src[base + o]` over offsets `rel`.
+#[inline(always)]
+fn fold<T: Acc>(op: ReduceOp, src: &[T], base: usize, rel: impl Iterator<Item = usize>) -> (T, usize) {
     match op {
-        ReduceOp::Sum => (T::finish(rel.iter().fold(T::zero(), |acc, &o| T::add(acc, src[base + o]))), 0),
-        _ => best_of(op, rel.iter().map(|&o| src[base + o])),
+        ReduceOp::Sum => (T::finish(rel.fold(T::zero(), |acc, o| T::add(acc, src[base + o]))), 0),
+        _ => best_of(op, rel.map(|o| src[base + o])),
     }
 }
 

@@ -10,7 +10,7 @@
 
 use crate::buffer::Buffer;
 use crate::math::exp_f32;
-use crate::parallel::{run_tasks, Pieces};
+use crate::parallel::{for_each_piece, Rows};
 use crate::pool::Pooled;
 use crate::reduce::{best_lanes, sum_lanes, Acc};
 use crate::simd::vectorized;
@@ -18,7 +18,6 @@ use crate::storage::CpuStorage;
 use crate::strided::{alloc_for_overwrite, map1, CHUNK};
 use kiln_tensor::{Error, Layout, ReduceOp, Result, Shape};
 use std::ops::{Add, Div, Mul, Sub};
-use std::sync::Mutex;
 
 pub(crate) fn softmax_last(x: &CpuStorage, l: &Layout, log: bool) -> Result<Option<CpuStorage>> {
     let (Some((s, e)), Some(&n)) = (l.contiguous_range(), l.dims().last()) else { return Ok(None) };
@@ -75,10 +74,7 @@ where
 /// block's rows, `m` one value per row. Blocks are one reduction block of elements or a row.
 fn row_blocks<T: Send>(e: &mut [T], m: &mut [T], n: usize, f: impl Fn(usize, &mut [T], &mut [T]) + Sync) -> Result<()> {
     let per = (CHUNK / n).max(1);
-    let pieces: Pieces<_> = e.chunks_mut(per * n).zip(m.chunks_mut(per)).map(Mutex::new).collect();
-    run_tasks(pieces.len(), rayon::current_num_threads(), |k| {
-        let mut piece = pieces[k].lock().unwrap_or_else(|e| e.into_inner());
-        let (e, m) = &mut *piece;
+    for_each_piece(Rows { a: e, b: m, widths: (n, 1) }, per, |k, Rows { a: e, b: m, .. }| {
         f(k * per, e, m);
         Ok(())
     })

@@ -95,15 +95,35 @@ fn a_steady_state_training_step_makes_no_system_allocation() {
     });
     println!("MLP step (784-128-10, b32, Adam): {} large, {} small allocations, {} bytes", mlp.1, mlp.0, mlp.2);
 
-    let model = kiln::nn::zoo::mnist_cnn(&dev).unwrap();
-    let mut opt = Adadelta::new(model.parameters(), AdadeltaConfig::default());
-    let x = Tensor::randn(0.0, 1.0, [16, 1, 28, 28], DType::F32, 2, &dev).unwrap();
-    let y = Tensor::from_vec((0..16i64).map(|i| i % 10).collect::<Vec<_>>(), [16], &dev).unwrap();
-    let cnn = per_step(5, 5, || {
+    // The same model at batch 1024: its bias gradients sum columns of 1024 rows, past the
+    // 64 offsets a short reduction keeps inline.
+    let x = Tensor::randn(0.0, 1.0, [1024, 784], DType::F32, 5, &dev).unwrap();
+    let y = Tensor::from_vec((0..1024i64).map(|i| i % 10).collect::<Vec<_>>(), [1024], &dev).unwrap();
+    let wide = per_step(3, 3, || {
         let l = loss::cross_entropy(&model.forward(&x).unwrap(), &y).unwrap();
         opt.step(&l.backward().unwrap()).unwrap();
     });
-    println!("CNN step (MNIST CNN, b16, Adadelta): {} large, {} small allocations, {} bytes", cnn.1, cnn.0, cnn.2);
+    println!("MLP step (784-128-10, b1024, Adam): {} large, {} small allocations, {} bytes", wide.1, wide.0, wide.2);
+
+    // Batch 64, as in the benchmarks: more than 64 images, planes and pieces per op, past what
+    // a split keeps inline.
+    let model = kiln::nn::zoo::mnist_cnn(&dev).unwrap();
+    let mut opt = Adadelta::new(model.parameters(), AdadeltaConfig::default());
+    let x = Tensor::randn(0.0, 1.0, [64, 1, 28, 28], DType::F32, 2, &dev).unwrap();
+    let y = Tensor::from_vec((0..64i64).map(|i| i % 10).collect::<Vec<_>>(), [64], &dev).unwrap();
+    let cnn = per_step(3, 3, || {
+        let l = loss::cross_entropy(&model.forward(&x).unwrap(), &y).unwrap();
+        opt.step(&l.backward().unwrap()).unwrap();
+    });
+    println!("CNN step (MNIST CNN, b64, Adadelta): {} large, {} small allocations, {} bytes", cnn.1, cnn.0, cnn.2);
+
+    // Element-wise ops, row reductions and softmax over 4M elements: 128 pieces of work each.
+    let big = Tensor::randn(0.0, 1.0, [4096, 1024], DType::F32, 6, &dev).unwrap();
+    let ops = per_step(2, 3, || {
+        let s = big.add(&big).unwrap().softmax(1).unwrap();
+        drop(s.sum(1isize, false).unwrap());
+    });
+    println!("add, softmax and row sums over 4096x1024: {} large, {} small allocations, {} bytes", ops.1, ops.0, ops.2);
 
     // A convolution's gradients for its input as well, through `sum()`: the broadcast gradient
     // is packed into a temporary that no tensor holds, which once went back to the system and
@@ -122,6 +142,8 @@ fn a_steady_state_training_step_makes_no_system_allocation() {
     );
 
     assert_eq!((mlp.0, mlp.1), (0.0, 0.0), "the MLP step called the system allocator");
+    assert_eq!((wide.0, wide.1), (0.0, 0.0), "the MLP step at batch 1024 called the system allocator");
     assert_eq!((cnn.0, cnn.1), (0.0, 0.0), "the CNN step called the system allocator");
+    assert_eq!((ops.0, ops.1), (0.0, 0.0), "ops over 4M elements called the system allocator");
     assert_eq!(conv.1, 0.0, "conv2d's backward made a large system allocation");
 }
