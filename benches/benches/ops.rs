@@ -35,6 +35,11 @@ fn reductions(c: &mut Criterion) {
         g.throughput(Throughput::Bytes((8 * rows * cols) as u64));
         g.bench_function(format!("softmax/f32/{rows}x{cols}"), |b| b.iter(|| black_box(x.softmax(-1).unwrap())));
     }
+    // Every dim but the channels (a conv bias gradient, batch statistics): runs of 26 x 26.
+    let maps = Tensor::randn(0.0, 1.0, [16, 32, 26, 26], DType::F32, 3, &dev).unwrap();
+    g.throughput(Throughput::Bytes((4 * maps.elem_count()) as u64));
+    g.bench_function("sum_channels/f32/16x32x26x26", |b| b.iter(|| black_box(maps.sum([0, 2, 3], false).unwrap())));
+    g.bench_function("max_channels/f32/16x32x26x26", |b| b.iter(|| black_box(maps.max([0, 2, 3], false).unwrap())));
     g.finish();
 }
 

@@ -206,30 +206,34 @@ where
     debug_assert!(result.is_ok(), "tasks here never fail");
 }
 
-/// `f(0..n)`, in index order, computed on up to rayon's thread count of threads (the caller
-/// included) by [`run_tasks`]: each thread takes a contiguous range of indices, as in every other
-/// split op, so the part of a tensor a thread reads here is the part it wrote before (rayon's
-/// `par_iter` dealt the parts out by race: see BENCHMARKS.md, 2026-12-01 (session 16)). Up to
-/// 64 results are kept inline, asking the allocator for nothing.
-pub(crate) fn map_collect<R, F>(n: usize, f: F) -> smallvec::SmallVec<[R; 64]>
+/// `f(0..n)` merged left to right, computed on up to rayon's thread count of threads (the
+/// caller included): consecutive indices in at most 64 groups, each merged on one thread, then
+/// the groups' results. Each thread takes a contiguous range of groups, as in every other split
+/// op, so the part of a tensor a thread reads here is the part it wrote before (rayon's
+/// `par_iter` dealt the parts out by race: see BENCHMARKS.md, 2026-12-01 (session 16)). The
+/// grouping depends on `n` only, and up to 64 indices each is its own group. Asks the allocator
+/// for nothing; `None` when `n` is 0.
+pub(crate) fn map_fold<R, F, M>(n: usize, f: F, merge: M) -> Option<R>
 where
     R: Send + Copy + Default,
     F: Fn(usize) -> R + Sync,
+    M: Fn(R, R) -> R + Sync,
 {
-    let mut out: smallvec::SmallVec<[R; 64]> = smallvec::smallvec![R::default(); n];
-    let per_piece = n.div_ceil(64).max(1);
-    for_each_chunk_mut(&mut out, per_piece, |piece, slots| {
-        for (k, slot) in slots.iter_mut().enumerate() {
-            *slot = f(piece * per_piece + k);
+    let groups = n.min(MAX_GROUPS);
+    let first = |g: usize| g * n / groups.max(1);
+    let mut out: smallvec::SmallVec<[R; MAX_GROUPS]> = smallvec::smallvec![R::default(); groups];
+    for_each_chunk_mut(&mut out, 1, |g, slot| {
+        if let Some(merged) = (first(g)..first(g + 1)).map(&f).reduce(&merge) {
+            slot[0] = merged;
         }
     });
-    out
+    out.into_iter().reduce(merge)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{for_each_piece, map_collect, run_tasks, Rows};
+    use super::{for_each_piece, map_fold, run_tasks, Rows};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Every piece reaches `f` once, with its own index and elements, for piece counts below,
@@ -268,12 +272,14 @@ mod tests {
         assert!(failed.is_err());
     }
 
-    /// Results come back in index order, for counts below, at and above the inline capacity.
+    /// Merged in index order, each index once, for counts below, at and above the 64 groups:
+    /// the merge keeps (first, last, whether every merge joined neighbours).
     #[test]
-    fn map_collect_keeps_index_order() {
-        for n in [0, 1, 63, 64, 65, 200] {
-            let got = map_collect(n, |i| i * 3);
-            assert_eq!(got.to_vec(), (0..n).map(|i| i * 3).collect::<Vec<_>>(), "n = {n}");
+    fn map_fold_merges_in_index_order() {
+        for n in [0usize, 1, 63, 64, 65, 200] {
+            let join = |a: (usize, usize, bool), b: (usize, usize, bool)| (a.0, b.1, a.2 && b.2 && a.1 + 1 == b.0);
+            let got = map_fold(n, |i| (i, i, true), join);
+            assert_eq!(got, (n > 0).then(|| (0, n - 1, true)), "n = {n}");
         }
     }
 

@@ -232,63 +232,78 @@ fn contiguous_runs(view: &Layout, r: usize) -> (usize, Layout) {
 
 /// Reduces logical elements `start..start + r` of `view`.
 fn reduce_one<T: Acc>(op: ReduceOp, src: &[T], view: &Layout, start: usize, r: usize, par: bool) -> (T, usize) {
-    let blocks = r.div_ceil(CHUNK).max(1);
-    let block = |b: usize| (start + b * CHUNK, CHUNK.min(r - b * CHUNK));
     match op {
         ReduceOp::Sum => {
-            // Sums over contiguous runs (a bias gradient's H x W planes) use the vectorized row
-            // sum, in blocks of whole runs; the blocks depend on the shape only, not on threads.
-            let (run, outer) = contiguous_runs(view, r);
-            let step = if run > 1 && run <= CHUNK { (CHUNK / run) * run } else { CHUNK };
-            let blocks = r.div_ceil(step).max(1);
-            let sum_block = |b: usize| {
-                let (s, n) = (start + b * step, step.min(r - b * step));
-                if run == r && r > CHUNK {
-                    // One contiguous run per output (`sum_all` of a contiguous tensor): each block
-                    // is a slice. Walking it through the layout's offsets cost 0.9 ns an element.
-                    let base = outer.offsets_from(start / run).next().unwrap_or(0) + (s - start);
-                    vectorized(
-                        #[inline(always)]
-                        || sum_lanes(&src[base..base + n]),
-                    )
-                } else if run > 1 && run <= CHUNK {
-                    vectorized(
-                        #[inline(always)]
-                        || {
-                            outer
-                                .offsets_from(s / run)
-                                .take(n / run)
-                                .fold(T::zero(), |acc, o| T::merge(acc, sum_lanes(&src[o..o + run])))
-                        },
-                    )
-                } else {
-                    sum_run(src, view, s, n)
-                }
-            };
-            let total = if par && blocks > 1 {
-                crate::parallel::map_collect(blocks, sum_block).into_iter().fold(T::zero(), T::merge)
-            } else {
-                (0..blocks).map(sum_block).fold(T::zero(), T::merge)
-            };
-            (T::finish(total), 0)
+            let total = over_runs(src, view, (start, r), par, sum_lanes, |s, n| sum_run(src, view, s, n), T::merge);
+            (T::finish(T::merge(T::zero(), total.unwrap_or(T::zero()))), 0)
+        }
+        ReduceOp::Max | ReduceOp::Min if r > 0 => {
+            let pick = |best: T, cand: T| if better(op, cand, best) { cand } else { best };
+            let walk = |s, n| best_run(op, src, view, s, n).0;
+            (over_runs(src, view, (start, r), par, |row| best_lanes(op, row), walk, pick).unwrap_or_default(), 0)
         }
         _ => {
+            let blocks = r.div_ceil(CHUNK).max(1);
             let run = |b: usize| {
-                let (s, n) = block(b);
+                let (s, n) = (start + b * CHUNK, CHUNK.min(r - b * CHUNK));
                 let (v, k) = best_run(op, src, view, s, n);
                 (v, k + b * CHUNK)
             };
-            let partial: SmallVec<[(T, usize); 64]> = if par && blocks > 1 {
-                crate::parallel::map_collect(blocks, run)
-            } else {
-                (0..blocks).map(run).collect()
+            let pick = |best: (T, usize), cand: (T, usize)| if better(op, cand.0, best.0) { cand } else { best };
+            let best = match par && blocks > 1 {
+                true => crate::parallel::map_fold(blocks, run, pick),
+                false => (0..blocks).map(run).reduce(pick),
             };
-            let mut it = partial.into_iter();
-            let first = it.next().unwrap_or_default();
-            it.fold(first, |best, cand| if better(op, cand.0, best.0) { cand } else { best })
+            best.unwrap_or_default()
         }
     }
 }
+
+/// Elements `start..start + r` of `view` reduced in blocks of whole contiguous runs (a conv
+/// bias gradient's H x W planes, or all of a contiguous tensor): `row` reduces a contiguous
+/// slice in wide registers, `walk(s, n)` elements `s..s + n` through the layout where runs are
+/// single elements (walking every element through the offsets cost 0.9 ns an element, 2.9 for
+/// a max), and `merge` combines results in index order. The blocks depend on the shape only,
+/// not on threads; `None` when there is nothing to reduce.
+fn over_runs<T: Acc, R: Copy + Default + Send>(
+    src: &[T],
+    view: &Layout,
+    (start, r): (usize, usize),
+    par: bool,
+    row: impl Fn(&[T]) -> R + Sync,
+    walk: impl Fn(usize, usize) -> R + Sync,
+    merge: impl Fn(R, R) -> R + Sync,
+) -> Option<R> {
+    let (run, outer) = contiguous_runs(view, r);
+    let step = if run > 1 && run <= CHUNK { (CHUNK / run) * run } else { CHUNK };
+    let blocks = r.div_ceil(step);
+    let block = |b: usize| {
+        let (s, n) = (start + b * step, step.min(r - b * step));
+        if run == r && r > CHUNK {
+            // One contiguous run per output: each block is a slice.
+            let base = outer.offsets_from(start / run).next().unwrap_or(0) + (s - start);
+            vectorized(
+                #[inline(always)]
+                || row(&src[base..base + n]),
+            )
+        } else if run > 1 && run <= CHUNK {
+            vectorized(
+                #[inline(always)]
+                || outer.offsets_from(s / run).take(n / run).map(|o| row(&src[o..o + run])).reduce(&merge),
+            )
+            .unwrap_or_default()
+        } else {
+            walk(s, n)
+        }
+    };
+    match par && blocks > 1 {
+        true => crate::parallel::map_fold(blocks, block, &merge),
+        false => (0..blocks).map(block).reduce(&merge),
+    }
+}
+
+/// The most offsets of a short reduction's window kept (inline) for every output.
+const INLINE_OFFSETS: usize = 64;
 
 fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> Result<(Buffer<T>, Buffer<i64>)> {
     let rank = l.dims().len();
@@ -298,22 +313,24 @@ fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> 
     let r: usize = dims.iter().map(|&d| l.dims()[d]).product();
     let outs: usize = kept.iter().map(|&d| l.dims()[d]).product();
     let per_output_par = outs >= 2 * rayon::current_num_threads().max(1) && outs * r >= PAR_THRESHOLD;
-    if r <= CHUNK {
+    let red = Layout::new(
+        kiln_tensor::Shape::new(dims.iter().map(|&d| l.dims()[d]).collect::<DimVec>()),
+        dims.iter().map(|&d| l.strides()[d]).collect::<DimVec>(),
+        0,
+    );
+    // Rows that are contiguous in memory (the last dims, reduced): lane-parallel loops. One
+    // strided dim (a column sum): its stride. Otherwise the reduced elements' offsets, inline
+    // for the common short windows; longer windows of several dims take the general path below
+    // (collected, their offsets went to the allocator, as a column's did from 65 rows: every
+    // bias gradient at batch 1024).
+    let mut long = red.dims().iter().zip(red.strides()).filter(|(&d, _)| d > 1).map(|(_, &s)| s);
+    let (first_long, more) = (long.next(), long.next().is_some());
+    let contiguous = red.is_contiguous();
+    if r <= CHUNK && (contiguous || !more || r <= INLINE_OFFSETS || std::env::var_os("OLDRED").is_some()) {
         // Short reductions (pooling windows, rows): the reduced elements' relative offsets are
         // computed once, and outputs are walked in chunks, not one iterator per output.
-        let red = Layout::new(
-            kiln_tensor::Shape::new(dims.iter().map(|&d| l.dims()[d]).collect::<DimVec>()),
-            dims.iter().map(|&d| l.strides()[d]).collect::<DimVec>(),
-            0,
-        );
-        // Rows that are contiguous in memory (the last dims, reduced): lane-parallel loops.
-        // One strided dim (a column sum): its stride. Otherwise the reduced elements' offsets,
-        // inline for the common short windows. Collecting a column's offsets too went to the
-        // allocator from 65 rows (every bias gradient at batch 1024).
-        let mut long = red.dims().iter().zip(red.strides()).filter(|(&d, _)| d > 1).map(|(_, &s)| s);
-        let (first_long, more) = (long.next(), long.next().is_some());
-        let contiguous = red.is_contiguous();
-        let rel: SmallVec<[usize; 64]> = if !contiguous && more { red.offsets().collect() } else { SmallVec::new() };
+        let rel: SmallVec<[usize; INLINE_OFFSETS]> =
+            if !contiguous && more { red.offsets().collect() } else { SmallVec::new() };
         let window = match (contiguous, first_long, more) {
             (true, _, _) | (false, None, _) => Window::Contiguous,
             (false, Some(stride), false) => Window::Strided(stride),

@@ -119,11 +119,18 @@ fn a_steady_state_training_step_makes_no_system_allocation() {
 
     // Element-wise ops, row reductions and softmax over 4M elements: 128 pieces of work each.
     let big = Tensor::randn(0.0, 1.0, [4096, 1024], DType::F32, 6, &dev).unwrap();
+    // And sums and maxima over several dims of a feature map (10,816 elements per channel).
+    let maps = Tensor::randn(0.0, 1.0, [16, 32, 26, 26], DType::F32, 7, &dev).unwrap();
     let ops = per_step(2, 3, || {
         let s = big.add(&big).unwrap().softmax(1).unwrap();
         drop(s.sum(1isize, false).unwrap());
+        drop(maps.sum([0, 2, 3], false).unwrap());
+        drop(maps.max([0, 2, 3], false).unwrap());
     });
-    println!("add, softmax and row sums over 4096x1024: {} large, {} small allocations, {} bytes", ops.1, ops.0, ops.2);
+    println!(
+        "add, softmax and row sums over 4096x1024, channel sums and maxima: {} large, {} small allocations, {} bytes",
+        ops.1, ops.0, ops.2
+    );
 
     // A convolution's gradients for its input as well, through `sum()`: the broadcast gradient
     // is packed into a temporary that no tensor holds, which once went back to the system and

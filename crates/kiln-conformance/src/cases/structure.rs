@@ -29,6 +29,10 @@ pub(crate) fn reduce(ctx: &mut Ctx) {
         // Rows of several summation blocks (512 f32 on the CPU) whose last block has every
         // kind of rest: 1123 = 2 x 512 + 64 + 2 x 16 + 3.
         (vec![3, 1123], View::Offset, vec![-1]),
+        // One strided dim longer than a short window's 64 inline offsets (a column), and
+        // several dims as long, over contiguous runs of 11 (a bias gradient's planes).
+        (vec![100, 7], View::Contiguous, vec![0]),
+        (vec![12, 5, 11], View::Offset, vec![0, 2]),
     ];
     for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min] {
         for dtype in DType::ALL {
@@ -64,6 +68,25 @@ pub(crate) fn reduce(ctx: &mut Ctx) {
             ctx.check(format!("min {dtype} rows of {cols} with NaN"), &[input], None, |t| t[0].min(-1, false));
         }
     }
+    // ... and over several dims (runs of 9 x 13 = 117 = 64 + 3 x 16 + 5 elements): channel 0
+    // has no NaN, channel 1 one in a run's rest, channel 2 one in a run's first lanes; and a
+    // whole tensor of several parallel blocks with one NaN.
+    for dtype in [DType::F32, DType::F64] {
+        let mut values: Vec<f64> = (0..6 * 3 * 117).map(|i| ((i * 7919) % 101) as f64 / 10.0 - 5.0).collect();
+        for at in [(4 * 3 + 1) * 117 + 115, (2 * 3 + 2) * 117 + 1] {
+            values[at] = f64::NAN;
+        }
+        let input = Input::values(&[6, 3, 9, 13], dtype, values);
+        ctx.check(format!("max {dtype} dims [0, 2, 3] with NaN"), &[input.clone()], None, |t| {
+            t[0].max([0, 2, 3], false)
+        });
+        ctx.check(format!("min {dtype} dims [0, 2, 3] with NaN"), &[input], None, |t| t[0].min([0, 2, 3], false));
+    }
+    let mut values: Vec<f64> = (0..300 * 257).map(|i| ((i * 7919) % 101) as f64 / 10.0 - 5.0).collect();
+    values[50_000] = f64::NAN;
+    let input = Input::values(&[300, 257], DType::F32, values);
+    ctx.check("max f32 [300, 257] all with NaN".into(), &[input.clone()], None, |t| t[0].max((), false));
+    ctx.check("min f32 [300, 257] all with NaN".into(), &[input], None, |t| t[0].min((), false));
     for dtype in DType::ALL {
         for (shape, view, dim) in
             [(vec![3, 5], View::Transposed, 0), (vec![2, 3, 4], View::Strided, -1), (vec![6], View::Contiguous, 0)]
