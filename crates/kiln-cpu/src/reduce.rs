@@ -326,7 +326,7 @@ fn reduce_typed<T: Acc>(op: ReduceOp, src: &[T], l: &Layout, dims: &[usize]) -> 
     let mut long = red.dims().iter().zip(red.strides()).filter(|(&d, _)| d > 1).map(|(_, &s)| s);
     let (first_long, more) = (long.next(), long.next().is_some());
     let contiguous = red.is_contiguous();
-    if r <= CHUNK && (contiguous || !more || r <= INLINE_OFFSETS || std::env::var_os("OLDRED").is_some()) {
+    if r <= CHUNK && (contiguous || !more || r <= INLINE_OFFSETS) {
         // Short reductions (pooling windows, rows): the reduced elements' relative offsets are
         // computed once, and outputs are walked in chunks, not one iterator per output.
         let rel: SmallVec<[usize; INLINE_OFFSETS]> =
