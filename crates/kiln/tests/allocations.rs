@@ -87,23 +87,22 @@ fn a_steady_state_training_step_makes_no_system_allocation() {
         .add(Activation::ReLU)
         .add(LinearConfig::new(128, 10).init(&dev).unwrap());
     let mut opt = Adam::new(model.parameters(), AdamConfig::lr(1e-3));
-    let x = Tensor::randn(0.0, 1.0, [32, 784], DType::F32, 1, &dev).unwrap();
-    let y = Tensor::from_vec((0..32i64).map(|i| i % 10).collect::<Vec<_>>(), [32], &dev).unwrap();
-    let mlp = per_step(20, 50, || {
-        let l = loss::cross_entropy(&model.forward(&x).unwrap(), &y).unwrap();
-        opt.step(&l.backward().unwrap()).unwrap();
-    });
-    println!("MLP step (784-128-10, b32, Adam): {} large, {} small allocations, {} bytes", mlp.1, mlp.0, mlp.2);
-
-    // The same model at batch 1024: its bias gradients sum columns of 1024 rows, past the
-    // 64 offsets a short reduction keeps inline.
-    let x = Tensor::randn(0.0, 1.0, [1024, 784], DType::F32, 5, &dev).unwrap();
-    let y = Tensor::from_vec((0..1024i64).map(|i| i % 10).collect::<Vec<_>>(), [1024], &dev).unwrap();
-    let wide = per_step(3, 3, || {
-        let l = loss::cross_entropy(&model.forward(&x).unwrap(), &y).unwrap();
-        opt.step(&l.backward().unwrap()).unwrap();
-    });
-    println!("MLP step (784-128-10, b1024, Adam): {} large, {} small allocations, {} bytes", wide.1, wide.0, wide.2);
+    // Batch 32, and batch 1024: its bias gradients sum columns of 1024 rows, past the 64
+    // offsets a short reduction keeps inline.
+    let mut mlp_step = |batch: usize, (warmup, steps): (usize, usize)| {
+        let x = Tensor::randn(0.0, 1.0, [batch, 784], DType::F32, batch as u64, &dev).unwrap();
+        let y = Tensor::from_vec((0..batch as i64).map(|i| i % 10).collect::<Vec<_>>(), [batch], &dev).unwrap();
+        let counts = per_step(warmup, steps, || {
+            let l = loss::cross_entropy(&model.forward(&x).unwrap(), &y).unwrap();
+            opt.step(&l.backward().unwrap()).unwrap();
+        });
+        println!(
+            "MLP step (784-128-10, b{batch}, Adam): {} large, {} small allocations, {} bytes",
+            counts.1, counts.0, counts.2
+        );
+        counts
+    };
+    let (mlp, wide) = (mlp_step(32, (20, 50)), mlp_step(1024, (3, 3)));
 
     // Batch 64, as in the benchmarks: more than 64 images, planes and pieces per op, past what
     // a split keeps inline.
