@@ -77,10 +77,7 @@ pub fn run(root: &Path, filter: Option<&str>, compare: bool, threads: usize, rou
                 if rounds > 1 {
                     println!("==> {id}: round {round} of {rounds}\n");
                 }
-                let started = SystemTime::now();
-                criterion(exe, &["--bench".into(), "--exact".into(), id.clone()], compare)?;
-                let rows = crate::bench::criterion_rows(&root.join("target/criterion"), started)?;
-                if let Some(row) = rows.iter().find(|r| &r.id == id) {
+                if let Some(row) = measure(root, exe, id, compare)? {
                     let lowest = keep_lowest(&mut beside.lowest_ns, id, row.median_ns);
                     if row.throughput.is_some_and(|(kind, _)| kind == "bytes") {
                         let gbs = crate::roofline::bandwidth(threads);
@@ -92,10 +89,7 @@ pub fn run(root: &Path, filter: Option<&str>, compare: bool, threads: usize, rou
                 }
                 let twin = format!("{GEMM_PREFIX}{id}");
                 if ids.contains(&twin) {
-                    let started = SystemTime::now();
-                    criterion(exe, &["--bench".into(), "--exact".into(), twin.clone()], compare)?;
-                    let rows = crate::bench::criterion_rows(&root.join("target/criterion"), started)?;
-                    if let Some(row) = rows.iter().find(|r| r.id == twin) {
+                    if let Some(row) = measure(root, exe, &twin, compare)? {
                         keep_lowest(&mut beside.lowest_ns, &twin, row.median_ns);
                     }
                 }
@@ -169,6 +163,14 @@ fn list(exe: &Path, filter: Option<&str>, peers: bool) -> Result<Vec<String>, St
 }
 
 /// Runs one bench executable with criterion's arguments, its output going to the terminal.
+/// Runs the one criterion case `id` and reads back its row (`None` if criterion wrote none).
+fn measure(root: &Path, exe: &Path, id: &str, peers: bool) -> Result<Option<crate::bench::Row>, String> {
+    let started = SystemTime::now();
+    criterion(exe, &["--bench".into(), "--exact".into(), id.to_string()], peers)?;
+    let rows = crate::bench::criterion_rows(&root.join("target/criterion"), started)?;
+    Ok(rows.into_iter().find(|r| r.id == id))
+}
+
 fn criterion(exe: &Path, args: &[String], peers: bool) -> Result<(), String> {
     let status = bench_exe(exe, peers).args(args).status().map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
     if status.success() {

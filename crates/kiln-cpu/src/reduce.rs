@@ -235,6 +235,7 @@ fn reduce_one<T: Acc>(op: ReduceOp, src: &[T], view: &Layout, start: usize, r: u
     match op {
         ReduceOp::Sum => {
             let total = over_runs(src, view, (start, r), par, sum_lanes, |s, n| sum_run(src, view, s, n), T::merge);
+            // Added to zero, as the sums before `over_runs` began: a sum of -0.0s stays +0.0.
             (T::finish(T::merge(T::zero(), total.unwrap_or(T::zero()))), 0)
         }
         ReduceOp::Max | ReduceOp::Min if r > 0 => {
