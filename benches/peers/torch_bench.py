@@ -88,11 +88,33 @@ def cases():
     mlp = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
     tx = torch.randn(10000, 784)
 
-    def infer():
+    def infer(x):
         with torch.no_grad():
             for i in range(10):
-                mlp(tx[i * 1000:(i + 1) * 1000]).argmax(-1)
-    yield "infer/mlp/f32/10000_in_batches_of_1000", infer
+                mlp(x[i * 1000:(i + 1) * 1000]).argmax(-1)
+    yield "infer/mlp/f32/10000_in_batches_of_1000", lambda: infer(tx)
+    images = mnist_test_images()
+    if images is not None:
+        yield "infer/mlp/f32/mnist_test_images_in_batches_of_1000", lambda: infer(images)
+
+
+def mnist_test_images():
+    """The MNIST test images in [0, 1], from the cache kiln's bench fetched them into
+    (kiln_data::fetch::cache_dir: $KILN_DATA_DIR, else $XDG_CACHE_HOME/kiln, else
+    %LOCALAPPDATA%/kiln, else ~/.cache/kiln), or None when they are not there."""
+    import gzip, os
+    import numpy as np
+    env = os.environ.get
+    base = env("KILN_DATA_DIR") or os.path.join(
+        env("XDG_CACHE_HOME") or env("LOCALAPPDATA") or os.path.join(os.path.expanduser("~"), ".cache"), "kiln")
+    path = os.path.join(base, "mnist", "t10k-images-idx3-ubyte")
+    for name, opener in [(path, open), (path + ".gz", gzip.open)]:
+        if os.path.exists(name):
+            with opener(name, "rb") as f:
+                raw = f.read()
+            pixels = np.frombuffer(raw, dtype=np.uint8, offset=16).astype(np.float32) / 255.0
+            return torch.from_numpy(pixels.reshape(-1, 784).copy())
+    return None
 
 
 def main():

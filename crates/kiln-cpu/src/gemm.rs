@@ -174,6 +174,12 @@ fn unpacked_f32(
     mkn: (usize, usize, usize),
     parallel: bool,
 ) -> Option<Result<()>> {
+    // Products inside another op's tasks (`parallel` false: Winograd's) multiply transformed,
+    // dense data, and reserve their scratch by `gemm_same_scratch`, which this path would
+    // escape.
+    if let Some(done) = parallel.then(|| crate::gemm_sparse::gemm(a, b, offsets, c, mkn, parallel)).flatten() {
+        return Some(done);
+    }
     Some(match UnpackedF32::choose(a.1, b.1, mkn, offsets.len())? {
         UnpackedF32::Short => crate::gemm_dot::gemm_short(a, b, offsets, c, mkn, parallel),
         UnpackedF32::Dot => crate::gemm_dot::gemm(a, b, offsets, c, mkn, parallel),

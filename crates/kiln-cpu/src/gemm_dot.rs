@@ -172,14 +172,9 @@ pub(crate) fn gemm_short(
     }
     let mut bt = crate::strided::alloc_for_overwrite(offsets.len() * k * n, 0f32)?;
     for (i, &(_, ob)) in offsets.iter().enumerate() {
-        // B's columns are rows of `b`, `bv.cs` apart: 16 elements of each at a time (16 rows
-        // of B) become 16 rows of `bt`.
-        for p0 in (0..k).step_by(16) {
-            let dst = &mut bt[i * k * n + p0 * n..];
-            // SAFETY: column j < n of B, rows p0.. p0 + 16 <= k, lie inside `b` (checked
-            // above); `dst` holds those rows of n; `short_applies` checked avx512f.
-            unsafe { transpose(b.as_ptr().add(ob + p0), bv.cs, dst, (n, (k - p0).min(16))) };
-        }
+        // SAFETY: columns j < n of B, rows p < k, lie inside `b` (checked above); `bt` holds
+        // `offsets.len()` matrices of k x n; `short_applies` checked avx512f.
+        unsafe { transpose_to_rows(b.as_ptr().add(ob), bv.cs, &mut bt[i * k * n..], (k, n)) };
     }
     let offsets_t: smallvec::SmallVec<[(usize, usize); 16]> =
         offsets.iter().enumerate().map(|(i, &(oa, _))| (oa, i * k * n)).collect();
@@ -187,6 +182,21 @@ pub(crate) fn gemm_short(
         crate::gemm_outer::gemm((a, av), (&bt, View { offset: 0, rs: n, cs: 1 }), &offsets_t, c, (m, k, n), parallel);
     <f32 as crate::pool::Pooled>::pool().give(bt);
     done
+}
+
+/// A column-major `k x n` B (column `j` at `b + j * ld`) copied row-major into `bt`:
+/// `bt[p * n + j] = b[j * ld + p]`.
+///
+/// # Safety
+/// `b + j * ld + p` is readable for p < k, j < n; `bt` holds `k * n`; the CPU supports avx512f.
+pub(crate) unsafe fn transpose_to_rows(b: *const f32, ld: usize, bt: &mut [f32], (k, n): (usize, usize)) {
+    assert!(bt.len() >= k * n);
+    // B's columns are rows of `b`, `ld` apart: 16 elements of each at a time (16 rows of B)
+    // become 16 rows of `bt`.
+    for p0 in (0..k).step_by(16) {
+        // SAFETY: column j < n of B, rows p0.. p0 + 16 <= k: inside the caller's promise.
+        unsafe { transpose(b.add(p0), ld, &mut bt[p0 * n..], (n, (k - p0).min(16))) };
+    }
 }
 
 /// `bt[j * k + p] = b[p * ld + j]` for p < k, j < n (at most 16), by 16 x 16 blocks transposed

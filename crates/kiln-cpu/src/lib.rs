@@ -29,6 +29,7 @@ mod fused;
 mod gemm;
 mod gemm_dot;
 mod gemm_outer;
+mod gemm_sparse;
 mod index;
 mod math;
 mod matmul;

@@ -411,6 +411,20 @@ pub(crate) fn matmul(ctx: &mut Ctx) {
             });
         }
     }
+    // A mostly zero (about 1 entry in 5 above 0 after the ReLU), as MNIST's pixels are: a
+    // backend may skip the zeros (kiln-cpu does) but must still return the dense product.
+    for (sa, sb, vb) in
+        [(vec![64, 784], vec![784, 128], View::Transposed), (vec![33, 1100], vec![1100, 150], View::Contiguous)]
+    {
+        let k = sa[1] as f64;
+        let preset = Tolerance::for_dtype(DType::F32);
+        let tol = Tolerance { rel: preset.rel, abs: preset.abs * k };
+        let (a, b) =
+            (Input::new(&sa, DType::F32, (-4.0, 1.0), View::Contiguous), Input::new(&sb, DType::F32, (-1.0, 1.0), vb));
+        ctx.check(format!("matmul mostly-zero {sa:?} @ {sb:?}{vb:?}"), &[a, b], Some(tol), |t| {
+            t[0].relu()?.matmul(&t[1])
+        });
+    }
     for (sa, sb) in [(vec![3, 4], vec![5, 6]), (vec![2, 3, 4], vec![3, 4, 5])] {
         let (a, b) = (
             Input::new(&sa, DType::F32, (0.0, 1.0), View::Contiguous),
