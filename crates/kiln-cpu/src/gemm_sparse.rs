@@ -242,6 +242,7 @@ unsafe fn row_pair(a: [*const f32; 2], k: usize, (b, ld): (*const f32, usize), c
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
+#[allow(clippy::needless_range_loop)] // Both rows' accumulators and the mask, by vector.
 unsafe fn columns<const V: usize>(
     (vals, offs): ([&[f32]; 2], &[u32]),
     (b, ld, c, width): (*const f32, usize, [*mut f32; 2], usize),
