@@ -15,7 +15,8 @@
 //! kernel decline, since `0 * inf` is NaN. Each output is one row's sum in column order,
 //! whoever runs it: results do not depend on the number of threads.
 //!
-//! When it applies: A row-major, at least [`MIN_ROWS`] rows and [`MIN_K`] columns, and at most
+//! When it applies: A row-major, at least [`MIN_ROWS`] rows ([`MIN_ROWS_TRANSPOSED`] for a
+//! transposed B) and [`MIN_K`] columns, and at most
 //! [`MAX_DENSITY`] of the entries of a sample of rows nonzero. Sampling costs a scan of a few
 //! rows; a dense A is then left to the dense kernels at that cost only.
 //!
@@ -27,11 +28,15 @@
 // `gemm::isa` and the bounds checks in `gemm`.
 #![allow(unsafe_code)]
 
-use crate::gemm::{isa, run_grid, Isa, Out, View, UNPACKED_PAR_FLOPS};
+use crate::gemm::{isa, Elem, Isa, Out, View, UNPACKED_PAR_FLOPS};
+use std::sync::atomic::{AtomicBool, Ordering};
 use kiln_tensor::{Error, Result};
 
-/// The fewest rows of A worth transposing B for.
-const MIN_ROWS: usize = 16;
+/// The fewest rows of A worth checking that B is finite for (row-major B), and worth copying
+/// B for as well (transposed B). MNIST's test images through the MLP's first layer, 2
+/// threads: 32 rows took 38 us dense and 47 sparse, 64 rows 72 and 58, 128 rows 171 and 94.
+const MIN_ROWS: usize = 32;
+const MIN_ROWS_TRANSPOSED: usize = 64;
 /// The shortest rows of A worth scanning.
 const MIN_K: usize = 64;
 /// The largest share of nonzero entries in A's sampled rows at which this kernel runs.
@@ -42,13 +47,14 @@ const SAMPLE_ROWS: usize = 16;
 const SEGMENT: usize = 512;
 /// Output columns summed in registers at a time: 8 vectors for each of two rows.
 const BLOCK: usize = 128;
-/// Rows of C per task (an even number: rows go in pairs).
-const ROWS_PER_TASK: usize = 16;
+/// Pairs of rows ahead whose rows of A are fetched into L2 while a pair is summed.
+const AHEAD: usize = 2;
 
 /// Whether [`gemm`] may take this product: layouts, sizes and the sampled share of nonzeros in
 /// A (`oa` is where its matrix starts). It may still decline if B is not finite.
 pub(crate) fn applies((a, av): (&[f32], View), bv: View, oa: usize, (m, k, n): (usize, usize, usize)) -> bool {
-    if isa() != Isa::Avx512 || av.cs != 1 || (bv.cs != 1 && bv.rs != 1) || m < MIN_ROWS || k < MIN_K || n == 0 {
+    let min_rows = if bv.cs == 1 { MIN_ROWS } else { MIN_ROWS_TRANSPOSED };
+    if isa() != Isa::Avx512 || av.cs != 1 || (bv.cs != 1 && bv.rs != 1) || m < min_rows || k < MIN_K || n == 0 {
         return false;
     }
     if oa + (m - 1) * av.rs + k > a.len() {
@@ -83,45 +89,47 @@ pub(crate) fn gemm(
     if b_end > b.len() || c.len() != m * n {
         return Some(Err(Error::invalid("matmul", format!("the sparse kernel cannot take {m}x{k}x{n}"))));
     }
-    let pool = <f32 as crate::pool::Pooled>::pool();
-    let (rows, ldb, bt) = if bv.cs == 1 {
-        (&b[ob..], bv.rs, None)
-    } else {
-        let mut bt = match crate::strided::alloc_for_overwrite(k * n, 0f32) {
-            Ok(bt) => bt,
-            Err(e) => return Some(Err(e)),
-        };
-        // SAFETY: B's elements lie inside `b` (checked above); `bt` holds k rows of n;
-        // `applies` checked avx512f.
-        unsafe { crate::gemm_dot::transpose_to_rows(b.as_ptr().add(ob), bv.cs, &mut bt, (k, n)) };
-        (&[][..], n, Some(bt))
-    };
-    let rows_b: &[f32] = bt.as_deref().unwrap_or(rows);
-    // SAFETY: rows p < k of n elements, `ldb` apart, lie inside `rows_b` (checked above, or
-    // written by the transposition).
-    let finite = unsafe { all_finite(rows_b.as_ptr(), ldb, (k, n)) };
-    let done = finite.then(|| {
-        let threads = if parallel { crate::parallel::threads_for(m * n * k / 4, UNPACKED_PAR_FLOPS) } else { 1 };
-        let out = Out::new(c, n);
-        run_grid(1, (m, 1), (ROWS_PER_TASK, 1), threads, |_, (row, _), (rows, _)| {
-            for i in (row..row + rows).step_by(2) {
-                let pair = [i, (i + 1).min(row + rows - 1)];
-                // SAFETY: rows i and i + 1 (or i twice) of A lie inside `a`, B's rows inside
-                // `rows_b` (checked above); this task alone writes those rows of C; avx512f
-                // checked by `isa()`.
+    // SAFETY (for every `unsafe` below): rows i < m of A and rows p < k of B lie inside `a`
+    // and `b` (checked above); a part writes only its own rows of C; `applies` checked avx512f.
+    if bv.cs == 1 && !unsafe { all_finite(b.as_ptr().add(ob), bv.rs, (k, n)) } {
+        return None;
+    }
+    let threads = if parallel { crate::parallel::threads_for(m * n * k / 4, UNPACKED_PAR_FLOPS) } else { 1 };
+    // One part of the rows per thread, an even number each (rows go in pairs). A transposed B
+    // is copied by each part for itself, into its thread's GEMM scratch: a copy one thread
+    // made, read from the other core's cache, made 2-thread times swing between 6.6 and 9 ms
+    // for 10 batches of MNIST.
+    let per_part = m.div_ceil(threads).next_multiple_of(2);
+    let not_finite = AtomicBool::new(false);
+    let out = Out::new(c, n);
+    let done = crate::parallel::run_tasks(m.div_ceil(per_part), threads, |part| {
+        let rows = part * per_part..((part + 1) * per_part).min(m);
+        let run = |rows_b: *const f32, ldb: usize| {
+            for i in rows.clone().step_by(2) {
+                let pair = [i, (i + 1).min(rows.end - 1)];
+                // Rows past the part are still rows of A (or, past A, never read: a prefetch).
+                let ahead = [0, 1].map(|r| a.as_ptr().wrapping_add(oa + (i + 2 * AHEAD + r) * av.rs));
                 unsafe {
                     let a_rows = pair.map(|r| a.as_ptr().add(oa + r * av.rs));
-                    let c_rows = pair.map(|r| out.at(r, 0));
-                    row_pair(a_rows, k, (rows_b.as_ptr(), ldb), c_rows, n);
+                    row_pair(a_rows, ahead, k, (rows_b, ldb), pair.map(|r| out.at(r, 0)), n);
                 }
             }
-            Ok(())
+        };
+        if bv.cs == 1 {
+            run(unsafe { b.as_ptr().add(ob) }, bv.rs);
+            return Ok(());
+        }
+        <f32 as Elem>::with_scratch(0, k * n, |_, bt| {
+            unsafe { crate::gemm_dot::transpose_to_rows(b.as_ptr().add(ob), bv.cs, bt, (k, n)) };
+            if unsafe { all_finite(bt.as_ptr(), n, (k, n)) } {
+                run(bt.as_ptr(), n);
+            } else {
+                not_finite.store(true, Ordering::Relaxed);
+            }
         })
     });
-    if let Some(bt) = bt {
-        pool.give(bt);
-    }
-    done
+    // A B that is not finite: C is left for the dense kernel to write whole.
+    (!not_finite.load(Ordering::Relaxed)).then_some(done)
 }
 
 /// The nonzero (or NaN) entries among `len` floats from `a`.
@@ -176,7 +184,14 @@ unsafe fn all_finite(b: *const f32, ld: usize, (k, n): (usize, usize)) -> bool {
 /// avx512f.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn row_pair(a: [*const f32; 2], k: usize, (b, ld): (*const f32, usize), c: [*mut f32; 2], n: usize) {
+unsafe fn row_pair(
+    a: [*const f32; 2],
+    ahead: [*const f32; 2],
+    k: usize,
+    (b, ld): (*const f32, usize),
+    c: [*mut f32; 2],
+    n: usize,
+) {
     use std::arch::x86_64::*;
     // One segment's listed entries: both rows' values and the rows of B they multiply. 16 spare
     // slots: each chunk stores a whole vector, of which the first `count` lanes are kept.
@@ -217,16 +232,19 @@ unsafe fn row_pair(a: [*const f32; 2], k: usize, (b, ld): (*const f32, usize), c
             let b0 = b.add(p0 * ld);
             for j in (0..n).step_by(BLOCK) {
                 let width = (n - j).min(BLOCK);
+                // The next rows' lines of A, spread over the first block's multiply-adds: all
+                // at once, the prefetches stalled on full fill buffers (10 % of the time).
+                let fetch = (ahead, if p0 == 0 && j == 0 { k.div_ceil(16) } else { 0 });
                 let block = (b0.add(j), ld, c.map(|row| row.add(j)), width);
                 match width.div_ceil(16) {
-                    1 => columns::<1>(list, block, p0 == 0),
-                    2 => columns::<2>(list, block, p0 == 0),
-                    3 => columns::<3>(list, block, p0 == 0),
-                    4 => columns::<4>(list, block, p0 == 0),
-                    5 => columns::<5>(list, block, p0 == 0),
-                    6 => columns::<6>(list, block, p0 == 0),
-                    7 => columns::<7>(list, block, p0 == 0),
-                    _ => columns::<8>(list, block, p0 == 0),
+                    1 => columns::<1>(list, block, p0 == 0, fetch),
+                    2 => columns::<2>(list, block, p0 == 0, fetch),
+                    3 => columns::<3>(list, block, p0 == 0, fetch),
+                    4 => columns::<4>(list, block, p0 == 0, fetch),
+                    5 => columns::<5>(list, block, p0 == 0, fetch),
+                    6 => columns::<6>(list, block, p0 == 0, fetch),
+                    7 => columns::<7>(list, block, p0 == 0, fetch),
+                    _ => columns::<8>(list, block, p0 == 0, fetch),
                 }
             }
         }
@@ -247,11 +265,23 @@ unsafe fn columns<const V: usize>(
     (vals, offs): ([&[f32]; 2], &[u32]),
     (b, ld, c, width): (*const f32, usize, [*mut f32; 2], usize),
     first: bool,
+    (ahead, lines): ([*const f32; 2], usize),
 ) {
     use std::arch::x86_64::*;
     let last = crate::simd::lane_mask(width, 16 * (V - 1));
     let mut acc = [[_mm512_setzero_ps(); V]; 2];
+    let fetch = |t: usize| {
+        for row in ahead {
+            crate::simd::prefetch::<f32, { crate::simd::TO_L2 }>(row.wrapping_add(16 * t), 1);
+        }
+    };
+    for t in offs.len()..lines {
+        fetch(t);
+    }
     for (t, &p) in offs.iter().enumerate() {
+        if t < lines {
+            fetch(t);
+        }
         let x = [_mm512_set1_ps(vals[0][t]), _mm512_set1_ps(vals[1][t])];
         let row = b.add(p as usize * ld);
         for v in 0..V {
@@ -288,7 +318,7 @@ unsafe fn all_finite(_: *const f32, _: usize, _: (usize, usize)) -> bool {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn row_pair(_: [*const f32; 2], _: usize, _: (*const f32, usize), _: [*mut f32; 2], _: usize) {
+unsafe fn row_pair(_: [*const f32; 2], _: [*const f32; 2], _: usize, _: (*const f32, usize), _: [*mut f32; 2], _: usize) {
     unreachable!("`applies` is false off x86-64")
 }
 
@@ -345,12 +375,12 @@ mod tests {
             return;
         }
         for &(m, k, n, pad) in &[
-            (16, 64, 1, 0),
-            (17, 65, 17, 3),
-            (33, 100, 130, 1),
-            (40, 1100, 33, 0),
+            (64, 64, 1, 0),
+            (65, 65, 17, 3),
+            (65, 100, 130, 1),
+            (64, 1100, 33, 0),
             (1000, 784, 128, 0),
-            (21, 2000, 300, 5),
+            (67, 2000, 300, 5),
         ] {
             let lda = k + pad;
             let a = sparse_a((m, k, pad), Some((m / 2, k / 3)));
@@ -378,15 +408,17 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX-512");
             return;
         }
-        let (m, k, n) = (32, 128, 20);
+        let (m, k, n) = (64, 128, 20);
         let a = sparse_a((m, k, 0), None);
         let av = View { offset: 0, rs: k, cs: 1 };
         for bad in [f32::INFINITY, f32::NAN] {
-            let mut b = vec![0.5f32; k * n + 1];
-            b[1 + 7 * n + 3] = bad;
-            let bv = View { offset: 0, rs: n, cs: 1 };
-            assert!(applies((&a, av), bv, 3, (m, k, n)));
-            assert!(gemm((&a, av), (&b, bv), &[(3, 1)], &mut vec![0.0; m * n], (m, k, n), true).is_none());
+            for bv in [View { offset: 0, rs: n, cs: 1 }, View { offset: 0, rs: 1, cs: k }] {
+                let mut b = vec![0.5f32; k * n + 1];
+                b[1 + 7 * bv.rs + 3 * bv.cs] = bad;
+                assert!(applies((&a, av), bv, 3, (m, k, n)));
+                let declined = gemm((&a, av), (&b, bv), &[(3, 1)], &mut vec![0.0; m * n], (m, k, n), true);
+                assert!(declined.is_none(), "{bad} in B {bv:?}");
+            }
         }
     }
 
@@ -398,7 +430,8 @@ mod tests {
         let (av, bv) = (View { offset: 0, rs: k, cs: 1 }, View { offset: 0, rs: n, cs: 1 });
         assert!(!applies((&dense, av), bv, 0, (m, k, n)));
         let zeros = vec![0f32; m * k];
-        assert!(!applies((&zeros, av), bv, 0, (8, k, n)), "too few rows");
+        assert!(!applies((&zeros, av), bv, 0, (31, k, n)), "too few rows");
+        assert!(!applies((&zeros, av), View { offset: 0, rs: 1, cs: k }, 0, (63, k, n)), "too few to copy B for");
         assert!(!applies((&zeros, av), bv, 0, (m, 32, n)), "too short");
         assert!(!applies((&zeros, av), View { offset: 0, rs: 2, cs: 2 * k }, 0, (m, k, n)), "B strided both ways");
     }
