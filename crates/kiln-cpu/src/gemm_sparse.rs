@@ -29,8 +29,8 @@
 #![allow(unsafe_code)]
 
 use crate::gemm::{isa, Elem, Isa, Out, View, UNPACKED_PAR_FLOPS};
-use std::sync::atomic::{AtomicBool, Ordering};
 use kiln_tensor::{Error, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The fewest rows of A worth checking that B is finite for (row-major B), and worth copying
 /// B for as well (transposed B). MNIST's test images through the MLP's first layer, 2
@@ -318,7 +318,14 @@ unsafe fn all_finite(_: *const f32, _: usize, _: (usize, usize)) -> bool {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn row_pair(_: [*const f32; 2], _: [*const f32; 2], _: usize, _: (*const f32, usize), _: [*mut f32; 2], _: usize) {
+unsafe fn row_pair(
+    _: [*const f32; 2],
+    _: [*const f32; 2],
+    _: usize,
+    _: (*const f32, usize),
+    _: [*mut f32; 2],
+    _: usize,
+) {
     unreachable!("`applies` is false off x86-64")
 }
 

@@ -103,6 +103,15 @@ fn a_steady_state_training_step_makes_no_system_allocation() {
         counts
     };
     let (mlp, wide) = (mlp_step(32, (20, 50)), mlp_step(1024, (3, 3)));
+    // Inference on a batch of 1000 mostly-zero rows, as MNIST's pixels are: the first layer's
+    // product skips the zeros, with a copy of the weight per thread.
+    let images = Tensor::randn(0.0, 1.0, [1000, 784], DType::F32, 5, &dev).unwrap().affine(1.0, -0.9).unwrap();
+    let images = images.relu().unwrap();
+    let infer = per_step(3, 5, || drop(kiln::no_grad(|| model.forward(&images)).unwrap()));
+    println!(
+        "MLP inference on mostly-zero rows (b1000): {} large, {} small allocations, {} bytes",
+        infer.1, infer.0, infer.2
+    );
 
     // Batch 64, as in the benchmarks: more than 64 images, planes and pieces per op, past what
     // a split keeps inline.
@@ -149,6 +158,7 @@ fn a_steady_state_training_step_makes_no_system_allocation() {
 
     assert_eq!((mlp.0, mlp.1), (0.0, 0.0), "the MLP step called the system allocator");
     assert_eq!((wide.0, wide.1), (0.0, 0.0), "the MLP step at batch 1024 called the system allocator");
+    assert_eq!((infer.0, infer.1), (0.0, 0.0), "MLP inference on mostly-zero rows called the system allocator");
     assert_eq!((cnn.0, cnn.1), (0.0, 0.0), "the CNN step called the system allocator");
     assert_eq!((ops.0, ops.1), (0.0, 0.0), "ops over 4M elements called the system allocator");
     assert_eq!(conv.1, 0.0, "conv2d's backward made a large system allocation");
