@@ -6,7 +6,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kiln::nn::optim::{Adadelta, AdadeltaConfig, Adam, AdamConfig, Optimizer};
 use kiln::nn::{loss, Module};
 use kiln::{no_grad, DType, Tensor};
-use kiln_data::mnist::Kind;
+use kiln_data::mnist::{load_split, Kind, Scaling};
 use std::hint::black_box;
 
 fn labels(n: usize, dev: &kiln::Device) -> Tensor {
@@ -46,12 +46,11 @@ fn mlp_step(c: &mut Criterion) {
     g.finish();
 }
 
-/// The MNIST test images, scaled to [0, 1] as the MLP example trains on them, or why not.
+/// The MNIST test images, scaled to [0, 1] as the MLP example reads them, or why not.
 fn mnist_test_images(dev: &kiln::Device) -> Result<Tensor, String> {
     let dir = kiln_data::fetch::fetch(&Kind::Mnist.spec()).map_err(|e| e.to_string())?;
-    let images = kiln_data::idx::read(&dir.join("t10k-images-idx3-ubyte")).map_err(|e| e.to_string())?;
-    let pixels: Vec<f32> = images.data.iter().map(|&p| f32::from(p) / 255.0).collect();
-    Tensor::from_vec(pixels, [images.dims[0], 784], dev).map_err(|e| e.to_string())
+    let test = load_split(&dir, "t10k", Kind::Mnist, Scaling::UnitRange).map_err(|e| e.to_string())?;
+    Tensor::from_vec(test.inputs().to_vec(), [test.labels().len(), 784], dev).map_err(|e| e.to_string())
 }
 
 /// 10,000 images in batches of 1,000: random inputs (every entry nonzero), and MNIST's test

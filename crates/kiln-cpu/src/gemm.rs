@@ -174,9 +174,9 @@ fn unpacked_f32(
     mkn: (usize, usize, usize),
     parallel: bool,
 ) -> Option<Result<()>> {
-    // Products inside another op's tasks (`parallel` false: Winograd's) multiply transformed,
-    // dense data, and reserve their scratch by `gemm_same_scratch`, which this path would
-    // escape.
+    // First a mostly-zero A, which only its data shows (`UnpackedF32::choose` sees layouts).
+    // Not for products inside another op's tasks (`parallel` false: Winograd's), which
+    // multiply transformed, dense data: sampling them would be wasted.
     if let Some(done) = parallel.then(|| crate::gemm_sparse::gemm(a, b, offsets, c, mkn, parallel)).flatten() {
         return Some(done);
     }

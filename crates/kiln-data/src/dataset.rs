@@ -59,6 +59,11 @@ impl InMemory {
         InMemory::new(inputs, labels, shape)
     }
 
+    /// The inputs, all examples back to back (`len * product(shape)` values).
+    pub fn inputs(&self) -> &[f32] {
+        &self.inputs
+    }
+
     /// The labels.
     pub fn labels(&self) -> &[i64] {
         &self.labels
