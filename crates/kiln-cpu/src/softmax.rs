@@ -12,7 +12,7 @@ use crate::buffer::Buffer;
 use crate::math::exp_f32;
 use crate::parallel::{for_each_piece, Rows};
 use crate::pool::Pooled;
-use crate::reduce::{best_lanes, sum_lanes, Acc};
+use crate::reduce::{sum_lanes, Acc};
 use crate::simd::vectorized;
 use crate::storage::CpuStorage;
 use crate::strided::{alloc_for_overwrite, map1, CHUNK};
@@ -180,7 +180,7 @@ where
     T: Acc<Sum = f64> + Sub<Output = T>,
 {
     for ((x, e), m) in x.chunks(n).zip(e.chunks_mut(n)).zip(m.iter_mut()) {
-        let best = best_lanes(ReduceOp::Max, x);
+        let best = T::best_row(ReduceOp::Max, x);
         *m = if best.to_f64().is_finite() { best } else { T::from_f64(0.0) };
         for (e, &v) in e.iter_mut().zip(x) {
             *e = v - *m;
