@@ -138,16 +138,7 @@ fn sum_f32(row: &[f32]) -> f64 {
         }
         tail = rest.remainder().iter().fold(tail, |a, &x| a + x as f64);
     }
-    // Pairwise, not in a chain: 16 dependent f64 additions cost more than summing a plane of
-    // 26x26 (a conv bias gradient's run) took.
-    let mut half = LANES;
-    while half > 1 {
-        half /= 2;
-        for i in 0..half {
-            wide[i] += wide[i + half];
-        }
-    }
-    wide[0] + tail
+    wide.into_iter().fold(0f64, |a, b| a + b) + tail
 }
 
 /// The sum of a contiguous row, in `LANES` interleaved partial sums of the accumulator type.
@@ -221,8 +212,9 @@ pub(crate) fn best_lanes<T: Acc>(op: ReduceOp, row: &[T]) -> T {
 /// The max or min of a contiguous, non-empty f32 row: on AVX-512, [`best_lanes`]'s lanes with
 /// one `vmaxps`/`vminps` per vector in place of its NaN-aware select, and a NaN check on the
 /// side (an unordered compare covers two vectors); a row with a NaN goes to `best_lanes`,
-/// which returns its first NaN. The same bits either way. Row max of 1024x1024 (2 threads):
-/// 51.6 -> TODO µs, PyTorch's `amax` about 30.
+/// which returns its first NaN. The same bits either way. Row max, 2 threads: 1024x1024 42.4 ->
+/// 26.8 µs, 4096x1000 199 -> 151 µs (the harness); against PyTorch's `amax` 0.69x -> 1.23x and
+/// 0.71x -> 0.96x (`cargo xtask bench reduce --compare`).
 #[inline(always)]
 fn best_f32(op: ReduceOp, row: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
@@ -247,6 +239,7 @@ fn best_f32(op: ReduceOp, row: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(unsafe_code)]
+#[inline]
 unsafe fn best_f32_avx512(max: bool, row: &[f32]) -> Option<f32> {
     use std::arch::x86_64::*;
     let pick = |l: __m512, x: __m512| if max { _mm512_max_ps(x, l) } else { _mm512_min_ps(x, l) };
@@ -407,9 +400,18 @@ fn over_runs<T: Acc, R: Copy + Default + Send>(
                 || row(&src[base..base + n]),
             )
         } else if run > 1 && run <= CHUNK {
+            // A loop, not `map(..).reduce(..)`: the iterator's closure was compiled apart from
+            // the wide registers, in 128-bit code (the sum over (0, 2, 3) of 16x32x26x26: 21.5-35.9 -> 14.7-19.0 µs).
             vectorized(
                 #[inline(always)]
-                || outer.offsets_from(s / run).take(n / run).map(|o| row(&src[o..o + run])).reduce(&merge),
+                || {
+                    let mut acc = None;
+                    for o in outer.offsets_from(s / run).take(n / run) {
+                        let x = row(&src[o..o + run]);
+                        acc = Some(acc.map_or(x, |a| merge(a, x)));
+                    }
+                    acc
+                },
             )
             .unwrap_or_default()
         } else {
