@@ -34,10 +34,34 @@ pub(crate) trait Acc: WithDType + PartialOrd + Default + Pooled {
     fn best_row(op: ReduceOp, row: &[Self]) -> Self {
         best_lanes(op, row)
     }
+    /// The sum of the runs of `run` elements starting at `starts`, in order: each run's
+    /// [`Acc::sum_row`], merged, unless the type's impl keeps its lanes across runs (f32 runs
+    /// of 64 and more take [`sum_f32_runs`]). `None` for no runs.
+    #[inline(always)]
+    fn sum_runs(src: &[Self], starts: Starts<'_>, run: usize) -> Option<Self::Sum> {
+        sum_runs_apart(src, starts, run)
+    }
+}
+
+/// Where the runs of [`over_runs`]'s block start: one slice, or the starts of several runs.
+pub(crate) enum Starts<'a> {
+    One(Option<usize>),
+    Many(std::iter::Take<kiln_tensor::StridedOffsets<'a>>),
+}
+
+impl Iterator for Starts<'_> {
+    type Item = usize;
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            Starts::One(o) => o.take(),
+            Starts::Many(offsets) => offsets.next(),
+        }
+    }
 }
 
 macro_rules! acc_float {
-    ($($t:ty => $sum_row:ident, $best_row:ident),*) => {$(
+    ($($t:ty => $sum_row:ident, $best_row:ident, $sum_runs:ident),*) => {$(
         impl Acc for $t {
             type Sum = f64;
             fn zero() -> f64 { 0.0 }
@@ -50,10 +74,28 @@ macro_rules! acc_float {
             fn sum_row(row: &[Self]) -> f64 { $sum_row(row) }
             #[inline(always)]
             fn best_row(op: ReduceOp, row: &[Self]) -> Self { $best_row(op, row) }
+            #[inline(always)]
+            fn sum_runs(src: &[Self], starts: Starts<'_>, run: usize) -> Option<f64> { $sum_runs(src, starts, run) }
         }
     )*};
 }
-acc_float!(f32 => sum_f32, best_f32, f64 => sum_wide, best_lanes, f16 => sum_wide, best_lanes, bf16 => sum_wide, best_lanes);
+acc_float!(
+    f32 => sum_f32, best_f32, sum_f32_runs,
+    f64 => sum_wide, best_lanes, sum_runs_apart,
+    f16 => sum_wide, best_lanes, sum_runs_apart,
+    bf16 => sum_wide, best_lanes, sum_runs_apart
+);
+
+/// [`Acc::sum_runs`]'s default: each run summed on its own.
+#[inline(always)]
+fn sum_runs_apart<T: Acc>(src: &[T], starts: Starts<'_>, run: usize) -> Option<T::Sum> {
+    let mut acc = None;
+    for o in starts {
+        let x = T::sum_row(&src[o..o + run]);
+        acc = Some(acc.map_or(x, |a| T::merge(a, x)));
+    }
+    acc
+}
 
 macro_rules! acc_int {
     ($($t:ty),*) => {$(
@@ -113,8 +155,31 @@ fn sum_f32(row: &[f32]) -> f64 {
     if row.len() < 64 {
         return sum_wide(row);
     }
-    let mut wide = [0f64; 16];
-    let mut tail = 0f64;
+    let (mut wide, mut tail) = ([0f64; 16], 0f64);
+    sum_f32_into(row, &mut wide, &mut tail);
+    wide.into_iter().fold(0f64, |a, b| a + b) + tail
+}
+
+/// The sum of several f32 runs of at least 64 elements: their blocks' f32 lanes go into one set
+/// of f64 lanes, folded once, where [`sum_f32`] per run folded 16 lanes in a chain for each (a
+/// channel sum over 16x32x26x26: 512 runs of 676, and each fold took about as long as its run).
+#[inline(always)]
+fn sum_f32_runs(src: &[f32], starts: Starts<'_>, run: usize) -> Option<f64> {
+    if run < 64 {
+        return sum_runs_apart(src, starts, run);
+    }
+    let (mut wide, mut tail, mut any) = ([0f64; 16], 0f64, false);
+    for o in starts {
+        sum_f32_into(&src[o..o + run], &mut wide, &mut tail);
+        any = true;
+    }
+    any.then(|| wide.into_iter().fold(0f64, |a, b| a + b) + tail)
+}
+
+/// Adds a row's blocks (see [`sum_f32`]) into 16 f64 lanes, and its last single elements into
+/// `tail`.
+#[inline(always)]
+fn sum_f32_into(row: &[f32], wide: &mut [f64; 16], tail: &mut f64) {
     for block in row.chunks(F32_BLOCK) {
         let (mut l0, mut l1, mut l2, mut l3) = ([0f32; 16], [0f32; 16], [0f32; 16], [0f32; 16]);
         let mut chunks = block.chunks_exact(64);
@@ -136,9 +201,8 @@ fn sum_f32(row: &[f32]) -> f64 {
         for (i, w) in wide.iter_mut().enumerate() {
             *w += (l0[i] + l1[i]) as f64 + (l2[i] + l3[i]) as f64;
         }
-        tail = rest.remainder().iter().fold(tail, |a, &x| a + x as f64);
+        *tail = rest.remainder().iter().fold(*tail, |a, &x| a + x as f64);
     }
-    wide.into_iter().fold(0f64, |a, b| a + b) + tail
 }
 
 /// The sum of a contiguous row, in `LANES` interleaved partial sums of the accumulator type.
@@ -322,15 +386,14 @@ fn contiguous_runs(view: &Layout, r: usize) -> (usize, Layout) {
 fn reduce_one<T: Acc>(op: ReduceOp, src: &[T], view: &Layout, start: usize, r: usize, par: bool) -> (T, usize) {
     match op {
         ReduceOp::Sum => {
-            // A closure marked for inlining, not the fn item `sum_lanes`: its `Fn::call` shim was
+            // A closure marked for inlining, not a fn item: a fn item's `Fn::call` shim was
             // compiled apart with 128-bit registers (a channel sum ran at half PyTorch's speed).
             let total = over_runs(
-                src,
                 view,
                 (start, r),
                 par,
                 #[inline(always)]
-                |row: &[T]| sum_lanes(row),
+                |starts: Starts<'_>, run: usize| T::sum_runs(src, starts, run),
                 |s, n| sum_run(src, view, s, n),
                 T::merge,
             );
@@ -342,12 +405,18 @@ fn reduce_one<T: Acc>(op: ReduceOp, src: &[T], view: &Layout, start: usize, r: u
             let walk = |s, n| best_run(op, src, view, s, n).0;
             (
                 over_runs(
-                    src,
                     view,
                     (start, r),
                     par,
                     #[inline(always)]
-                    |row: &[T]| T::best_row(op, row),
+                    |starts: Starts<'_>, run: usize| {
+                        let mut acc = None;
+                        for o in starts {
+                            let x = T::best_row(op, &src[o..o + run]);
+                            acc = Some(acc.map_or(x, |a| pick(a, x)));
+                        }
+                        acc
+                    },
                     walk,
                     pick,
                 )
@@ -373,17 +442,18 @@ fn reduce_one<T: Acc>(op: ReduceOp, src: &[T], view: &Layout, start: usize, r: u
 }
 
 /// Elements `start..start + r` of `view` reduced in blocks of whole contiguous runs (a conv
-/// bias gradient's H x W planes, or all of a contiguous tensor): `row` reduces a contiguous
-/// slice in wide registers, `walk(s, n)` elements `s..s + n` through the layout where runs are
+/// bias gradient's H x W planes, or all of a contiguous tensor): `runs(starts, len)` reduces
+/// the contiguous runs of `len` elements at `starts` in wide registers (called inside
+/// `vectorized`; its loop over the runs is its own, so that it may keep state across them),
+/// `walk(s, n)` elements `s..s + n` through the layout where runs are
 /// single elements (walking every element through the offsets cost 0.9 ns an element, 2.9 for
 /// a max), and `merge` combines results in index order. The blocks depend on the shape only,
 /// not on threads; `None` when there is nothing to reduce.
-fn over_runs<T: Acc, R: Copy + Default + Send>(
-    src: &[T],
+fn over_runs<R: Copy + Default + Send>(
     view: &Layout,
     (start, r): (usize, usize),
     par: bool,
-    row: impl Fn(&[T]) -> R + Sync,
+    runs: impl Fn(Starts<'_>, usize) -> Option<R> + Sync,
     walk: impl Fn(usize, usize) -> R + Sync,
     merge: impl Fn(R, R) -> R + Sync,
 ) -> Option<R> {
@@ -397,21 +467,16 @@ fn over_runs<T: Acc, R: Copy + Default + Send>(
             let base = outer.offsets_from(start / run).next().unwrap_or(0) + (s - start);
             vectorized(
                 #[inline(always)]
-                || row(&src[base..base + n]),
+                || runs(Starts::One(Some(base)), n),
             )
+            .unwrap_or_default()
         } else if run > 1 && run <= CHUNK {
-            // A loop, not `map(..).reduce(..)`: the iterator's closure was compiled apart from
-            // the wide registers, in 128-bit code (the sum over (0, 2, 3) of 16x32x26x26: 21.5-35.9 -> 14.7-19.0 µs).
+            // The runs' loop inside `runs`, not `map(..).reduce(..)` here: the iterator's
+            // closure was compiled apart from the wide registers, in 128-bit code (the sum over
+            // (0, 2, 3) of 16x32x26x26: 21.5-35.9 -> 14.7-19.0 µs).
             vectorized(
                 #[inline(always)]
-                || {
-                    let mut acc = None;
-                    for o in outer.offsets_from(s / run).take(n / run) {
-                        let x = row(&src[o..o + run]);
-                        acc = Some(acc.map_or(x, |a| merge(a, x)));
-                    }
-                    acc
-                },
+                || runs(Starts::Many(outer.offsets_from(s / run).take(n / run)), run),
             )
             .unwrap_or_default()
         } else {

@@ -33,6 +33,9 @@ pub(crate) fn reduce(ctx: &mut Ctx) {
         // several dims as long, over contiguous runs of 11 (a bias gradient's planes).
         (vec![100, 7], View::Contiguous, vec![0]),
         (vec![12, 5, 11], View::Offset, vec![0, 2]),
+        // Several runs of 675 = 512 + 2 x 64 + 2 x 16 + 3 per output (a channel sum over
+        // larger planes): a backend may carry its partial sums from one run into the next.
+        (vec![5, 3, 9, 75], View::Offset, vec![0, 2, 3]),
     ];
     for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min] {
         for dtype in DType::ALL {
