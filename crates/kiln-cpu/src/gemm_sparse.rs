@@ -35,10 +35,11 @@ use crate::gemm::{isa, Elem, Isa, Out, View, UNPACKED_PAR_FLOPS};
 use kiln_tensor::{Error, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The fewest rows of A worth checking that B is finite for (row-major B), and worth copying
-/// B for as well (transposed B). MNIST's test images through the MLP's first layer, 2
-/// threads: 32 rows took 38 us dense and 47 sparse, 64 rows 72 and 58, 128 rows 171 and 94.
+/// The fewest rows of A worth checking that a row-major B is finite for.
 const MIN_ROWS: usize = 32;
+/// The fewest rows of A worth copying a transposed B for as well. MNIST's test images through
+/// the MLP's first layer, 2 threads: 32 rows took 38 us dense and 47 sparse, 64 rows 72 and
+/// 58, 128 rows 171 and 94.
 const MIN_ROWS_TRANSPOSED: usize = 64;
 /// The shortest rows of A worth scanning.
 const MIN_K: usize = 64;
@@ -106,6 +107,11 @@ pub(crate) fn gemm(
         return None;
     }
     let threads = if parallel { crate::parallel::threads_for(m * n * k / 4, UNPACKED_PAR_FLOPS) } else { 1 };
+    if threads > 1 && bv.cs != 1 {
+        // Every thread's scratch grown at once, as the packed GEMM does: which thread runs which
+        // part varies, and one growing late would allocate in a steady-state step.
+        <f32 as Elem>::grow_all_scratch();
+    }
     // One part of the rows per thread, an even number each (rows go in pairs). A transposed B
     // is copied by each part for itself, into its thread's GEMM scratch: a copy one thread
     // made, read from the other core's cache, made 2-thread times swing between 6.6 and 9 ms

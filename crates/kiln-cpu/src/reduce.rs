@@ -89,10 +89,33 @@ acc_float!(
 /// [`Acc::sum_runs`]'s default: each run summed on its own.
 #[inline(always)]
 fn sum_runs_apart<T: Acc>(src: &[T], starts: Starts<'_>, run: usize) -> Option<T::Sum> {
+    each_run(
+        src,
+        starts,
+        run,
+        #[inline(always)]
+        |row: &[T]| T::sum_row(row),
+        T::merge,
+    )
+}
+
+/// Each run of `run` elements at `starts` reduced by `row`, the results combined in order by
+/// `merge`; `None` for no runs. A loop, for callers inside `vectorized` (see [`over_runs`]).
+#[inline(always)]
+fn each_run<T, R>(
+    src: &[T],
+    starts: Starts<'_>,
+    run: usize,
+    row: impl Fn(&[T]) -> R,
+    merge: impl Fn(R, R) -> R,
+) -> Option<R> {
     let mut acc = None;
     for o in starts {
-        let x = T::sum_row(&src[o..o + run]);
-        acc = Some(acc.map_or(x, |a| T::merge(a, x)));
+        let x = row(&src[o..o + run]);
+        acc = Some(match acc {
+            Some(a) => merge(a, x),
+            None => x,
+        });
     }
     acc
 }
@@ -277,8 +300,8 @@ pub(crate) fn best_lanes<T: Acc>(op: ReduceOp, row: &[T]) -> T {
 /// one `vmaxps`/`vminps` per vector in place of its NaN-aware select, and a NaN check on the
 /// side (an unordered compare covers two vectors); a row with a NaN goes to `best_lanes`,
 /// which returns its first NaN. The same bits either way. Row max, 2 threads: 1024x1024 42.4 ->
-/// 26.8 µs, 4096x1000 199 -> 151 µs (the harness); against PyTorch's `amax` 0.69x -> 1.23x and
-/// 0.71x -> 0.96x (`cargo xtask bench reduce --compare`).
+/// 26.8 µs, 4096x1000 199 -> 151 µs (the harness); against PyTorch's `amax`, three runs of
+/// `cargo xtask bench reduce --compare`: 0.69x -> 0.80-1.23x and 0.71x -> 0.95-0.98x.
 #[inline(always)]
 fn best_f32(op: ReduceOp, row: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
@@ -410,12 +433,14 @@ fn reduce_one<T: Acc>(op: ReduceOp, src: &[T], view: &Layout, start: usize, r: u
                     par,
                     #[inline(always)]
                     |starts: Starts<'_>, run: usize| {
-                        let mut acc = None;
-                        for o in starts {
-                            let x = T::best_row(op, &src[o..o + run]);
-                            acc = Some(acc.map_or(x, |a| pick(a, x)));
-                        }
-                        acc
+                        each_run(
+                            src,
+                            starts,
+                            run,
+                            #[inline(always)]
+                            |row: &[T]| T::best_row(op, row),
+                            pick,
+                        )
                     },
                     walk,
                     pick,
@@ -473,7 +498,7 @@ fn over_runs<R: Copy + Default + Send>(
         } else if run > 1 && run <= CHUNK {
             // The runs' loop inside `runs`, not `map(..).reduce(..)` here: the iterator's
             // closure was compiled apart from the wide registers, in 128-bit code (the sum over
-            // (0, 2, 3) of 16x32x26x26: 21.5-35.9 -> 14.7-19.0 µs).
+            // (0, 2, 3) of 16x32x26x26: 21.1-35.9 -> 14.7-19.0 µs).
             vectorized(
                 #[inline(always)]
                 || runs(Starts::Many(outer.offsets_from(s / run).take(n / run)), run),
@@ -754,6 +779,11 @@ mod tests {
 
     #[test]
     fn f32_max_and_min_match_the_lanes_bit_for_bit() {
+        if crate::gemm::isa() != crate::gemm::Isa::Avx512 {
+            // `best_f32` is `best_lanes` itself there.
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
         for row in rows() {
             for op in [ReduceOp::Max, ReduceOp::Min] {
                 let (got, want) = (best_f32(op, &row), best_lanes(op, &row));
